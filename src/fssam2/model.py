@@ -1,0 +1,150 @@
+"""FS-SAM2: the K annotated supports are earlier video frames in SAM2's memory, the query the next.
+
+The steps follow DESIGN.md, "The method":
+1. image encoder on all K+1 images of an episode in one batch;
+2. each support's ground-truth mask (as logits, mask * 20 - 10) and image embedding go through
+   the memory encoder; no temporal position encoding, no object pointers;
+3. memory attention conditions the query embedding on the K * HW memory tokens;
+4. prompt encoder (one empty point) and mask decoder (single mask, no object-score gating),
+   low-resolution logits resized bilinearly to the input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_base import SAM2Base
+from torch import nn
+
+from fssam2.errors import InputError
+from fssam2.lora import LoRAConfig, inject_lora
+
+# Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
+MASK_LOGIT_SCALE = 20.0
+MASK_LOGIT_BIAS = -10.0
+
+
+@dataclass
+class ImageFeatures:
+    """Image encoder output for N images, as the rest of the forward pass consumes it."""
+
+    embedding: torch.Tensor  # [N, C, S/16, S/16] lowest-resolution FPN map (pix_feat)
+    position: torch.Tensor  # [N, C, S/16, S/16] its sine position encoding
+    high_res: list[torch.Tensor]  # [N, C/8, S/4, S/4], [N, C/4, S/8, S/8] raw FPN maps
+
+    def select(self, index: slice) -> ImageFeatures:
+        return ImageFeatures(self.embedding[index], self.position[index], [f[index] for f in self.high_res])
+
+
+class FewShotSAM2(nn.Module):
+    """SAM2 used as a few-shot segmenter; optionally with LoRA layers inserted.
+
+    Args:
+        sam2: a built SAM2 model (see `fssam2.build_sam2`), pretrained weights already loaded.
+        lora: where to insert LoRA layers; None leaves the SAM2 model untouched.
+    """
+
+    def __init__(self, sam2: SAM2Base, lora: LoRAConfig | None = None) -> None:
+        super().__init__()
+        self.sam2 = sam2
+        self.lora = lora
+        self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sam2.image_size)
+
+    def encode_images(self, images: torch.Tensor) -> ImageFeatures:
+        """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images."""
+        out = self.sam2.image_encoder(images)
+        levels = self.sam2.num_feature_levels
+        fpn = out["backbone_fpn"][-levels:]
+        pos = out["vision_pos_enc"][-levels:]
+        return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=list(fpn[:-1]))
+
+    def encode_memory(
+        self, support: ImageFeatures, support_masks: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2: support memories, flattened to tokens.
+
+        support: features of B*K images, episode-major; support_masks [B*K, S, S] in {0, 1}.
+        Returns memory and its position encoding, each [K*HW, B, C_mem] (support k's HW tokens
+        at k*HW..(k+1)*HW).
+        """
+        mask_logits = support_masks[:, None].to(support.embedding.dtype) * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
+        out = self.sam2.memory_encoder(support.embedding, mask_logits, skip_mask_sigmoid=True)
+        feats, pos = out["vision_features"], out["vision_pos_enc"][0]  # [B*K, C_mem, h, w]
+
+        def tokens(x: torch.Tensor) -> torch.Tensor:
+            n, c = x.shape[:2]
+            k = n // batch
+            return x.reshape(batch, k, c, -1).permute(1, 3, 0, 2).reshape(-1, batch, c)
+
+        return tokens(feats), tokens(pos)
+
+    def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        """Steps 3-4: condition the query on the memory and decode. Returns logits [B, 1, S, S]."""
+        emb = query.embedding  # [B, C, h, w]
+        b, c, h, w = emb.shape
+        conditioned = self.sam2.memory_attention(
+            curr=emb.flatten(2).permute(2, 0, 1),  # [hw, B, C]
+            curr_pos=query.position.flatten(2).permute(2, 0, 1),
+            memory=memory,
+            memory_pos=memory_pos,
+            num_obj_ptr_tokens=0,
+        )
+        conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
+        decoder = self.sam2.sam_mask_decoder
+        high_res = [decoder.conv_s0(query.high_res[0]), decoder.conv_s1(query.high_res[1])]
+        points = torch.zeros(b, 1, 2, device=emb.device)
+        labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
+        sparse, dense = self.sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        low_res, _, _, _ = decoder(
+            image_embeddings=conditioned,
+            image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+            repeat_image=False,
+            high_res_features=high_res,
+        )  # [B, 1, S/4, S/4]
+        size = (self.image_size, self.image_size)
+        return F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)
+
+    def forward(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
+    ) -> torch.Tensor:
+        """Segment the supports' class in each query.
+
+        support_images [B, K, 3, S, S] and query_images [B, 3, S, S], normalised;
+        support_masks [B, K, S, S] in {0, 1}. Returns query logits [B, 1, S, S].
+        """
+        self._check_inputs(support_images, support_masks, query_images)
+        b, k = support_images.shape[:2]
+        images = torch.cat([support_images.flatten(0, 1), query_images], dim=0)  # [B*K + B, 3, S, S]
+        feats = self.encode_images(images)
+        memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), support_masks.flatten(0, 1), b)
+        return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
+
+    def _check_inputs(self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor) -> None:
+        s = self.image_size
+        if support_images.dim() != 5 or support_images.shape[2:] != (3, s, s):
+            raise InputError(
+                f"support_images has shape {tuple(support_images.shape)}; expected [B, K, 3, {s}, {s}] "
+                f"(images resized to the model's input size {s})."
+            )
+        b, k = support_images.shape[:2]
+        if k == 0:
+            raise InputError("K = 0 support images: an episode needs at least one annotated support (shot >= 1).")
+        if tuple(support_masks.shape) != (b, k, s, s):
+            raise InputError(
+                f"support_masks has shape {tuple(support_masks.shape)} but support_images has "
+                f"{tuple(support_images.shape)}: masks must be [B, K, {s}, {s}], one per support image."
+            )
+        if tuple(query_images.shape) != (b, 3, s, s):
+            raise InputError(
+                f"query_images has shape {tuple(query_images.shape)}; expected [{b}, 3, {s}, {s}] "
+                "(one query per episode, at the model's input size)."
+            )
