@@ -1,0 +1,81 @@
+"""The few-shot segmentation metric: per-class mIoU and FB-IoU, accumulated over episodes.
+
+Per class c of the evaluated fold, foreground and background intersections and unions are
+summed over every episode of that class (not averaged per sample, unlike torchmetrics'
+MeanIoU); pixels equal to `ignore_index` count as neither foreground nor background.
+    mIoU   = 100 * mean_c I_fg[c] / max(U_fg[c], 1)
+    FB-IoU = 100 * mean(sum_c I_bg / sum_c U_bg, sum_c I_fg / sum_c U_fg)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+from fssam2.errors import InputError
+
+
+class FewShotIoU(Metric):
+    """mIoU / FB-IoU over the classes `class_ids` of one fold, summed across processes.
+
+    Args:
+        class_ids: the label values of the fold's classes (e.g. 1..5 for PASCAL-5i fold 0).
+        ignore_index: target value excluded from both foreground and background.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, class_ids: Sequence[int], ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(**kwargs)
+        class_ids = [int(c) for c in class_ids]
+        if not class_ids or len(set(class_ids)) != len(class_ids):
+            raise InputError(f"FewShotIoU class_ids={class_ids}: give the fold's class ids, each once.")
+        self.class_ids = class_ids
+        self.ignore_index = ignore_index
+        lookup = torch.full((max(class_ids) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(class_ids)] = torch.arange(len(class_ids))
+        self.register_buffer("_slot", lookup, persistent=False)
+        n = len(class_ids)
+        for name in ("inter_fg", "union_fg", "inter_bg", "union_bg"):
+            self.add_state(name, default=torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, class_id: torch.Tensor) -> None:
+        """preds [B, H, W] in {0, 1}; target [B, H, W] in {0, 1, ignore_index}; class_id [B]."""
+        if preds.shape != target.shape or preds.dim() != 3:
+            raise InputError(
+                f"FewShotIoU.update: preds {tuple(preds.shape)} and target {tuple(target.shape)} must "
+                "both be [B, H, W] (score predictions at the target's size)."
+            )
+        class_id = torch.as_tensor(class_id, device=self._slot.device).long().reshape(-1)
+        known = (class_id >= 0) & (class_id < self._slot.numel())
+        slots = torch.where(known, self._slot[class_id.clamp(0, self._slot.numel() - 1)], -1)
+        if class_id.numel() != preds.shape[0] or (slots < 0).any():
+            raise InputError(
+                f"FewShotIoU.update: class ids {class_id.tolist()} must be one per sample and among "
+                f"the metric's classes {self.class_ids}."
+            )
+        valid = target != self.ignore_index
+        pred_fg = preds.bool() & valid
+        true_fg = (target == 1) & valid
+        pred_bg = ~preds.bool() & valid
+        true_bg = (target == 0) & valid
+        dims = (1, 2)
+        for name, a, b in (("fg", pred_fg, true_fg), ("bg", pred_bg, true_bg)):
+            inter = (a & b).sum(dims)
+            union = (a | b).sum(dims)
+            getattr(self, f"inter_{name}").index_add_(0, slots.to(inter.device), inter)
+            getattr(self, f"union_{name}").index_add_(0, slots.to(union.device), union)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """miou and fbiou (percent), per-class IoU (percent, in class_ids order)."""
+        per_class = self.inter_fg.double() / self.union_fg.double().clamp(min=1)
+        fg = self.inter_fg.sum().double() / self.union_fg.sum().double().clamp(min=1)
+        bg = self.inter_bg.sum().double() / self.union_bg.sum().double().clamp(min=1)
+        return {
+            "miou": 100 * per_class.mean().float(),
+            "fbiou": 100 * ((fg + bg) / 2).float(),
+            "per_class": 100 * per_class.float(),
+        }
