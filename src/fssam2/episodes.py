@@ -1,0 +1,120 @@
+"""The episode protocol: which (query, class, supports) episode i of a split is.
+
+Episode `index` of a split with seed `seed` in epoch `epoch` (test / val runs use epoch -1) is
+drawn from ``numpy.random.default_rng((seed, index, epoch + 1))`` (DESIGN.md, "Episode sampling,
+exactly"), so the set of episodes never depends on workers, batch size or process count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fssam2.errors import InputError
+
+EVAL_EPOCH = -1  # the epoch test and validation episodes are drawn with
+
+
+@dataclass(frozen=True)
+class Episode:
+    index: int  # position in the split's episode sequence
+    query: str  # image id of the query
+    class_id: int  # 1-based label value of the class to segment
+    supports: tuple[str, ...]  # K distinct image ids of that class, never the query
+
+
+def episode_rng(seed: int, index: int, epoch: int) -> np.random.Generator:
+    """The generator episode `index` draws from."""
+    return np.random.default_rng((seed, index, epoch + 1))
+
+
+class QueryCycleEpisodes:
+    """The PASCAL-5i rule: the query cycles through the list, the class is drawn among the
+    split's classes present in the query, the supports among that class's other images.
+
+    Args:
+        images: the split's data list, in file order.
+        by_class: 1-based class -> image ids, in list order (the class-file dict).
+        present: image id -> 1-based classes present in its label map.
+        classes: the split's 1-based classes.
+        shot: K, supports per episode.
+        seed: episode seed of the split.
+        length: number of episodes; None = one per image of the list.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str],
+        by_class: Mapping[int, Sequence[str]],
+        present: Callable[[str], Sequence[int]] | Mapping[str, Sequence[int]],
+        classes: Sequence[int],
+        shot: int,
+        seed: int,
+        length: int | None = None,
+    ) -> None:
+        if shot < 1:
+            raise InputError(f"data.shot={shot}: an episode needs at least one support image (shot >= 1).")
+        if not images:
+            raise InputError("The split's data list is empty: no episode can be drawn.")
+        self.images = list(images)
+        self.by_class = {int(c): list(ids) for c, ids in by_class.items()}
+        self._present = present if callable(present) else present.__getitem__
+        self.classes = sorted(int(c) for c in classes)
+        self.shot = shot
+        self.seed = seed
+        self.length = len(self.images) if length is None else length
+        short = {c: len(self.by_class.get(c, [])) for c in self.classes if len(self.by_class.get(c, [])) < shot + 1}
+        if short:
+            raise InputError(
+                f"Classes {sorted(short)} have fewer than shot + 1 = {shot + 1} images ({short}): "
+                "lower data.shot or add images of those classes."
+            )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def episode(self, index: int, epoch: int = EVAL_EPOCH) -> Episode:
+        rng = episode_rng(self.seed, index, epoch)
+        query = self.images[index % len(self.images)]
+        split = set(self.classes)
+        present = sorted(c - 1 for c in self._present(query) if c in split)  # 0-based, ascending
+        if not present:
+            raise InputError(f"Image {query!r} is listed but holds none of the split's classes {self.classes}.")
+        c = int(rng.choice(present))
+        pool = [x for x in self.by_class[c + 1] if x != query]
+        supports = rng.choice(pool, self.shot, replace=False)
+        return Episode(index=index, query=query, class_id=c + 1, supports=tuple(str(s) for s in supports))
+
+
+class EpisodeSampler(torch.utils.data.Sampler):
+    """Yields (episode index, epoch) pairs, sharded over processes without padding.
+
+    Evaluation: process r of N gets indices r, r + N, ... so every episode runs exactly once.
+    Training: a permutation seeded by (seed, epoch), cut to a multiple of N so that every
+    process runs the same number of steps. Lightning calls `set_epoch` before each epoch.
+    """
+
+    def __init__(self, length: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.length, self.shuffle, self.seed = length, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = EVAL_EPOCH if not shuffle else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.rank, self.length, self.world_size))
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length)
+        usable = self.length - self.length % self.world_size
+        return order[self.rank : usable : self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self._indices()])
+
+    def __len__(self) -> int:
+        return len(self._indices())
