@@ -25,13 +25,17 @@ def reference_forward(sam2, support_images, support_masks, query_images):
         out = sam2.forward_image(query_images[b][None])
         feats = out["backbone_fpn"][-sam2.num_feature_levels :]
         pos = out["vision_pos_enc"][-sam2.num_feature_levels :]
-        conditioned = sam2.memory_attention(
-            curr=feats[-1].flatten(2).permute(2, 0, 1),
-            curr_pos=pos[-1].flatten(2).permute(2, 0, 1),
-            memory=torch.cat(memories, 0),
-            memory_pos=torch.cat([memory_pos] * len(memories), 0),
-            num_obj_ptr_tokens=0,
-        ).permute(1, 2, 0).reshape(feats[-1].shape)
+        conditioned = (
+            sam2.memory_attention(
+                curr=feats[-1].flatten(2).permute(2, 0, 1),
+                curr_pos=pos[-1].flatten(2).permute(2, 0, 1),
+                memory=torch.cat(memories, 0),
+                memory_pos=torch.cat([memory_pos] * len(memories), 0),
+                num_obj_ptr_tokens=0,
+            )
+            .permute(1, 2, 0)
+            .reshape(feats[-1].shape)
+        )
         sparse, dense = sam2.sam_prompt_encoder(
             points=(torch.zeros(1, 1, 2), -torch.ones(1, 1, dtype=torch.int32)), boxes=None, masks=None
         )
@@ -95,3 +99,15 @@ def test_wrong_image_size_is_refused(tiny_sam2):
     images, masks, query = make_episode(batch=1, shot=1, size=96)
     with pytest.raises(InputError, match="model's input size 128"):
         FewShotSAM2(tiny_sam2)(images, masks, query)
+
+
+def test_used_parameters_are_exactly_those_that_get_gradients(tiny_sam2):
+    """Full fine-tuning trains `used_parameters()`; under DDP each of them must get a gradient
+    in every step, and none left out may be one the forward pass depends on."""
+    from fssam2 import LoRAConfig
+
+    model = FewShotSAM2(tiny_sam2, LoRAConfig()).train()
+    model.requires_grad_(True)
+    model(*make_episode(2, 2)).mean().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {n for n, _ in model.used_parameters()}

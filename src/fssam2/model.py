@@ -25,6 +25,22 @@ from fssam2.lora import LoRAConfig, inject_lora
 MASK_LOGIT_SCALE = 20.0
 MASK_LOGIT_BIAS = -10.0
 
+# SAM2 parts the forward pass below never uses (video tracking, mask prompts, heads whose outputs
+# it discards). Full fine-tuning leaves them frozen, so DDP waits for no gradient that never comes.
+UNUSED_SAM2_PARTS = (
+    "mask_downsample",
+    "maskmem_tpos_enc",
+    "no_mem_embed",
+    "no_mem_pos_enc",
+    "no_obj_embed_spatial",
+    "no_obj_ptr",
+    "obj_ptr_proj",
+    "obj_ptr_tpos_proj",
+    "sam_mask_decoder.iou_prediction_head",
+    "sam_mask_decoder.pred_obj_score_head",
+    "sam_prompt_encoder.mask_downscaling",
+)
+
 
 @dataclass
 class ImageFeatures:
@@ -51,6 +67,11 @@ class FewShotSAM2(nn.Module):
         self.sam2 = sam2
         self.lora = lora
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
+
+    def used_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of every parameter the forward pass depends on."""
+        unused = tuple(f"sam2.{part}" for part in UNUSED_SAM2_PARTS)
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(unused)]
 
     @property
     def image_size(self) -> int:
@@ -128,7 +149,9 @@ class FewShotSAM2(nn.Module):
         memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), support_masks.flatten(0, 1), b)
         return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
 
-    def _check_inputs(self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor) -> None:
+    def _check_inputs(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
+    ) -> None:
         s = self.image_size
         if support_images.dim() != 5 or support_images.shape[2:] != (3, s, s):
             raise InputError(
