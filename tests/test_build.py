@@ -64,7 +64,13 @@ def test_checkpoint_for_another_config(tmp_path, tiny_sam2):
     with pytest.raises(InputError) as err:
         build_sam2("fssam2_tiny", path)
     message = str(err.value)
-    for part in ("other.pt", "fssam2_tiny", "missing keys: no_mem_embed", "unexpected keys: extra.weight", "sam_mask_decoder.iou_token.weight (1, 3) vs (1, 64)"):
+    for part in (
+        "other.pt",
+        "fssam2_tiny",
+        "missing keys: no_mem_embed",
+        "unexpected keys: extra.weight",
+        "sam_mask_decoder.iou_token.weight (1, 3) vs (1, 64)",
+    ):
         assert part in message
 
 

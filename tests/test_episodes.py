@@ -36,7 +36,9 @@ def test_matches_the_published_rule(toy_split, shot, epoch):
     episodes = QueryCycleEpisodes(images, by_class, present, classes, shot, seed=42, length=100)
     for idx in range(100):
         ep = episodes.episode(idx, epoch)
-        assert (ep.query, ep.class_id, list(ep.supports)) == published_rule(images, by_class, present, classes, shot, 42, idx, epoch)
+        assert (ep.query, ep.class_id, list(ep.supports)) == published_rule(
+            images, by_class, present, classes, shot, 42, idx, epoch
+        )
         assert ep.query not in ep.supports and len(set(ep.supports)) == shot
         assert ep.class_id in present[ep.query]
 

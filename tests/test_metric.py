@@ -88,6 +88,7 @@ def _ddp_worker(rank, world, port, queue):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_states_are_summed_across_processes(free_port):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

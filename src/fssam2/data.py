@@ -28,11 +28,13 @@ IGNORE = 255
 def training_augmentation() -> A.Compose:
     """The published recipe, drawn independently per image: rotation +-10 deg, 5x5 Gaussian
     blur, horizontal flip. Pixels rotated in from outside the image are ignored in the mask."""
-    return A.Compose([
-        A.Rotate(limit=10, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE, p=0.5),
-        A.GaussianBlur(blur_limit=(5, 5), p=0.5),
-        A.HorizontalFlip(p=0.5),
-    ])
+    return A.Compose(
+        [
+            A.Rotate(limit=10, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE, p=0.5),
+            A.GaussianBlur(blur_limit=(5, 5), p=0.5),
+            A.HorizontalFlip(p=0.5),
+        ]
+    )
 
 
 def to_input(image: np.ndarray, size: int) -> torch.Tensor:
@@ -156,20 +158,30 @@ class FewShotDataModule(L.LightningDataModule):
         if self.trainer is not None:
             self.image_size = self.trainer.lightning_module.model.image_size
         if self.image_size is None:
-            raise InputError("FewShotDataModule.image_size is unset: attach it to a Trainer or set it to the model's input size.")
+            raise InputError(
+                "FewShotDataModule.image_size is unset: attach it to a Trainer or set it to the model's input size."
+            )
 
     def dataset(self, split: str) -> EpisodeDataset:
         if split not in self._datasets:
-            self._datasets[split] = EpisodeDataset(self, split, self.image_size, augment=self.augment and split == "train")
+            self._datasets[split] = EpisodeDataset(
+                self, split, self.image_size, augment=self.augment and split == "train"
+            )
         return self._datasets[split]
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpisodeSampler(len(dataset), shuffle=split == "train", seed=self.split_seed(split), rank=rank, world_size=world)
+        sampler = EpisodeSampler(
+            len(dataset), shuffle=split == "train", seed=self.split_seed(split), rank=rank, world_size=world
+        )
         return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=collate_episodes, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_episodes,
+            persistent_workers=self.num_workers > 0,
             drop_last=split == "train" and len(sampler) >= self.batch_size,
         )
 
@@ -220,4 +232,3 @@ class SyntheticDataModule(FewShotDataModule):
 
     def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         return self.benchmark.render(*self.benchmark.parse_id(image_id))
-

@@ -55,8 +55,13 @@ class LoRAConfig:
 
 def _lora_linear(layer: nn.Linear, rank: int, alpha: float, dropout: float) -> loralib.Linear:
     new = loralib.Linear(
-        layer.in_features, layer.out_features, r=rank, lora_alpha=alpha, lora_dropout=dropout,
-        bias=layer.bias is not None, merge_weights=False,
+        layer.in_features,
+        layer.out_features,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        bias=layer.bias is not None,
+        merge_weights=False,
     )
     new.weight.data.copy_(layer.weight.data)
     if layer.bias is not None:
@@ -67,11 +72,22 @@ def _lora_linear(layer: nn.Linear, rank: int, alpha: float, dropout: float) -> l
 def _lora_conv(layer: nn.Conv2d, rank: int, alpha: float, dropout: float, path: str) -> loralib.Conv2d:
     kh, kw = layer.kernel_size
     if kh != kw:
-        raise InputError(f"LoRA target {path} has a non-square kernel {layer.kernel_size}: loralib supports square kernels only.")
+        raise InputError(
+            f"LoRA target {path} has a non-square kernel {layer.kernel_size}: loralib supports square kernels only."
+        )
     new = loralib.Conv2d(
-        layer.in_channels, layer.out_channels, kh, r=rank, lora_alpha=alpha, lora_dropout=dropout,
-        stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-        bias=layer.bias is not None, merge_weights=False,
+        layer.in_channels,
+        layer.out_channels,
+        kh,
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=layer.bias is not None,
+        merge_weights=False,
     )
     new.conv.weight.data.copy_(layer.weight.data)
     if layer.bias is not None:

@@ -1,0 +1,149 @@
+"""The real `fssam2` CLI, driven end to end with tests/configs/tiny.yaml."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import TESTS
+from fssam2.cli import run_cli
+from fssam2.lora import is_lora_parameter
+
+TINY = str(TESTS / "configs" / "tiny.yaml")
+
+
+def cli(*args):
+    return run_cli([args[0], "--config", TINY, *args[1:]])
+
+
+@pytest.mark.slow
+def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory but the run dir
+    run_dir = tmp_path / "run"
+    fit = cli(
+        "fit",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.logger",
+        "lightning.pytorch.loggers.WandbLogger",
+        "--trainer.logger.offline",
+        "true",
+    )
+    trained = fit.model.model
+    lora_b = [p for n, p in trained.named_parameters() if n.endswith("lora_B")]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # the adapters trained
+    frozen = {n for n, p in trained.named_parameters() if not p.requires_grad}
+    assert frozen and not any(is_lora_parameter(n) for n in frozen)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B files belong under the run dir"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    in_memory = fit.trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)[0]
+    reloaded = cli("test", "--trainer.default_root_dir", str(run_dir), "--ckpt_path", str(last))
+    from_disk = {k: v.item() for k, v in reloaded.trainer.callback_metrics.items()}
+    assert from_disk["test/miou"] == pytest.approx(in_memory["test/miou"], abs=1e-6)
+    assert from_disk["test/fbiou"] == pytest.approx(in_memory["test/fbiou"], abs=1e-6)
+    for (name, a), b in zip(trained.state_dict().items(), reloaded.model.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    untrained = cli("test", "--trainer.default_root_dir", str(tmp_path / "untrained"))
+    assert untrained.trainer.callback_metrics["test/miou"] != pytest.approx(in_memory["test/miou"])
+
+
+@pytest.mark.slow
+def test_ddp_spawn_two_processes_equal_one(tmp_path):
+    single = cli("test", "--trainer.default_root_dir", str(tmp_path / "one"))
+    double = cli(
+        "test",
+        "--trainer.default_root_dir",
+        str(tmp_path / "two"),
+        "--trainer.strategy",
+        "ddp_spawn",
+        "--trainer.devices",
+        "2",
+    )
+    one = single.trainer.callback_metrics
+    two = double.trainer.callback_metrics
+    assert double.trainer.world_size == 2
+    for key in ("test/miou", "test/fbiou", "test/iou_class_1", "test/iou_class_5"):
+        assert two[key].item() == one[key].item(), key  # 25 episodes over 2 processes, none twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable", ["lora", "all"])
+def test_fit_with_ddp_spawn(tmp_path, trainable):
+    """Training over 2 processes: equal shards, gradients for every trainable parameter."""
+    run_dir = tmp_path / trainable
+    fit = cli(
+        "fit",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--model.trainable",
+        trainable,
+        "--trainer.strategy",
+        "ddp_spawn",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_epochs",
+        "1",
+    )
+    assert fit.trainer.world_size == 2
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4  # limit_train_batches steps on each process
+    assert "val/miou" in fit.trainer.callback_metrics
+
+
+def test_print_config(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli("fit", "--print_config")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "sam2_config: fssam2_tiny" in out and "image_rank" not in out
+    assert "image_encoder_rank: 4" in out and "use_distributed_sampler: false" in out
+
+
+def test_unknown_config_key(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        cli("fit", "--model.learning_rate", "0.1")
+    assert exit_.value.code == 2
+    assert "learning_rate" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(TINY).read().replace("  lr: 0.01", "  lr: 0.01\n  lora_rnak: 3"))
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--config", str(bad)])
+    assert "lora_rnak" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model.image_size", "100"], "image_size=100 is not a positive multiple of 32"),
+        (["--data.init_args.shot", "0"], "data.shot=0"),
+        (["--model.sam2_checkpoint", "/nonexistent/sam2.pt"], "/nonexistent/sam2.pt does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli("test", *args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and err.startswith("fssam2: error:")
+
+
+def test_console_script_is_installed():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "fssam2"]
+    assert script.value == "fssam2.cli:main"
+    assert os.environ.get("NO_ALBUMENTATIONS_UPDATE") == "1"
+
+
+def test_predict_and_validate(tmp_path):
+    predict = cli("predict", "--trainer.default_root_dir", str(tmp_path))
+    batches = predict.trainer.predict_loop.predictions
+    predictions = [p for batch in batches for p in batch]
+    assert sorted(p["index"] for p in predictions) == list(range(25))
+    assert all(p["mask"].shape == (64, 64) and p["mask"].dtype == torch.bool for p in predictions)
+    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path))
+    assert {"val/miou", "val/fbiou", "val/loss"} <= set(validate.trainer.callback_metrics)
