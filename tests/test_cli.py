@@ -145,5 +145,5 @@ def test_predict_and_validate(tmp_path):
     predictions = [p for batch in batches for p in batch]
     assert sorted(p["index"] for p in predictions) == list(range(25))
     assert all(p["mask"].shape == (64, 64) and p["mask"].dtype == torch.bool for p in predictions)
-    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path))
+    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_workers", "2")
     assert {"val/miou", "val/fbiou", "val/loss"} <= set(validate.trainer.callback_metrics)

@@ -63,11 +63,19 @@ def test_items_shapes_and_values(datamodule):
     assert item["query_target"].shape == (128, 128)  # the original size, for scoring
     assert set(item["query_mask"].unique().tolist()) <= {0, 1, 255}
     episode = dataset.episodes.episode(4)
-    _, label = datamodule.load(episode.query)
+    _, label = datamodule.image_reader()(episode.query)
     assert torch.equal(item["query_target"], torch.from_numpy(binary_target(label, episode.class_id)).long())
     batch = collate_episodes([dataset[(i, -1)] for i in range(3)])
     assert batch["support_images"].shape == (3, 2, 3, 64, 64)
     assert isinstance(batch["query_target"], list) and len(batch["query_target"]) == 3
+
+
+def test_workers_receive_a_picklable_dataset_without_the_datamodule(datamodule):
+    import pickle
+
+    dataset = pickle.loads(pickle.dumps(datamodule.dataset("val")))
+    assert not any(isinstance(v, SyntheticDataModule) for v in vars(dataset).values())
+    assert torch.equal(dataset[(2, -1)]["query_image"], datamodule.dataset("val")[(2, -1)]["query_image"])
 
 
 def test_training_items_are_augmented_reproducibly(datamodule):

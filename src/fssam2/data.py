@@ -1,12 +1,13 @@
 """Episodic K-shot data: the dataset that turns episodes into tensors, and the DataModules.
 
 A benchmark plugs in by subclassing `FewShotDataModule` and implementing `episodes(split)`,
-`load(image_id)` and `class_ids(split)`; sampling, augmentation, resizing, sharding over
+`image_reader()` and `class_ids(split)`; sampling, augmentation, resizing, sharding over
 processes and collation are shared.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import albumentations as A
@@ -23,6 +24,7 @@ from fssam2.synthetic import SyntheticBenchmark
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 IGNORE = 255
+ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 
 
 def training_augmentation() -> A.Compose:
@@ -57,16 +59,15 @@ class EpisodeDataset(Dataset):
     class_id, index.
     """
 
-    def __init__(self, datamodule: FewShotDataModule, split: str, image_size: int, augment: bool) -> None:
-        self.datamodule, self.split, self.size = datamodule, split, image_size
-        self.episodes = datamodule.episodes(split)
+    def __init__(self, episodes: QueryCycleEpisodes, read: ImageReader, image_size: int, augment: bool) -> None:
+        self.episodes, self.read, self.size = episodes, read, image_size
         self.augmentation = training_augmentation() if augment else None
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def _prepare(self, image_id: str, class_id: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        image, label = self.datamodule.load(image_id)
+        image, label = self.read(image_id)
         target = binary_target(label, class_id)
         if self.augmentation is not None:
             out = self.augmentation(image=image, mask=target)
@@ -142,8 +143,9 @@ class FewShotDataModule(L.LightningDataModule):
     def episodes(self, split: str) -> QueryCycleEpisodes:
         raise NotImplementedError
 
-    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Image [H, W, 3] uint8 RGB and label map [H, W] uint8 of an image id."""
+    def image_reader(self) -> ImageReader:
+        """A picklable callable: image id -> (image [H, W, 3] uint8 RGB, label map [H, W] uint8).
+        Data-loading workers receive it, never the DataModule (which holds the Trainer)."""
         raise NotImplementedError
 
     def class_ids(self, split: str) -> list[int]:
@@ -165,7 +167,10 @@ class FewShotDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> EpisodeDataset:
         if split not in self._datasets:
             self._datasets[split] = EpisodeDataset(
-                self, split, self.image_size, augment=self.augment and split == "train"
+                self.episodes(split),
+                self.image_reader(),
+                self.image_size,
+                augment=self.augment and split == "train",
             )
         return self._datasets[split]
 
@@ -230,5 +235,5 @@ class SyntheticDataModule(FewShotDataModule):
             images, by_class, self.benchmark.present, self.class_ids(split), self.shot, self.split_seed(split), length
         )
 
-    def load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.benchmark.render(*self.benchmark.parse_id(image_id))
+    def image_reader(self) -> ImageReader:
+        return self.benchmark.read

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fssam2.build import build_sam2
+from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable
 from fssam2.metric import FewShotIoU
@@ -94,6 +95,10 @@ class FSSAM2Module(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, FewShotDataModule):
+            raise InputError(
+                "FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes."
+            )
         for split in ("train", "val", "test"):
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(datamodule.class_ids(split))

@@ -142,6 +142,10 @@ class SyntheticBenchmark:
         split, _, index = image_id.rpartition("_")
         return split, int(index)
 
+    def read(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label map of an image id, as a dataset reader returns them."""
+        return self.render(*self.parse_id(image_id))
+
     def present(self, image_id: str) -> list[int]:
         """1-based classes with at least `min_pixels` pixels in the image."""
         split, index = self.parse_id(image_id)
