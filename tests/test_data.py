@@ -63,7 +63,7 @@ def test_items_shapes_and_values(datamodule):
     assert item["query_target"].shape == (128, 128)  # the original size, for scoring
     assert set(item["query_mask"].unique().tolist()) <= {0, 1, 255}
     episode = dataset.episodes.episode(4)
-    _, label = datamodule.image_reader()(episode.query)
+    _, label = datamodule.image_reader("test")(episode.query)
     assert torch.equal(item["query_target"], torch.from_numpy(binary_target(label, episode.class_id)).long())
     batch = collate_episodes([dataset[(i, -1)] for i in range(3)])
     assert batch["support_images"].shape == (3, 2, 3, 64, 64)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fssam2.episodes import EpisodeSampler, QueryCycleEpisodes, episode_rng
+from fssam2.episodes import EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
 from fssam2.errors import InputError
 from fssam2.synthetic import SyntheticBenchmark
 
@@ -129,8 +129,7 @@ class FewShotDataModule(L.LightningDataModule):
         augment: bool = True,
     ) -> None:
         super().__init__()
-        if shot < 1:
-            raise InputError(f"data.shot={shot}: an episode needs at least one support image (shot >= 1).")
+        check_shot(shot)
         if batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
         self.fold, self.shot, self.batch_size = fold, shot, batch_size
@@ -143,7 +142,7 @@ class FewShotDataModule(L.LightningDataModule):
     def episodes(self, split: str) -> QueryCycleEpisodes:
         raise NotImplementedError
 
-    def image_reader(self) -> ImageReader:
+    def image_reader(self, split: str) -> ImageReader:
         """A picklable callable: image id -> (image [H, W, 3] uint8 RGB, label map [H, W] uint8).
         Data-loading workers receive it, never the DataModule (which holds the Trainer)."""
         raise NotImplementedError
@@ -168,7 +167,7 @@ class FewShotDataModule(L.LightningDataModule):
         if split not in self._datasets:
             self._datasets[split] = EpisodeDataset(
                 self.episodes(split),
-                self.image_reader(),
+                self.image_reader(split),
                 self.image_size,
                 augment=self.augment and split == "train",
             )
@@ -235,5 +234,5 @@ class SyntheticDataModule(FewShotDataModule):
             images, by_class, self.benchmark.present, self.class_ids(split), self.shot, self.split_seed(split), length
         )
 
-    def image_reader(self) -> ImageReader:
+    def image_reader(self, split: str) -> ImageReader:
         return self.benchmark.read

@@ -55,8 +55,7 @@ class QueryCycleEpisodes:
         seed: int,
         length: int | None = None,
     ) -> None:
-        if shot < 1:
-            raise InputError(f"data.shot={shot}: an episode needs at least one support image (shot >= 1).")
+        check_shot(shot)
         if not images:
             raise InputError("The split's data list is empty: no episode can be drawn.")
         self.images = list(images)
@@ -66,12 +65,7 @@ class QueryCycleEpisodes:
         self.shot = shot
         self.seed = seed
         self.length = len(self.images) if length is None else length
-        short = {c: len(self.by_class.get(c, [])) for c in self.classes if len(self.by_class.get(c, [])) < shot + 1}
-        if short:
-            raise InputError(
-                f"Classes {sorted(short)} have fewer than shot + 1 = {shot + 1} images ({short}): "
-                "lower data.shot or add images of those classes."
-            )
+        _check_class_sizes(self.by_class, self.classes, shot)
 
     def __len__(self) -> int:
         return self.length
@@ -118,3 +112,92 @@ class EpisodeSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self._indices())
+
+
+class ClassFirstEpisodes:
+    """The COCO-20i rule: the class is drawn first among the split's classes (in the published
+    order), then the query among that class's images, then the supports among the others.
+
+    Args:
+        by_class: 1-based class -> image ids, in list order.
+        classes: the split's 1-based classes in draw order (see `coco_classes`).
+        shot, seed, length: as for `QueryCycleEpisodes`; length is required.
+    """
+
+    def __init__(
+        self, by_class: Mapping[int, Sequence[str]], classes: Sequence[int], shot: int, seed: int, length: int
+    ) -> None:
+        check_shot(shot)
+        self.by_class = {int(c): list(ids) for c, ids in by_class.items()}
+        self.classes = [int(c) for c in classes]
+        self.shot, self.seed, self.length = shot, seed, length
+        _check_class_sizes(self.by_class, self.classes, shot)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def episode(self, index: int, epoch: int = EVAL_EPOCH) -> Episode:
+        rng = episode_rng(self.seed, index, epoch)
+        c = int(rng.choice([k - 1 for k in self.classes]))  # 0-based, as the rule is written
+        query = str(rng.choice(self.by_class[c + 1]))
+        supports = rng.choice([x for x in self.by_class[c + 1] if x != query], self.shot, replace=False)
+        return Episode(index=index, query=query, class_id=c + 1, supports=tuple(str(s) for s in supports))
+
+
+def coco_classes(split: str, fold: int) -> list[int]:
+    """1-based COCO-20i classes of a split, in the order the published sampling draws from:
+    held-out classes fold + 4v + 1 (v = 0..19), training classes ascending."""
+    held_out = [fold + 4 * v + 1 for v in range(20)]
+    return held_out if split != "train" else [c for c in range(1, 81) if c not in held_out]
+
+
+class FolderEpisodes:
+    """The FSS-1000 rule: episode i is the i-th image of the split (categories sorted by name,
+    images by file name as strings), supports are K other image numbers of its category.
+
+    Args:
+        categories: the split's category names.
+        numbers: image numbers per category (FSS-1000: 1..10).
+        shot, seed: as for `QueryCycleEpisodes`.
+    """
+
+    def __init__(self, categories: Sequence[str], numbers: Sequence[int], shot: int, seed: int) -> None:
+        check_shot(shot)
+        if shot >= len(numbers):
+            raise InputError(
+                f"data.shot={shot}: FSS-1000 categories have {len(numbers)} images, so shot must be <= {len(numbers) - 1}."
+            )
+        self.categories = sorted(categories)
+        self.numbers = sorted(numbers)
+        self.order = sorted(self.numbers, key=lambda n: f"{n}.jpg")  # 1, 10, 2, 3, ...
+        self.shot, self.seed = shot, seed
+        self.classes = list(range(1, len(self.categories) + 1))
+
+    def __len__(self) -> int:
+        return len(self.categories) * len(self.order)
+
+    def episode(self, index: int, epoch: int = EVAL_EPOCH) -> Episode:
+        rng = episode_rng(self.seed, index, epoch)
+        slot, position = divmod(index % len(self), len(self.order))
+        category, number = self.categories[slot], self.order[position]
+        supports = rng.choice([n for n in self.numbers if n != number], self.shot, replace=False)
+        return Episode(
+            index=index,
+            query=f"{category}/{number}",
+            class_id=slot + 1,
+            supports=tuple(f"{category}/{int(n)}" for n in supports),
+        )
+
+
+def check_shot(shot: int) -> None:
+    if shot < 1:
+        raise InputError(f"data.shot={shot}: an episode needs at least one support image (shot >= 1).")
+
+
+def _check_class_sizes(by_class: Mapping[int, Sequence[str]], classes: Sequence[int], shot: int) -> None:
+    short = {c: len(by_class.get(c, [])) for c in classes if len(by_class.get(c, [])) < shot + 1}
+    if short:
+        raise InputError(
+            f"Classes {sorted(short)} have fewer than shot + 1 = {shot + 1} images ({short}): "
+            "lower data.shot or add images of those classes."
+        )

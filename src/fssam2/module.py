@@ -99,7 +99,7 @@ class FSSAM2Module(L.LightningModule):
             raise InputError(
                 "FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes."
             )
-        for split in ("train", "val", "test"):
+        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(datamodule.class_ids(split))
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from fssam2.errors import InputError
 
@@ -61,9 +63,10 @@ class SyntheticBenchmark:
         return hue, SHAPES[(class_id - 1) % len(SHAPES)], (class_id - 1) // len(SHAPES) % 2
 
     # rendering
-    def render(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image [S, S, 3] uint8 RGB and label map [S, S] uint8 of image `index` of `split`."""
-        background, objects = self._layout(split, index)
+    def render(self, split: str, index: int, top_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Image [S, S, 3] uint8 RGB and label map [S, S] uint8 of image `index` of `split`;
+        `top_class` makes the object drawn last (never occluded) of that class."""
+        background, objects = self._layout(split, index, top_class)
         s = self.image_size
         noise = np.random.default_rng((self.seed, SPLIT_CODES[split], index, 1))
         yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
@@ -75,12 +78,15 @@ class SyntheticBenchmark:
             image[mask] = color * shade + noise.normal(0, 6, (int(mask.sum()), 3))
         return np.clip(image, 0, 255).astype(np.uint8), self._label(objects)
 
-    def _layout(self, split: str, index: int) -> tuple[tuple[float, float, float], list]:
+    def _layout(self, split: str, index: int, top_class: int | None = None) -> tuple[tuple[float, float, float], list]:
         """Background gradient and, per object, (class, polygon(s), RGB colour)."""
         rng = np.random.default_rng((self.seed, SPLIT_CODES[split], index))
         background = (rng.uniform(70, 150), rng.uniform(-40, 40), rng.uniform(-40, 40))
         objects = []
-        for class_id in rng.choice(np.arange(1, self.num_classes + 1), int(rng.integers(2, 4)), replace=False):
+        classes = rng.choice(np.arange(1, self.num_classes + 1), int(rng.integers(2, 4)), replace=False).tolist()
+        if top_class is not None:
+            classes = [c for c in classes if c != top_class][: len(classes) - 1] + [top_class]
+        for class_id in classes:
             hue, shape, _ = self.appearance(int(class_id))
             polygons = self._polygons(rng, shape)
             hue = (hue + rng.uniform(-0.015, 0.015)) % 1.0
@@ -167,3 +173,51 @@ class SyntheticBenchmark:
                 for c in listed:
                     by_class[c].append(image_id)
         return images, by_class
+
+
+# The benchmark written in the on-disk layouts of the real ones (for tests and `make reproduce` smoke runs).
+def _save(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def write_pascal_layout(root: str | Path, bench: SyntheticBenchmark) -> dict[str, list[str]]:
+    """VOC2012/JPEGImages/<id>.jpg and VOC2012/SegmentationClassAug/<id>.png (0..20, 255 boundary);
+    returns the train / val image ids. Needs a 20-class benchmark."""
+    voc = Path(root) / "VOC2012"
+    ids: dict[str, list[str]] = {}
+    for split, code in (("train", "train"), ("val", "test")):
+        ids[split] = [f"{2007 + SPLIT_CODES[code]}_{i:06d}" for i in range(bench.pool_sizes[SPLIT_CODES[code]])]
+        for i, image_id in enumerate(ids[split]):
+            image, label = bench.render(code, i)
+            _save(image, voc / "JPEGImages" / f"{image_id}.jpg")
+            _save(label, voc / "SegmentationClassAug" / f"{image_id}.png")
+    return ids
+
+
+def write_coco_layout(root: str | Path, bench: SyntheticBenchmark) -> dict[str, list[str]]:
+    """COCO2014/{train2014,val2014}/<id>.jpg and COCO2014/annotations/{train2014,val2014}/<id>.png
+    (values 1..80, no boundary); returns the train / val image ids. Needs an 80-class benchmark."""
+    base = Path(root) / "COCO2014"
+    ids: dict[str, list[str]] = {}
+    for split, code in (("train", "train"), ("val", "test")):
+        sub = f"{split}2014"
+        ids[split] = [f"COCO_{sub}_{i:012d}" for i in range(bench.pool_sizes[SPLIT_CODES[code]])]
+        for i, image_id in enumerate(ids[split]):
+            image, label = bench.render(code, i)
+            label[label == BOUNDARY] = 0
+            _save(image, base / sub / f"{image_id}.jpg")
+            _save(label, base / "annotations" / sub / f"{image_id}.png")
+    return ids
+
+
+def write_fss_layout(root: str | Path, bench: SyntheticBenchmark, categories: dict[str, list[str]]) -> None:
+    """FSS-1000/<category>/<n>.jpg and <n>.png (255 = foreground), n = 1..10, for the categories
+    of each split ({"train": [...], "val": [...], "test": [...]}); a category is a class."""
+    for split, names in categories.items():
+        for k, name in enumerate(names):
+            class_id = k % bench.num_classes + 1
+            for n in range(1, 11):
+                image, label = bench.render(split, k * 10 + n, top_class=class_id)
+                _save(image, Path(root) / "FSS-1000" / name / f"{n}.jpg")
+                _save(np.where(label == class_id, 255, 0).astype(np.uint8), Path(root) / "FSS-1000" / name / f"{n}.png")

@@ -1,0 +1,283 @@
+"""The real benchmarks, read from the on-disk layouts of the common few-shot preparation guides.
+
+    PASCAL-5i  <root>/VOC2012/JPEGImages/<id>.jpg, <root>/VOC2012/SegmentationClassAug/<id>.png
+    COCO-20i   <root>/COCO2014/{train2014,val2014}/<id>.jpg,
+               <root>/COCO2014/annotations/{train2014,val2014}/<id>.png (values 1..80)
+    FSS-1000   <root>/FSS-1000/<category>/<n>.jpg and <n>.png (pixel >= 128 is foreground)
+
+Split lists come from `splits_dir` in the published format (see ../shared/data/splits/README.md
+in the development tree): `<benchmark>/fss_list/{train,val}/data_list_<fold>.txt` (one image id a
+line) and `sub_class_file_list_<fold>.txt` (a dict literal, parsed with ast.literal_eval), and
+`fss/{trn,val,test}.txt` for FSS-1000.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fssam2.data import FewShotDataModule, ImageReader
+from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes
+from fssam2.errors import InputError
+
+# Domain-shift folds: 0-based PASCAL classes held out for models trained on COCO-20i fold f - 10.
+PASCAL_DOMAIN_SHIFT = {10: [0, 3, 8, 10, 11, 14], 11: [12, 17, 1, 5], 12: [2, 6, 15, 16, 18, 19], 13: [4, 7, 9, 13]}
+FSS_NUMBERS = tuple(range(1, 11))
+FSS_SPLIT_FILES = {"train": "trn.txt", "val": "val.txt", "test": "test.txt"}
+
+
+# split lists
+def read_data_list(path: Path) -> list[str]:
+    """Image ids of a data list, in file order, empty lines dropped."""
+    lines = _read_text(path).splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def read_class_file(path: Path) -> dict[int, list[str]]:
+    """The class-file dict {1-based class: [image id, ...]} of a sub_class_file_list."""
+    try:
+        data = ast.literal_eval(_read_text(path))
+    except (ValueError, SyntaxError) as err:
+        raise InputError(
+            f"Split file {path} is not a Python dict literal ({err}): regenerate it with `fssam2 prepare splits`."
+        ) from err
+    if not isinstance(data, dict) or not all(isinstance(k, int) and isinstance(v, list) for k, v in data.items()):
+        raise InputError(
+            f"Split file {path} must map class numbers to lists of image ids: regenerate it with `fssam2 prepare splits`."
+        )
+    return {k: [str(x) for x in v] for k, v in data.items()}
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputError(
+            f"Split list {path} is missing: point --data.splits_dir at a folder with the published lists "
+            "(pascal/, coco/, fss/), or create them with `fssam2 prepare splits`."
+        )
+    return path.read_text()
+
+
+def fold_lists(splits_dir: str | Path, benchmark: str, split: str, fold: int) -> tuple[list[str], dict[int, list[str]]]:
+    """Data list and class-file dict of a PASCAL-5i or COCO-20i split and fold."""
+    folder = Path(splits_dir).expanduser() / benchmark / "fss_list" / ("train" if split == "train" else "val")
+    return read_data_list(folder / f"data_list_{fold}.txt"), read_class_file(folder / f"sub_class_file_list_{fold}.txt")
+
+
+# readers
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 [H, W, 3]; an unreadable or truncated file is an InputError naming it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError as err:
+        raise InputError(f"Image {path} does not exist: check --data.root and the dataset layout.") from err
+    except OSError as err:
+        raise InputError(f"Image {path} is unreadable or truncated ({err}): download or extract it again.") from err
+
+
+def read_label(path: Path) -> np.ndarray:
+    """Label map [H, W] uint8 (palette PNGs give their indices, as in VOC)."""
+    try:
+        with Image.open(path) as im:
+            label = np.asarray(im)
+    except FileNotFoundError as err:
+        raise InputError(f"Label map {path} does not exist: check --data.root and the dataset layout.") from err
+    except OSError as err:
+        raise InputError(f"Label map {path} is unreadable or truncated ({err}): download or extract it again.") from err
+    if label.ndim != 2:
+        raise InputError(
+            f"Label map {path} has {label.shape[2]} channels; expected a single-channel (or palette) PNG of class values."
+        )
+    return label.astype(np.uint8)
+
+
+@lru_cache(maxsize=65536)
+def _label_values(path: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.unique(read_label(Path(path))))
+
+
+@dataclass(frozen=True)
+class LabelMapReader:
+    """Reads an image and its label map of class values (PASCAL-5i and COCO-20i layouts)."""
+
+    root: str  # dataset root (the folder holding VOC2012/ or COCO2014/)
+    layout: str  # "pascal" or "coco"
+
+    def paths(self, image_id: str) -> tuple[Path, Path]:
+        root = Path(self.root).expanduser()
+        if self.layout == "pascal":
+            voc = root / "VOC2012"
+            return voc / "JPEGImages" / f"{image_id}.jpg", voc / "SegmentationClassAug" / f"{image_id}.png"
+        sub = "train2014" if "train2014" in image_id else "val2014"
+        return root / "COCO2014" / sub / f"{image_id}.jpg", root / "COCO2014" / "annotations" / sub / f"{image_id}.png"
+
+    def __call__(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        image_path, label_path = self.paths(image_id)
+        image, label = read_image(image_path), read_label(label_path)
+        if image.shape[:2] != label.shape:
+            raise InputError(
+                f"Label map {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
+                f"{image.shape[1]}x{image.shape[0]}: they must be the same size; regenerate the label map."
+            )
+        return image, label
+
+    def present(self, image_id: str) -> list[int]:
+        """Label values found in the image's label map (the PASCAL rule samples among them)."""
+        return list(_label_values(str(self.paths(image_id)[1])))
+
+
+@dataclass(frozen=True)
+class FSS1000Reader:
+    """Reads `<root>/FSS-1000/<category>/<n>.jpg` and its mask `<n>.png`; the label map holds the
+    category's class number where the mask is >= 128."""
+
+    root: str
+    class_of: dict[str, int] = field(hash=False)  # category -> 1-based class of the split
+
+    def __call__(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        category, number = image_id.rsplit("/", 1)
+        folder = Path(self.root).expanduser() / "FSS-1000" / category
+        image = read_image(folder / f"{number}.jpg")
+        mask_path = folder / f"{number}.png"
+        mask = read_image(mask_path)[..., 0]
+        if image.shape[:2] != mask.shape:
+            raise InputError(
+                f"Mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}: they must match."
+            )
+        return image, np.where(mask >= 128, self.class_of[category], 0).astype(np.uint8)
+
+
+def check_layout(root: str | Path, folders: list[str], benchmark: str) -> Path:
+    """Fail early, naming the folder, when the dataset root is missing or laid out differently."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise InputError(
+            f"{benchmark} root {path} does not exist: pass the folder holding {folders[0]} as --data.root."
+        )
+    for folder in folders:
+        if not (path / folder).is_dir():
+            raise InputError(
+                f"{benchmark} root {path} has no folder {folder}: expected {', '.join(folders)} under --data.root "
+                "(see the README, 'Datasets')."
+            )
+    return path
+
+
+def check_ids_on_disk(ids: list[str], paths: Any, what: str) -> None:
+    """Every listed id must have its files on disk; name the first few that do not."""
+    missing = [i for i in ids if not all(p.is_file() for p in paths(i))]
+    if missing:
+        raise InputError(
+            f"{len(missing)} image ids listed in the {what} split lists are absent on disk, e.g. {missing[:3]} "
+            f"(looked for {', '.join(str(p) for p in paths(missing[0]))}): complete the dataset or use matching lists."
+        )
+
+
+class PascalDataModule(FewShotDataModule):
+    """PASCAL-5i: 20 classes, folds 0-3 hold out classes 5f+1..5f+5; folds 10-13 are the
+    COCO->PASCAL domain-shift test folds (test and validation only).
+
+    Args:
+        root: the folder holding VOC2012/ (JPEGImages, SegmentationClassAug).
+        splits_dir: the folder holding pascal/fss_list/.
+        **kwargs: see `FewShotDataModule`.
+    """
+
+    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.fold not in (0, 1, 2, 3, *PASCAL_DOMAIN_SHIFT):
+            raise InputError(f"data.fold={self.fold}: PASCAL-5i folds are 0-3, and 10-13 for COCO->PASCAL testing.")
+        self.root, self.splits_dir = root, splits_dir
+        self.reader = LabelMapReader(root, "pascal")
+
+    def class_ids(self, split: str) -> list[int]:
+        if self.fold in PASCAL_DOMAIN_SHIFT:
+            if split == "train":
+                raise InputError(
+                    f"data.fold={self.fold} is a COCO->PASCAL test fold: train on COCO-20i fold {self.fold - 10}."
+                )
+            return sorted(c + 1 for c in PASCAL_DOMAIN_SHIFT[self.fold])
+        held_out = list(range(5 * self.fold + 1, 5 * self.fold + 6))
+        return held_out if split != "train" else [c for c in range(1, 21) if c not in held_out]
+
+    def episodes(self, split: str) -> QueryCycleEpisodes:
+        check_layout(self.root, ["VOC2012/JPEGImages", "VOC2012/SegmentationClassAug"], "PASCAL-5i")
+        images, by_class = fold_lists(self.splits_dir, "pascal", split, self.fold)
+        check_ids_on_disk(images, self.reader.paths, f"PASCAL-5i fold {self.fold} {split}")
+        length = {"train": None, "val": self.val_episodes, "test": self.test_episodes}[split]
+        return QueryCycleEpisodes(
+            images, by_class, self.reader.present, self.class_ids(split), self.shot, self.split_seed(split), length
+        )
+
+    def image_reader(self, split: str) -> ImageReader:
+        return self.reader
+
+
+class CocoDataModule(FewShotDataModule):
+    """COCO-20i: 80 classes, fold f holds out classes f + 4v + 1 (v = 0..19).
+
+    Args:
+        root: the folder holding COCO2014/ (train2014, val2014, annotations/{train2014,val2014}).
+        splits_dir: the folder holding coco/fss_list/.
+        **kwargs: see `FewShotDataModule`.
+    """
+
+    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.fold not in (0, 1, 2, 3):
+            raise InputError(f"data.fold={self.fold}: COCO-20i folds are 0-3.")
+        self.root, self.splits_dir = root, splits_dir
+        self.reader = LabelMapReader(root, "coco")
+
+    def class_ids(self, split: str) -> list[int]:
+        return sorted(coco_classes(split, self.fold))
+
+    def episodes(self, split: str) -> ClassFirstEpisodes:
+        sub = "train2014" if split == "train" else "val2014"
+        check_layout(self.root, [f"COCO2014/{sub}", f"COCO2014/annotations/{sub}"], "COCO-20i")
+        images, by_class = fold_lists(self.splits_dir, "coco", split, self.fold)
+        check_ids_on_disk(images, self.reader.paths, f"COCO-20i fold {self.fold} {split}")
+        length = {"train": len(images), "val": self.val_episodes, "test": self.test_episodes}[split]
+        return ClassFirstEpisodes(by_class, coco_classes(split, self.fold), self.shot, self.split_seed(split), length)
+
+    def image_reader(self, split: str) -> ImageReader:
+        return self.reader
+
+
+class FSS1000DataModule(FewShotDataModule):
+    """FSS-1000: 520 / 240 / 240 categories for train / val / test, no folds; a test run scores
+    every test image once (2400 episodes), whatever `test_episodes` says.
+
+    Args:
+        root: the folder holding FSS-1000/<category>/.
+        splits_dir: the folder holding fss/{trn,val,test}.txt.
+        **kwargs: see `FewShotDataModule`.
+    """
+
+    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root, self.splits_dir = root, splits_dir
+
+    def categories(self, split: str) -> list[str]:
+        return sorted(read_data_list(Path(self.splits_dir).expanduser() / "fss" / FSS_SPLIT_FILES[split]))
+
+    def class_ids(self, split: str) -> list[int]:
+        return list(range(1, len(self.categories(split)) + 1))
+
+    def episodes(self, split: str) -> FolderEpisodes:
+        root = check_layout(self.root, ["FSS-1000"], "FSS-1000")
+        categories = self.categories(split)
+        ids = [f"{c}/{n}" for c in categories for n in FSS_NUMBERS]
+        check_ids_on_disk(
+            ids, lambda i: [root / "FSS-1000" / f"{i}.jpg", root / "FSS-1000" / f"{i}.png"], f"FSS-1000 {split}"
+        )
+        return FolderEpisodes(categories, FSS_NUMBERS, self.shot, self.split_seed(split))
+
+    def image_reader(self, split: str) -> ImageReader:
+        return FSS1000Reader(self.root, {c: i + 1 for i, c in enumerate(self.categories(split))})

@@ -1,0 +1,336 @@
+"""The real benchmarks: published list files, generated datasets in each on-disk layout, the
+episode rules against independent implementations, `fssam2 episodes` / `prepare`, bad input."""
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SHARED
+from fssam2 import InputError
+from fssam2.benchmarks import (
+    CocoDataModule,
+    FSS1000DataModule,
+    LabelMapReader,
+    PascalDataModule,
+    fold_lists,
+    read_class_file,
+    read_data_list,
+)
+from fssam2.cli import run_cli
+from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes
+from fssam2.module import score_at_original_size
+from fssam2.synthetic import SyntheticBenchmark, write_coco_layout, write_fss_layout, write_pascal_layout
+
+SPLITS = SHARED / "data" / "splits"
+needs_splits = pytest.mark.skipif(
+    not SPLITS.is_dir(), reason="the published split lists (../shared/data/splits) are absent"
+)
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+# the published lists
+@needs_splits
+def test_published_lists_parse_for_every_fold():
+    sizes = {0: 364, 1: 445, 2: 592, 3: 336}
+    for fold in (0, 1, 2, 3, 10, 11, 12, 13):
+        images, by_class = fold_lists(SPLITS, "pascal", "test", fold)
+        assert images and all(set(ids) <= set(images) for ids in by_class.values())
+        if fold in sizes:
+            assert len(images) == sizes[fold] and sorted(by_class) == list(range(5 * fold + 1, 5 * fold + 6))
+            train, train_by_class = fold_lists(SPLITS, "pascal", "train", fold)
+            assert len(train) > 2000 and not set(train_by_class) & set(by_class)
+    for fold in range(4):
+        for split in ("train", "test"):
+            images, by_class = fold_lists(SPLITS, "coco", split, fold)
+            held_out = {fold + 4 * v + 1 for v in range(20)}
+            assert (set(by_class) == held_out) == (split == "test") and images[0].startswith("COCO_")
+    assert [len(read_data_list(SPLITS / "fss" / f)) for f in ("trn.txt", "val.txt", "test.txt")] == [520, 240, 240]
+
+
+def test_class_file_is_parsed_safely(tmp_path):
+    path = tmp_path / "sub_class_file_list_0.txt"
+    path.write_text("__import__('os').system('echo pwned')")
+    with pytest.raises(InputError, match="not a Python dict literal"):
+        read_class_file(path)
+    path.write_text("{1: 'a'}")
+    with pytest.raises(InputError, match="must map class numbers to lists"):
+        read_class_file(path)
+
+
+# independent implementations of DESIGN.md's rules
+def pascal_rule(images, by_class, present, classes, shot, seed, idx):
+    rng = np.random.default_rng((seed, idx, 0))
+    query = images[idx % len(images)]
+    found = sorted(c for c in range(20) if c + 1 in present(query) and c + 1 in classes)
+    c = rng.choice(found)
+    supports = rng.choice([x for x in by_class[c + 1] if x != query], shot, replace=False)
+    return {"index": idx, "query": query, "class": int(c) + 1, "supports": [str(s) for s in supports]}
+
+
+def coco_rule(by_class, fold, shot, seed, idx):
+    rng = np.random.default_rng((seed, idx, 0))
+    c = rng.choice([fold + 4 * v for v in range(20)])
+    query = rng.choice(by_class[c + 1])
+    supports = rng.choice([x for x in by_class[c + 1] if x != query], shot, replace=False)
+    return (str(query), int(c) + 1, [str(s) for s in supports])
+
+
+def fss_rule(categories, shot, seed, idx):
+    files = [f"{c}/{name}" for c in sorted(categories) for name in sorted(f"{n}.jpg" for n in range(1, 11))]
+    category, name = files[idx].split("/")
+    number = int(name[:-4])
+    rng = np.random.default_rng((seed, idx, 0))
+    supports = rng.choice([n for n in range(1, 11) if n != number], shot, replace=False)
+    return f"{category}/{number}", [f"{category}/{n}" for n in supports]
+
+
+@pytest.fixture(scope="module")
+def pascal_on_disk(tmp_path_factory):
+    """The real fold-0 test list, with generated 48x40 images whose label maps show the listed
+    classes (and a 255 boundary), in the VOC2012 layout."""
+    if not SPLITS.is_dir():
+        pytest.skip("the published split lists (../shared/data/splits) are absent")
+    root = tmp_path_factory.mktemp("pascal")
+    images, by_class = fold_lists(SPLITS, "pascal", "test", 0)
+    classes_of = {i: [c for c, ids in by_class.items() if i in ids] for i in images}
+    rng = np.random.default_rng(0)
+    for image_id in images:
+        label = np.zeros((40, 48), np.uint8)
+        for k, c in enumerate(classes_of[image_id]):
+            label[4 + 8 * k : 12 + 8 * k, 4:40] = c
+        label[0, :] = 255
+        image = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        for folder, array, ext in (("JPEGImages", image, "jpg"), ("SegmentationClassAug", label, "png")):
+            (root / "VOC2012" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / "VOC2012" / folder / f"{image_id}.{ext}")
+    return root, images, by_class
+
+
+@pytest.mark.parametrize("shot", [1, 5])
+def test_fssam2_episodes_follows_the_pascal_rule(pascal_on_disk, capsys, shot):
+    root, images, by_class = pascal_on_disk
+    run_cli([
+        "episodes", "--config", str(CONFIGS / "pascal_fold0.yaml"), "--data.root", str(root),
+        "--data.splits_dir", str(SPLITS), "--data.shot", str(shot), "--limit", "120",
+    ])  # fmt: skip
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reader = LabelMapReader(str(root), "pascal")
+    expected = [pascal_rule(images, by_class, reader.present, [1, 2, 3, 4, 5], shot, 42, i) for i in range(120)]
+    assert printed == expected
+
+
+@needs_splits
+def test_coco_rule_on_the_published_lists():
+    _, by_class = fold_lists(SPLITS, "coco", "test", 1)
+    rule = ClassFirstEpisodes(by_class, [1 + 4 * v + 1 for v in range(20)], shot=5, seed=42, length=1000)
+    for idx in range(0, 1000, 37):
+        ep = rule.episode(idx)
+        assert (ep.query, ep.class_id, list(ep.supports)) == coco_rule(by_class, 1, 5, 42, idx)
+
+
+@needs_splits
+def test_fss_rule_on_the_published_lists():
+    categories = read_data_list(SPLITS / "fss" / "test.txt")
+    rule = FolderEpisodes(categories, range(1, 11), shot=5, seed=42)
+    assert len(rule) == 2400
+    for idx in (0, 1, 2, 9, 10, 11, 1234, 2399):
+        ep = rule.episode(idx)
+        assert (ep.query, list(ep.supports)) == fss_rule(categories, 5, 42, idx)
+    assert rule.episode(1).query.endswith("/10")  # string order: 1.jpg, 10.jpg, 2.jpg
+
+
+def test_scoring_at_original_size_and_ignore():
+    """Logits at the input size are resized to each query's own size (align_corners=True)."""
+    logits = torch.full((2, 1, 8, 8), -5.0)
+    logits[:, :, :, 4:] = 5.0  # right half foreground
+    targets = [torch.zeros(3, 6, dtype=torch.long), torch.zeros(5, 2, dtype=torch.long)]
+    preds = score_at_original_size(logits, targets)
+    assert [tuple(p.shape) for p in preds] == [(3, 6), (5, 2)]
+    assert preds[0][0].tolist() == [0, 0, 0, 1, 1, 1] and preds[1][:, 1].all() and not preds[1][:, 0].any()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """All three layouts generated from the synthetic benchmark, and their split lists derived
+    with `fssam2 prepare splits` (PASCAL, COCO) or written (FSS-1000)."""
+    root = tmp_path_factory.mktemp("data")
+    splits = root / "splits"
+    pascal = write_pascal_layout(root, SyntheticBenchmark(image_size=64, pool_sizes=(120, 0, 60), min_pixels=20))
+    for split, ids in pascal.items():
+        (root / f"pascal_{split}.txt").write_text("\n".join(ids))
+    run_cli([
+        "prepare", "splits", "--benchmark", "pascal", "--root", str(root), "--out", str(splits),
+        "--train-ids", str(root / "pascal_train.txt"), "--val-ids", str(root / "pascal_val.txt"), "--min-pixels", "20",
+    ])  # fmt: skip
+    write_coco_layout(root, SyntheticBenchmark(num_classes=80, image_size=64, pool_sizes=(400, 0, 400)))
+    run_cli(
+        ["prepare", "splits", "--benchmark", "coco", "--root", str(root), "--out", str(splits), "--min-pixels", "20"]
+    )
+    names = {split: [f"{split}_cat{k:02d}" for k in range(3)] for split in ("train", "val", "test")}
+    write_fss_layout(root, SyntheticBenchmark(image_size=64), names)
+    (splits / "fss").mkdir()
+    for split, file in (("train", "trn.txt"), ("val", "val.txt"), ("test", "test.txt")):
+        (splits / "fss" / file).write_text("\n".join(names[split]) + "\n")
+    return root, splits
+
+
+def test_derived_lists_follow_the_construction_rule(generated):
+    root, splits = generated
+    reader = LabelMapReader(str(root), "pascal")
+    train, train_by_class = fold_lists(splits, "pascal", "train", 2)
+    for image_id in train:
+        assert not set(reader.present(image_id)) & set(range(11, 16))
+    for c, ids in train_by_class.items():
+        for image_id in ids:
+            assert (reader(image_id)[1] == c).sum() >= 20
+    test, by_class = fold_lists(splits, "pascal", "test", 12)
+    assert sorted(by_class) == [3, 7, 16, 17, 19, 20]
+    assert not (splits / "pascal" / "fss_list" / "train" / "data_list_12.txt").exists()
+    assert ast.literal_eval(
+        (splits / "coco" / "fss_list" / "val" / "sub_class_file_list_3.txt").read_text()
+    ).keys() == {3 + 4 * v + 1 for v in range(20)}
+
+
+CONFIG_NAMES = [f"pascal_fold{f}" for f in range(4)] + [f"coco_fold{f}" for f in range(4)]
+CONFIG_NAMES += [f"coco2pascal_fold{f}" for f in range(4)] + ["fss1000"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, name):
+    root, splits = generated
+    cli = run_cli([
+        "test", "--config", str(CONFIGS / f"{name}.yaml"), "--data.root", str(root), "--data.splits_dir", str(splits),
+        "--model.sam2_config", "fssam2_tiny", "--model.image_size", "64", "--data.test_episodes", "6",
+        "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    assert 0 <= metrics["test/miou"] <= 100 and 0 <= metrics["test/fbiou"] <= 100
+    expected = 3 * 10 if name == "fss1000" else 6  # FSS-1000: every test image once
+    assert len(cli.datamodule.dataset("test")) == expected
+
+
+def test_fss_label_maps_use_the_category_class(generated):
+    root, splits = generated
+    dm = FSS1000DataModule(root=str(root), splits_dir=str(splits), shot=2)
+    rule = dm.episodes("test")
+    image, label = dm.image_reader("test")(rule.episode(12).query)
+    assert image.shape == (64, 64, 3) and set(np.unique(label)) <= {0, 2} and (label == 2).any()
+
+
+def test_prepare_coco_renders_label_maps_resumably(tmp_path, capsys):
+    base = tmp_path / "COCO2014" / "annotations"
+    base.mkdir(parents=True)
+    square = [[2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]]
+    data = {
+        "images": [{"id": 7, "file_name": "COCO_val2014_000000000007.jpg", "height": 16, "width": 20}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 90,
+                "segmentation": square,
+                "area": 100.0,
+                "bbox": [2, 2, 10, 10],
+                "iscrowd": 0,
+            },
+        ],
+        "categories": [{"id": i, "name": f"c{i}"} for i in (1, 5, 90)],
+    }
+    (base / "instances_val2014.json").write_text(json.dumps(data))
+    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"])
+    label = np.asarray(Image.open(base / "val2014" / "COCO_val2014_000000000007.png"))
+    assert label.shape == (16, 20) and set(np.unique(label)) == {0, 3}  # id 90 is the 3rd category
+    assert (label == 3).sum() >= 81
+    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"])
+    assert "wrote 0 label maps" in capsys.readouterr().out.splitlines()[-1]
+
+
+# bad input: one clear error each
+def bad(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def episodes_args(root, splits, config="pascal_fold0"):
+    return [
+        "episodes",
+        "--config",
+        str(CONFIGS / f"{config}.yaml"),
+        "--data.root",
+        str(root),
+        "--data.splits_dir",
+        str(splits),
+        "--limit",
+        "2",
+    ]
+
+
+def test_bad_dataset_roots_and_lists(generated, tmp_path, capsys):
+    root, splits = generated
+    bad(capsys, episodes_args(tmp_path / "nowhere", splits), "nowhere does not exist")
+    bad(capsys, episodes_args(tmp_path, splits), "has no folder VOC2012/JPEGImages")
+    bad(capsys, episodes_args(root, tmp_path), "pascal/fss_list/val/data_list_0.txt is missing")
+    bad(
+        capsys,
+        episodes_args(root, splits, "coco_fold1")[:-2] + ["--split", "train", "--data.shot", "500"],
+        "fewer than shot + 1 = 501",
+    )
+
+
+def test_listed_but_absent_ids_and_broken_files(generated, tmp_path, capsys):
+    root, splits = generated
+    lists = tmp_path / "lists"
+    folder = lists / "pascal" / "fss_list" / "val"
+    folder.mkdir(parents=True)
+    images, by_class = fold_lists(splits, "pascal", "test", 0)
+    (folder / "data_list_0.txt").write_text("\n".join([*images, "2099_000001", "2099_000002"]))
+    (folder / "sub_class_file_list_0.txt").write_text(repr(by_class))
+    bad(
+        capsys,
+        episodes_args(root, lists),
+        "2 image ids listed in the PASCAL-5i fold 0 test split lists are absent on disk, e.g. ['2099_000001'",
+    )
+
+    reader = LabelMapReader(str(root), "pascal")
+    image_path, label_path = reader.paths(images[0])
+    data = image_path.read_bytes()
+    image_path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(InputError, match="unreadable or truncated"):
+        reader(images[0])
+    image_path.write_bytes(data)
+    label = np.asarray(Image.open(label_path))
+    Image.fromarray(label[:-3]).save(label_path)
+    with pytest.raises(InputError, match=r"is 64x61 but image .* is 64x64: they must be the same size"):
+        reader(images[0])
+    Image.fromarray(label).save(label_path)
+
+
+def test_coco_annotation_that_is_not_coco(tmp_path, capsys):
+    base = tmp_path / "COCO2014" / "annotations"
+    base.mkdir(parents=True)
+    (base / "instances_val2014.json").write_text(json.dumps({"info": {}}))
+    bad(
+        capsys,
+        ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"],
+        "is not a COCO instance annotation file",
+    )
+    (base / "instances_val2014.json").write_text("{not json")
+    bad(capsys, ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"], "is not JSON")
+
+
+def test_fold_options_are_checked(tmp_path):
+    with pytest.raises(InputError, match="PASCAL-5i folds are 0-3, and 10-13"):
+        PascalDataModule(root=str(tmp_path), splits_dir=str(tmp_path), fold=5)
+    with pytest.raises(InputError, match="COCO-20i folds are 0-3"):
+        CocoDataModule(root=str(tmp_path), splits_dir=str(tmp_path), fold=10)
+    with pytest.raises(InputError, match="train on COCO-20i fold 1"):
+        PascalDataModule(root=str(tmp_path), splits_dir=str(tmp_path), fold=11).class_ids("train")
