@@ -1,9 +1,11 @@
 """The real `fssam2` CLI, driven end to end with tests/configs/tiny.yaml."""
 
+import json
 import os
 
 import pytest
 import torch
+import wandb
 
 from conftest import TESTS
 from fssam2.cli import run_cli
@@ -40,6 +42,19 @@ def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
     in_memory = fit.trainer.test(fit.model, datamodule=fit.datamodule, verbose=False)[0]
+    results = json.loads((run_dir / "test_metrics.json").read_text())
+    assert results["miou"] == pytest.approx(in_memory["test/miou"]) and set(results["per_class"]) == {
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    }
+    assert results["episodes"] == 25 and results["shot"] == 1 and results["fold"] == 0
+    wandb_run = next((run_dir / "wandb").glob("offline-run-*"))
+    wandb.finish()  # flush the offline run to disk
+    assert list(wandb_run.glob("files/media/table/test/per_class_iou*.json"))
+    assert len(list(wandb_run.glob("files/media/images/test/episodes*.png"))) == 8
     reloaded = cli("test", "--trainer.default_root_dir", str(run_dir), "--ckpt_path", str(last))
     from_disk = {k: v.item() for k, v in reloaded.trainer.callback_metrics.items()}
     assert from_disk["test/miou"] == pytest.approx(in_memory["test/miou"], abs=1e-6)

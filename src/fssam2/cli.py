@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from fssam2 import prepare
@@ -30,16 +29,6 @@ from fssam2.errors import InputError
 from fssam2.module import FSSAM2Module
 
 DEFAULT_RUN_DIR = "runs/fssam2"
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose default folder is `<trainer.default_root_dir>/checkpoints`, so
-    checkpoints are found at a fixed place whatever the logger (W&B nests them under a run id)."""
-
-    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 - Lightning's signature
-        if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
-        super().setup(trainer, pl_module, stage)
 
 
 def _trainer_defaults() -> dict:
@@ -53,12 +42,14 @@ def _trainer_defaults() -> dict:
         },
         "trainer.callbacks": [
             {
-                "class_path": "fssam2.cli.RunCheckpoint",
+                "class_path": "fssam2.callbacks.RunCheckpoint",
                 "init_args": {"monitor": "val/miou", "mode": "max", "filename": "best"},
             },
             # The latest state, every epoch. (Lightning 2.6's save_last refreshes last.ckpt only
             # when a top-k checkpoint is saved in the same step, i.e. it would trail the run.)
-            {"class_path": "fssam2.cli.RunCheckpoint", "init_args": {"filename": "last", "save_top_k": 1}},
+            {"class_path": "fssam2.callbacks.RunCheckpoint", "init_args": {"filename": "last", "save_top_k": 1}},
+            {"class_path": "fssam2.callbacks.TestResults"},
+            {"class_path": "fssam2.callbacks.WandbTestReport"},
         ],
     }
 
@@ -154,9 +145,7 @@ def prepare_command(args: list[str]) -> None:
         min_pixels=opts.min_pixels,
         **extra,
     )
-    print(
-        f"wrote {opts.benchmark} split lists under {Path(opts.out).expanduser() / opts.benchmark / 'fss_list'}"
-    )
+    print(f"wrote {opts.benchmark} split lists under {Path(opts.out).expanduser() / opts.benchmark / 'fss_list'}")
 
 
 COMMANDS = {"episodes": episodes_command, "prepare": prepare_command}

@@ -103,7 +103,8 @@ class FSSAM2Module(L.LightningModule):
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(datamodule.class_ids(split))
 
-    def _step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Loss at the input size, metric at each query's original size; returns (loss, predictions)."""
         logits = self(batch["support_images"], batch["support_masks"], batch["query_image"])  # [B, 1, S, S]
         loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
         targets = batch["query_target"]
@@ -125,7 +126,7 @@ class FSSAM2Module(L.LightningModule):
             sync_dist=split != "train",
             prog_bar=True,
         )
-        return loss
+        return loss, preds
 
     def _log_epoch(self, split: str) -> None:
         metric = self.metrics[f"{split}_iou"]
@@ -138,7 +139,7 @@ class FSSAM2Module(L.LightningModule):
         metric.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        loss, _ = self._step(batch, "train")
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -156,8 +157,8 @@ class FSSAM2Module(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
+        return {"preds": self._step(batch, "test")[1]}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
