@@ -6,7 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: help install demo test test-fast lint clean
+GPUS   ?= 1
+OUT    ?= runs/reproduce
+
+.PHONY: help install demo reproduce test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,6 +26,9 @@ install: $(STAMP) ## create .venv and install fssam2 with its dependencies
 
 demo: install ## meta-train on the synthetic benchmark, print held-out mIoU / FB-IoU vs untrained
 	$(BIN)/python experiments/demo.py
+
+reproduce: install ## every fold of the paper: DATA_ROOT= SPLITS_DIR= SAM2_CHECKPOINT= [GPUS=] [OUT=]; SMOKE=1: generated data, tiny model
+	$(BIN)/python experiments/reproduce.py --out "$(OUT)" $(if $(SMOKE),--smoke,--data-root "$(DATA_ROOT)" --splits-dir "$(SPLITS_DIR)" --sam2-checkpoint "$(SAM2_CHECKPOINT)" --gpus $(GPUS))
 
 test: install ## run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest

@@ -1,0 +1,206 @@
+"""`make reproduce`: train and test every benchmark fold of the FS-SAM2 paper and write its table.
+
+    python experiments/reproduce.py --data-root DATA --splits-dir SPLITS \
+        --sam2-checkpoint sam2.1_hiera_base_plus.pt --gpus 8 --out runs/reproduce
+
+For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (1-shot training)
+then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
+model on PASCAL folds 10-13. A run already finished (its checkpoint, or its test_metrics.json) is
+skipped, so an interrupted reproduction resumes. Then `<out>/results.md` holds the table in the
+paper's layout, each cell "ours (difference to the published number)".
+
+`--smoke` runs the same pipeline on generated datasets in the real layouts (lists derived with
+`fssam2 prepare splits`) with the tiny model for a few steps: it checks the plumbing, not the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+# Published FS-SAM2 mIoU (1-shot folds where the paper gives them, and means).
+PUBLISHED = {
+    ("pascal", 1): {"folds": [74.0, 79.6, 73.5, 66.7], "mean": 73.4},
+    ("pascal", 5): {"folds": None, "mean": 74.8},
+    ("coco", 1): {"folds": None, "mean": 55.3},
+    ("coco", 5): {"folds": None, "mean": 58.4},
+    ("fss1000", 1): {"mean": 90.6},
+    ("fss1000", 5): {"mean": 91.7},
+    ("coco2pascal", 1): {"folds": None, "mean": 77.2},
+    ("coco2pascal", 5): {"folds": None, "mean": 79.7},
+}
+SHOTS = (1, 5)
+SMOKE = [
+    "--model.sam2_config", "fssam2_tiny", "--model.image_size", "64", "--trainer.max_epochs", "1",
+    "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--data.test_episodes", "4",
+    "--data.val_episodes", "2", "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.logger", "false",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+]  # fmt: skip
+
+
+def plan(benchmarks: list[str]) -> list[tuple[str, str | None, str, list[tuple[int, str]]]]:
+    """(run name, config to fit or None, config to test, [(shot, test folder)]), in order."""
+    runs = []
+    for bench in [b for b in ("pascal", "coco", "fss1000", "coco2pascal") if b in benchmarks]:
+        if bench in ("pascal", "coco"):
+            runs += [(f"{bench}_fold{f}", f"{bench}_fold{f}", f"{bench}_fold{f}", []) for f in range(4)]
+        elif bench == "fss1000":
+            runs.append(("fss1000", "fss1000", "fss1000", []))
+        elif bench == "coco2pascal":
+            runs += [(f"coco2pascal_fold{f}", None, f"coco2pascal_fold{f}", []) for f in range(4)]
+    return [(name, fit, test, [(k, f"test_{k}shot") for k in SHOTS]) for name, fit, test, _ in runs]
+
+
+def generate_smoke_data(out: Path) -> tuple[Path, Path]:
+    """Generated PASCAL / COCO / FSS-1000 layouts and their split lists under `out`."""
+    from fssam2.cli import run_cli
+    from fssam2.synthetic import SyntheticBenchmark, write_coco_layout, write_fss_layout, write_pascal_layout
+
+    root, splits = out / "data", out / "data" / "splits"
+    if (splits / "fss" / "test.txt").is_file():
+        return root, splits
+    pascal = write_pascal_layout(root, SyntheticBenchmark(image_size=64, pool_sizes=(120, 0, 160)))
+    for split, ids in pascal.items():
+        (root / f"pascal_{split}.txt").write_text("\n".join(ids))
+    common = ["--out", str(splits), "--min-pixels", "20", "--root", str(root)]
+    run_cli(
+        [
+            "prepare",
+            "splits",
+            "--benchmark",
+            "pascal",
+            *common,
+            "--train-ids",
+            str(root / "pascal_train.txt"),
+            "--val-ids",
+            str(root / "pascal_val.txt"),
+        ]
+    )
+    write_coco_layout(root, SyntheticBenchmark(num_classes=80, image_size=64, pool_sizes=(1500, 0, 800)))
+    run_cli(["prepare", "splits", "--benchmark", "coco", *common])
+    names = {split: [f"{split}_cat{k:02d}" for k in range(2)] for split in ("train", "val", "test")}
+    write_fss_layout(root, SyntheticBenchmark(image_size=64), names)
+    (splits / "fss").mkdir(parents=True, exist_ok=True)
+    for split, file in (("train", "trn.txt"), ("val", "val.txt"), ("test", "test.txt")):
+        (splits / "fss" / file).write_text("\n".join(names[split]) + "\n")
+    return root, splits
+
+
+def fssam2(args: list[str], in_process: bool) -> None:
+    """One CLI run: in this process on one device, else a subprocess (DDP relaunches its command)."""
+    if in_process:
+        from fssam2.cli import run_cli
+
+        run_cli(args)
+    else:
+        subprocess.run([sys.executable, "-m", "fssam2.cli", *args], check=True)
+
+
+def run_all(opts: argparse.Namespace) -> Path:
+    out = Path(opts.out).resolve()
+    data_root, splits_dir = generate_smoke_data(out) if opts.smoke else (opts.data_root, opts.splits_dir)
+    common = ["--data.root", str(data_root), "--data.splits_dir", str(splits_dir)]
+    if opts.sam2_checkpoint:
+        common += ["--model.sam2_checkpoint", str(opts.sam2_checkpoint)]
+    if opts.smoke:
+        common += SMOKE
+    elif opts.gpus:
+        common += ["--trainer.accelerator", "gpu", "--trainer.devices", str(opts.gpus)]
+    in_process = opts.smoke or opts.gpus <= 1
+    for name, fit_config, test_config, tests in plan(opts.benchmarks):
+        run_dir = out / name
+        source = run_dir if fit_config else out / name.replace("coco2pascal", "coco")
+        done = run_dir / "fit_done"
+        if fit_config and not done.is_file():
+            print(f"[reproduce] fit {name}", flush=True)
+            fssam2(
+                [
+                    "fit",
+                    "--config",
+                    str(CONFIGS / f"{fit_config}.yaml"),
+                    *common,
+                    "--trainer.default_root_dir",
+                    str(run_dir),
+                ],
+                in_process,
+            )
+            done.write_text("ok\n")
+        for shot, folder in tests:
+            if (run_dir / folder / "test_metrics.json").is_file():
+                continue
+            print(f"[reproduce] test {name} {shot}-shot", flush=True)
+            ckpt = source / "checkpoints" / "best.ckpt"
+            fssam2([
+                "test", "--config", str(CONFIGS / f"{test_config}.yaml"), *common, "--data.shot", str(shot),
+                "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(run_dir / folder),
+            ], in_process)  # fmt: skip
+    table = results_table(out, opts.benchmarks)
+    (out / "results.md").write_text(table)
+    print(table)
+    return out / "results.md"
+
+
+def _cell(ours: float | None, published: float | None) -> str:
+    if ours is None:
+        return "–"
+    return f"{ours:.1f}" if published is None else f"{ours:.1f} ({ours - published:+.1f})"
+
+
+def results_table(out: Path, benchmarks: list[str]) -> str:
+    """The paper's layout: per benchmark, mIoU per fold and mean, 1-shot then 5-shot."""
+
+    def miou(name: str, shot: int) -> float | None:
+        path = out / name / f"test_{shot}shot" / "test_metrics.json"
+        return json.loads(path.read_text())["miou"] if path.is_file() else None
+
+    lines = ["# FS-SAM2 reproduction: mIoU (difference to the published number)", ""]
+    titles = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "coco2pascal": "COCO->PASCAL"}
+    for bench in [b for b in benchmarks if b in titles]:
+        lines += [
+            f"## {titles[bench]}",
+            "",
+            "| shot | fold 0 | fold 1 | fold 2 | fold 3 | mean |",
+            "|---|---|---|---|---|---|",
+        ]
+        for shot in SHOTS:
+            folds = [miou(f"{bench}_fold{f}", shot) for f in range(4)]
+            published = PUBLISHED[(bench, shot)]
+            pub_folds = published["folds"] or [None] * 4
+            mean = sum(folds) / 4 if all(v is not None for v in folds) else None
+            cells = [_cell(v, p) for v, p in zip(folds, pub_folds, strict=True)] + [_cell(mean, published["mean"])]
+            lines.append(f"| {shot} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "fss1000" in benchmarks:
+        lines += ["## FSS-1000", "", "| shot | mIoU |", "|---|---|"]
+        lines += [
+            f"| {shot} | {_cell(miou('fss1000', shot), PUBLISHED[('fss1000', shot)]['mean'])} |" for shot in SHOTS
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", help="folder holding VOC2012/, COCO2014/ and FSS-1000/")
+    parser.add_argument("--splits-dir", help="folder holding pascal/, coco/ and fss/ split lists")
+    parser.add_argument("--sam2-checkpoint", help="Meta's sam2.1_hiera_base_plus.pt")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per run (DDP when > 1)")
+    parser.add_argument("--out", default="runs/reproduce")
+    parser.add_argument("--benchmarks", nargs="+", default=["pascal", "coco", "fss1000", "coco2pascal"])
+    parser.add_argument("--smoke", action="store_true", help="generated data, tiny model, a few steps")
+    opts = parser.parse_args(argv)
+    if not opts.smoke and not (opts.data_root and opts.splits_dir and opts.sam2_checkpoint):
+        parser.error("give --data-root, --splits-dir and --sam2-checkpoint (or --smoke)")
+    if "coco2pascal" in opts.benchmarks and "coco" not in opts.benchmarks:
+        parser.error("coco2pascal tests the COCO-20i models: include coco in --benchmarks")
+    run_all(opts)
+
+
+if __name__ == "__main__":
+    main()
