@@ -136,7 +136,7 @@ def test_coco_rule_on_the_published_lists():
 @needs_splits
 def test_fss_rule_on_the_published_lists():
     categories = read_data_list(SPLITS / "fss" / "test.txt")
-    rule = FolderEpisodes(categories, range(1, 11), shot=5, seed=42)
+    rule = FolderEpisodes({c: [str(n) for n in range(1, 11)] for c in categories}, shot=5, seed=42)
     assert len(rule) == 2400
     for idx in (0, 1, 2, 9, 10, 11, 1234, 2399):
         ep = rule.episode(idx)
@@ -334,3 +334,61 @@ def test_fold_options_are_checked(tmp_path):
         CocoDataModule(root=str(tmp_path), splits_dir=str(tmp_path), fold=10)
     with pytest.raises(InputError, match="train on COCO-20i fold 1"):
         PascalDataModule(root=str(tmp_path), splits_dir=str(tmp_path), fold=11).class_ids("train")
+
+
+# your own data: one folder per class
+@pytest.fixture
+def class_folders(tmp_path):
+    bench = SyntheticBenchmark(image_size=48)
+    root = tmp_path / "mine"
+    for k, name in enumerate(["cat", "dog", "eel", "fox", "gnu", "hen"]):
+        (root / name).mkdir(parents=True)
+        for j in range(4):
+            image, label = bench.render("train", 10 * k + j, top_class=k + 1)
+            Image.fromarray(image).save(root / name / f"photo_{j}.jpg")
+            Image.fromarray(np.where(label == k + 1, 255, 0).astype(np.uint8)).save(root / name / f"photo_{j}.png")
+    return root
+
+
+def test_folder_dataset_splits_and_episodes(class_folders):
+    from fssam2.benchmarks import FolderDataModule
+
+    by_fold = FolderDataModule(root=str(class_folders), fold=1, num_folds=3, shot=2)
+    rule = by_fold.episodes("test")
+    assert len(rule) == 8 and [rule.episode(i).query for i in (0, 4)] == ["eel/photo_0", "fox/photo_0"]
+    assert by_fold.episodes("train").members.keys() == {"cat", "dog", "gnu", "hen"}
+    named = FolderDataModule(root=str(class_folders), test_classes=["hen", "cat"], shot=3)
+    for i in range(len(named.episodes("test"))):
+        ep = named.episodes("test").episode(i)
+        category = ep.query.split("/")[0]
+        assert category in ("cat", "hen") and ep.query not in ep.supports
+        assert all(s.startswith(category + "/") for s in ep.supports) and len(ep.supports) == 3
+    image, label = named.image_reader("test")("hen/photo_2")
+    assert image.shape == (48, 48, 3) and set(np.unique(label)) == {0, 2}  # hen is class 2 of [cat, hen]
+
+
+@pytest.mark.slow
+def test_folder_dataset_through_the_cli(class_folders, tmp_path):
+    cli = run_cli([
+        "test", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
+        "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders), "--data.test_classes", "[eel, fox]",
+        "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    assert len(cli.datamodule.dataset("test")) == 8
+    assert set(json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]) == {"1", "2"}
+
+
+def test_folder_dataset_bad_input(class_folders):
+    from fssam2.benchmarks import FolderDataModule
+
+    with pytest.raises(InputError, match=r"data.test_classes \['owl'\] have no folder"):
+        FolderDataModule(root=str(class_folders), test_classes=["owl"]).episodes("test")
+    (class_folders / "cat" / "photo_1.png").unlink()
+    with pytest.raises(InputError, match=r"Images in .*cat have no mask, e.g. \['photo_1'\]"):
+        FolderDataModule(root=str(class_folders)).episodes("test")
+    (class_folders / "cat" / "photo_1.jpg").unlink()
+    (class_folders / "dog" / "stray.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"Masks in .*dog have no image, e.g. \['stray'\]"):
+        FolderDataModule(root=str(class_folders)).episodes("test")
+    with pytest.raises(InputError, match="does not exist"):
+        FolderDataModule(root=str(class_folders / "nope")).episodes("test")

@@ -277,7 +277,110 @@ class FSS1000DataModule(FewShotDataModule):
         check_ids_on_disk(
             ids, lambda i: [root / "FSS-1000" / f"{i}.jpg", root / "FSS-1000" / f"{i}.png"], f"FSS-1000 {split}"
         )
-        return FolderEpisodes(categories, FSS_NUMBERS, self.shot, self.split_seed(split))
+        return FolderEpisodes({c: [str(n) for n in FSS_NUMBERS] for c in categories}, self.shot, self.split_seed(split))
 
     def image_reader(self, split: str) -> ImageReader:
         return FSS1000Reader(self.root, {c: i + 1 for i, c in enumerate(self.categories(split))})
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def scan_class_folders(root: str | Path) -> dict[str, dict[str, str]]:
+    """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: image file}}."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise InputError(
+            f"Dataset root {path} does not exist: pass the folder holding one sub-folder per class as --data.root."
+        )
+    found: dict[str, dict[str, str]] = {}
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        images = {f.stem: f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS}
+        masks = {f.stem for f in folder.iterdir() if f.suffix.lower() == ".png"}
+        if images.keys() - masks:
+            raise InputError(
+                f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (pixel >= 128 "
+                "is the object) beside each image."
+            )
+        if masks - images.keys():
+            raise InputError(
+                f"Masks in {folder} have no image, e.g. {sorted(masks - images.keys())[:3]}: images must be "
+                f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
+            )
+        if images:
+            found[folder.name] = images
+    if not found:
+        raise InputError(
+            f"Dataset root {path} has no class folder with images: expected <root>/<class>/<name>.jpg and <name>.png."
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class FolderReader:
+    """Reads `<root>/<class>/<file>` and its mask `<name>.png` (pixel >= 128 is the object); the
+    label map holds the class's number where the mask is set."""
+
+    root: str
+    files: dict[str, dict[str, str]] = field(hash=False)  # class -> name -> image file
+    class_of: dict[str, int] = field(hash=False)  # class -> 1-based class of the split
+
+    def __call__(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        category, name = image_id.split("/", 1)
+        folder = Path(self.root).expanduser() / category
+        image = read_image(folder / self.files[category][name])
+        mask = read_image(folder / f"{name}.png")[..., 0]
+        if image.shape[:2] != mask.shape:
+            raise InputError(
+                f"Mask {folder / name}.png is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}: they must match."
+            )
+        return image, np.where(mask >= 128, self.class_of[category], 0).astype(np.uint8)
+
+
+class FolderDataModule(FewShotDataModule):
+    """Your own data: `<root>/<class name>/<name>.<jpg|jpeg|bmp|tif|tiff|webp>` with the binary mask
+    `<name>.png` beside each image. Classes are held out by name (`test_classes`) or, when that is
+    not given, in `num_folds` contiguous groups of the sorted class names (`fold` picks one). Test and
+    validation episodes walk every image of the held-out classes (validation with seed + 1), as
+    FSS-1000 does; training draws from the other classes.
+
+    Args:
+        root: the folder of class folders.
+        test_classes: class names to hold out; None = fold `fold` of `num_folds`.
+        num_folds: number of class groups when test_classes is None.
+        **kwargs: see `FewShotDataModule`.
+    """
+
+    def __init__(self, root: str, test_classes: list[str] | None = None, num_folds: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root, self.test_classes, self.num_folds = root, test_classes, num_folds
+        if test_classes is None and not 0 <= self.fold < num_folds:
+            raise InputError(
+                f"data.fold={self.fold} is out of range: use 0..{num_folds - 1} (data.num_folds={num_folds})."
+            )
+
+    def _split_names(self, split: str) -> list[str]:
+        names = sorted(scan_class_folders(self.root))
+        if self.test_classes is not None:
+            unknown = sorted(set(self.test_classes) - set(names))
+            if unknown:
+                raise InputError(
+                    f"data.test_classes {unknown} have no folder under {self.root}: use some of {names[:10]}."
+                )
+            held_out = sorted(self.test_classes)
+        else:
+            held_out = [n for i, n in enumerate(names) if i * self.num_folds // len(names) == self.fold]
+        return held_out if split != "train" else [n for n in names if n not in held_out]
+
+    def class_ids(self, split: str) -> list[int]:
+        return list(range(1, len(self._split_names(split)) + 1))
+
+    def episodes(self, split: str) -> FolderEpisodes:
+        files = scan_class_folders(self.root)
+        return FolderEpisodes(
+            {c: sorted(files[c]) for c in self._split_names(split)}, self.shot, self.split_seed(split)
+        )
+
+    def image_reader(self, split: str) -> ImageReader:
+        names = self._split_names(split)
+        return FolderReader(self.root, scan_class_folders(self.root), {c: i + 1 for i, c in enumerate(names)})

@@ -152,40 +152,43 @@ def coco_classes(split: str, fold: int) -> list[int]:
 
 
 class FolderEpisodes:
-    """The FSS-1000 rule: episode i is the i-th image of the split (categories sorted by name,
-    images by file name as strings), supports are K other image numbers of its category.
+    """The FSS-1000 rule, for any folder-per-class dataset: episode i is the i-th image of the
+    split (categories sorted by name, images by name as strings, so "10" comes right after "1"),
+    the supports are K other images of its category, drawn from `members` in the given order.
 
     Args:
-        categories: the split's category names.
-        numbers: image numbers per category (FSS-1000: 1..10).
+        members: category -> image names in support-draw order (FSS-1000: "1".."10" numerically).
         shot, seed: as for `QueryCycleEpisodes`.
     """
 
-    def __init__(self, categories: Sequence[str], numbers: Sequence[int], shot: int, seed: int) -> None:
+    def __init__(self, members: Mapping[str, Sequence[str]], shot: int, seed: int) -> None:
         check_shot(shot)
-        if shot >= len(numbers):
+        self.members = {c: [str(n) for n in members[c]] for c in sorted(members)}
+        short = {c: len(n) for c, n in self.members.items() if len(n) < shot + 1}
+        if short:
             raise InputError(
-                f"data.shot={shot}: FSS-1000 categories have {len(numbers)} images, so shot must be <= {len(numbers) - 1}."
+                f"Categories {sorted(short)[:5]} have fewer than shot + 1 = {shot + 1} images ({len(short)} in all): lower data.shot."
             )
-        self.categories = sorted(categories)
-        self.numbers = sorted(numbers)
-        self.order = sorted(self.numbers, key=lambda n: f"{n}.jpg")  # 1, 10, 2, 3, ...
+        self.queries = [
+            (slot, c, n)
+            for slot, c in enumerate(self.members)
+            for n in sorted(self.members[c], key=lambda n: f"{n}.jpg")
+        ]
         self.shot, self.seed = shot, seed
-        self.classes = list(range(1, len(self.categories) + 1))
+        self.classes = list(range(1, len(self.members) + 1))
 
     def __len__(self) -> int:
-        return len(self.categories) * len(self.order)
+        return len(self.queries)
 
     def episode(self, index: int, epoch: int = EVAL_EPOCH) -> Episode:
         rng = episode_rng(self.seed, index, epoch)
-        slot, position = divmod(index % len(self), len(self.order))
-        category, number = self.categories[slot], self.order[position]
-        supports = rng.choice([n for n in self.numbers if n != number], self.shot, replace=False)
+        slot, category, name = self.queries[index % len(self)]
+        supports = rng.choice([n for n in self.members[category] if n != name], self.shot, replace=False)
         return Episode(
             index=index,
-            query=f"{category}/{number}",
+            query=f"{category}/{name}",
             class_id=slot + 1,
-            supports=tuple(f"{category}/{int(n)}" for n in supports),
+            supports=tuple(f"{category}/{n}" for n in supports),
         )
 
 
