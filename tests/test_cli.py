@@ -61,6 +61,8 @@ def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
     assert from_disk["test/fbiou"] == pytest.approx(in_memory["test/fbiou"], abs=1e-6)
     for (name, a), b in zip(trained.state_dict().items(), reloaded.model.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    assert "max_epochs: 2" in (run_dir / "config.yaml").read_text()  # the training config survives the test
+    assert "ckpt_path: " + str(last) in (run_dir / "test_config.yaml").read_text()
     untrained = cli("test", "--trainer.default_root_dir", str(tmp_path / "untrained"))
     assert untrained.trainer.callback_metrics["test/miou"] != pytest.approx(in_memory["test/miou"])
 

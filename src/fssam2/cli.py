@@ -59,6 +59,10 @@ class FSSAM2CLI(LightningCLI):
         parser.set_defaults(_trainer_defaults())
 
     def before_instantiate_classes(self) -> None:
+        # fit saves config.yaml; a later test / validate / predict in the same run folder saves
+        # its own <subcommand>_config.yaml instead of replacing the training config.
+        if self.subcommand and self.subcommand != "fit":
+            self.save_config_kwargs["config_filename"] = f"{self.subcommand}_config.yaml"
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         run_dir = Path(trainer.default_root_dir or DEFAULT_RUN_DIR).expanduser().resolve()
