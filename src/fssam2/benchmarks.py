@@ -14,6 +14,7 @@ line) and `sub_class_file_list_<fold>.txt` (a dict literal, parsed with ast.lite
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -169,7 +170,7 @@ def check_layout(root: str | Path, folders: list[str], benchmark: str) -> Path:
     return path
 
 
-def check_ids_on_disk(ids: list[str], paths: Any, what: str) -> None:
+def check_ids_on_disk(ids: list[str], paths: Callable[[str], Sequence[Path]], what: str) -> None:
     """Every listed id must have its files on disk; name the first few that do not."""
     missing = [i for i in ids if not all(p.is_file() for p in paths(i))]
     if missing:

@@ -1,7 +1,7 @@
 """Episodic K-shot data: the dataset that turns episodes into tensors, and the DataModules.
 
 A benchmark plugs in by subclassing `FewShotDataModule` and implementing `episodes(split)`,
-`image_reader()` and `class_ids(split)`; sampling, augmentation, resizing, sharding over
+`image_reader(split)` and `class_ids(split)`; sampling, augmentation, resizing, sharding over
 processes and collation are shared.
 """
 
