@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 
 from fssam2.errors import InputError
+from fssam2.hub import resolve_checkpoint
 
 # Packaged config names -> (package holding the yaml, path inside it).
 PACKAGED_CONFIGS: dict[str, tuple[str, str]] = {
@@ -84,8 +85,9 @@ def load_model_config(config: str | Path, image_size: int | None = None) -> Dict
 
 
 def read_checkpoint(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """Load a SAM2 checkpoint in Meta's format ({"model": state_dict}) or a bare state dict."""
-    path = Path(checkpoint).expanduser()
+    """Load a SAM2 checkpoint in Meta's format ({"model": state_dict}) or a bare state dict,
+    from a path or a downloaded name (see `fssam2 download`)."""
+    path = resolve_checkpoint(checkpoint)
     if not path.is_file():
         raise InputError(
             f"SAM2 checkpoint {path} does not exist: download it from Meta's SAM2 release "
@@ -151,7 +153,8 @@ def build_sam2(
     Args:
         config: a packaged name (``sam2.1_hiera_t``, ``_s``, ``_b+``, ``_l``, ``fssam2_tiny``)
             or the path of a SAM2 model yaml.
-        checkpoint: a local checkpoint in Meta's format; None keeps the random initialisation.
+        checkpoint: a checkpoint file in Meta's format, or a name fetched by `fssam2 download`
+            (e.g. ``sam2.1_hiera_b+``); None keeps the random initialisation.
         image_size: square input size, a multiple of 32; None keeps the config's (1024).
         device: where the model lives.
     """

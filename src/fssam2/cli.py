@@ -21,7 +21,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch.cli import LightningCLI
 
-from fssam2 import prepare
+from fssam2 import hub, prepare
 from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
@@ -152,14 +152,24 @@ def prepare_command(args: list[str]) -> None:
     print(f"wrote {opts.benchmark} split lists under {Path(opts.out).expanduser() / opts.benchmark / 'fss_list'}")
 
 
-COMMANDS = {"episodes": episodes_command, "prepare": prepare_command}
+def download_command(args: list[str]) -> None:
+    """`fssam2 download NAME`: fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)."""
+    parser = argparse.ArgumentParser(prog="fssam2 download", description=download_command.__doc__)
+    parser.add_argument("name", help=f"one of {', '.join(hub.CHECKPOINT_URLS)}")
+    parser.add_argument("--sha256", help="expected SHA-256 of the file, when you have one")
+    parser.add_argument("--url", help="fetch from this URL instead of Meta's")
+    opts = parser.parse_args(args)
+    print(hub.download(opts.name, sha256=opts.sha256, url=opts.url))
+
+
+COMMANDS = {"episodes": episodes_command, "prepare": prepare_command, "download": download_command}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None:
     """Parse `args` (default sys.argv[1:]), build everything and run the subcommand.
 
     Returns the LightningCLI object (trainer, model, datamodule) for fit / validate / test /
-    predict, None for `episodes` and `prepare`; bad input exits with status 2 and one line."""
+    predict, None for `episodes`, `prepare` and `download`; bad input exits with status 2 and one line."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     argv = sys.argv[1:] if args is None else list(args)
     try:
