@@ -162,5 +162,12 @@ def test_predict_and_validate(tmp_path):
     predictions = [p for batch in batches for p in batch]
     assert sorted(p["index"] for p in predictions) == list(range(25))
     assert all(p["mask"].shape == (64, 64) and p["mask"].dtype == torch.bool for p in predictions)
+    written = sorted((tmp_path / "predictions").iterdir())
+    assert len(written) == 25 and written[0].name.startswith("00000_test_") and written[0].name.endswith(".png")
+    import numpy as np
+    from PIL import Image
+
+    first = next(p for p in predictions if p["index"] == 0)
+    assert np.array_equal(np.asarray(Image.open(written[0])) == 255, first["mask"].numpy())
     validate = cli("validate", "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_workers", "2")
     assert {"val/miou", "val/fbiou", "val/loss"} <= set(validate.trainer.callback_metrics)

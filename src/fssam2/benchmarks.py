@@ -287,6 +287,23 @@ class FSS1000DataModule(FewShotDataModule):
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def scan_folder(folder: Path) -> dict[str, str]:
+    """{name: image file} of `<folder>/<name>.<image ext>` files, each with its mask `<name>.png`."""
+    images = {f.stem: f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS}
+    masks = {f.stem for f in folder.iterdir() if f.suffix.lower() == ".png"}
+    if images.keys() - masks:
+        raise InputError(
+            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (pixel >= 128 "
+            "is the object) beside each image."
+        )
+    if masks - images.keys():
+        raise InputError(
+            f"Masks in {folder} have no image, e.g. {sorted(masks - images.keys())[:3]}: images must be "
+            f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
+        )
+    return images
+
+
 def scan_class_folders(root: str | Path) -> dict[str, dict[str, str]]:
     """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: image file}}."""
     path = Path(root).expanduser()
@@ -294,22 +311,8 @@ def scan_class_folders(root: str | Path) -> dict[str, dict[str, str]]:
         raise InputError(
             f"Dataset root {path} does not exist: pass the folder holding one sub-folder per class as --data.root."
         )
-    found: dict[str, dict[str, str]] = {}
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        images = {f.stem: f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS}
-        masks = {f.stem for f in folder.iterdir() if f.suffix.lower() == ".png"}
-        if images.keys() - masks:
-            raise InputError(
-                f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (pixel >= 128 "
-                "is the object) beside each image."
-            )
-        if masks - images.keys():
-            raise InputError(
-                f"Masks in {folder} have no image, e.g. {sorted(masks - images.keys())[:3]}: images must be "
-                f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
-            )
-        if images:
-            found[folder.name] = images
+    found = {folder.name: scan_folder(folder) for folder in sorted(p for p in path.iterdir() if p.is_dir())}
+    found = {name: images for name, images in found.items() if images}
     if not found:
         raise InputError(
             f"Dataset root {path} has no class folder with images: expected <root>/<class>/<name>.jpg and <name>.png."

@@ -56,6 +56,28 @@ def _tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.
     return out.astype(np.uint8)
 
 
+class PredictionWriter(L.Callback):
+    """`fssam2 predict`: each test episode's predicted mask, at the query's original size, as
+    `<run dir>/predictions/<episode>_<query id>_class<c>.png` (0 / 255), written atomically."""
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        from fssam2.segment import write_png
+
+        folder = Path(trainer.default_root_dir) / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        for pred in outputs:
+            name = f"{pred['index']:05d}_{pred['query'].replace('/', '__')}_class{pred['class_id']}.png"
+            write_png(pred["mask"].numpy().astype(np.uint8) * 255, folder / name)
+
+
 class WandbTestReport(L.Callback):
     """On W&B only: the test's per-class IoU as a table, and overlays (supports with their masks,
     query, prediction, ground truth) for the first `episodes` test episodes, always the same ones."""

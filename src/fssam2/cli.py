@@ -17,15 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch.cli import LightningCLI
+from tqdm import tqdm
 
 from fssam2 import hub, prepare
-from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list
+from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
+from fssam2.lora import LoRAConfig
 from fssam2.module import FSSAM2Module
 
 DEFAULT_RUN_DIR = "runs/fssam2"
@@ -50,6 +53,7 @@ def _trainer_defaults() -> dict:
             {"class_path": "fssam2.callbacks.RunCheckpoint", "init_args": {"filename": "last", "save_top_k": 1}},
             {"class_path": "fssam2.callbacks.TestResults"},
             {"class_path": "fssam2.callbacks.WandbTestReport"},
+            {"class_path": "fssam2.callbacks.PredictionWriter"},
         ],
     }
 
@@ -162,14 +166,93 @@ def download_command(args: list[str]) -> None:
     print(hub.download(opts.name, sha256=opts.sha256, url=opts.url))
 
 
-COMMANDS = {"episodes": episodes_command, "prepare": prepare_command, "download": download_command}
+def segment_command(args: list[str]) -> None:
+    """`fssam2 segment`: masks for your own images from a few annotated examples."""
+    from fssam2.segment import Segmenter, image_files, overlay, read_mask, support_pairs, write_png
+
+    parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
+    parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",
+                        help="an annotated example (repeat for K > 1), or a folder of <name>.jpg + <name>.png pairs")  # fmt: skip
+    parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
+    parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
+    parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")
+    parser.add_argument("--sam2", default="sam2.1_hiera_b+", help="SAM2 config name")
+    parser.add_argument(
+        "--sam2-checkpoint", help="SAM2 checkpoint path or downloaded name (default: the --sam2 download)"
+    )
+    parser.add_argument("--image-size", type=int, help="model input size (default: the adapter's, else the config's)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    opts = parser.parse_args(args)
+    pairs = support_pairs(opts.support)
+    queries = image_files(opts.query, "Query")
+    output = Path(opts.output).expanduser()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".fssam2-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(
+            f"Output folder {output} cannot be written ({err.strerror}): choose another --output."
+        ) from err
+    seg = Segmenter.from_pretrained(opts.sam2, opts.adapter, sam2_checkpoint=opts.sam2_checkpoint,
+                                    image_size=opts.image_size, device=opts.device, threshold=opts.threshold)  # fmt: skip
+    seg.set_support(
+        [read_image(i) for i, _ in pairs], [read_mask(m) for _, m in pairs], names=[str(i) for i, _ in pairs]
+    )
+    for query in tqdm(queries, desc="segmenting", unit="image"):
+        image = read_image(query)
+        mask = seg.predict(image)
+        write_png((mask * 255).astype(np.uint8), output / f"{query.stem}.png")
+        write_png(overlay(image, mask), output / f"{query.stem}_overlay.png")
+    print(f"wrote {len(queries)} masks and overlays to {output}")
+
+
+def export_command(args: list[str]) -> None:
+    """`fssam2 export CKPT`: an adapter file (LoRA weights + metadata), and optionally a merged model."""
+    from fssam2.adapters import export_adapter, merge_lora, read_training_checkpoint
+
+    parser = argparse.ArgumentParser(prog="fssam2 export", description=export_command.__doc__)
+    parser.add_argument("checkpoint", help="a .ckpt written by `fssam2 fit`")
+    parser.add_argument("--output", help="adapter file to write (.safetensors)")
+    parser.add_argument("--merge", help="also write the whole SAM2 with LoRA merged in, in Meta's format (.pt)")
+    opts = parser.parse_args(args)
+    if not (opts.output or opts.merge):
+        raise InputError("fssam2 export needs --output ADAPTER.safetensors and/or --merge MODEL.pt.")
+    if opts.output:
+        export_adapter(opts.checkpoint, opts.output)
+        print(f"wrote adapter {opts.output} ({Path(opts.output).stat().st_size / 1e6:.2f} MB)")
+    if opts.merge:
+        ckpt = read_training_checkpoint(opts.checkpoint)
+        hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # drop Lightning's own keys
+        if isinstance(hp.get("lora"), dict):
+            hp["lora"] = LoRAConfig(**hp["lora"])
+        module = FSSAM2Module(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+        target = Path(opts.merge).expanduser()
+        tmp = target.with_name(f".{target.name}.tmp")
+        torch.save({"model": merge_lora(module.model)}, tmp)
+        tmp.replace(target)
+        print(
+            f"wrote merged model {target}: load it with build_sam2({ckpt['hyper_parameters']['sam2_config']!r}, {str(target)!r})"
+        )
+
+
+COMMANDS = {
+    "episodes": episodes_command,
+    "prepare": prepare_command,
+    "download": download_command,
+    "segment": segment_command,
+    "export": export_command,
+}
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None:
     """Parse `args` (default sys.argv[1:]), build everything and run the subcommand.
 
     Returns the LightningCLI object (trainer, model, datamodule) for fit / validate / test /
-    predict, None for `episodes`, `prepare` and `download`; bad input exits with status 2 and one line."""
+    predict, None for the other commands; bad input exits with status 2 and one line."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     argv = sys.argv[1:] if args is None else list(args)
     try:

@@ -91,6 +91,7 @@ class EpisodeDataset(Dataset):
             "query_target": torch.from_numpy(query_target).long(),
             "class_id": episode.class_id,
             "index": index,
+            "query": episode.query,
         }
 
 
@@ -136,6 +137,8 @@ class FewShotDataModule(L.LightningDataModule):
         self.num_workers, self.seed, self.augment = num_workers, seed, augment
         self.test_episodes, self.val_episodes = test_episodes, val_episodes
         self.image_size: int | None = None  # set from the model in setup(), or by hand
+        # Stored in checkpoints (datamodule_hyper_parameters), and so in exported adapters.
+        self.save_hyperparameters({"dataset": type(self).__name__, "fold": fold, "shot": shot, "seed": seed})
         self._datasets: dict[str, EpisodeDataset] = {}
 
     # what a benchmark provides

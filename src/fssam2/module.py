@@ -167,8 +167,8 @@ class FSSAM2Module(L.LightningModule):
         logits = self(batch["support_images"], batch["support_masks"], batch["query_image"])
         preds = score_at_original_size(logits, batch["query_target"])
         return [
-            {"index": int(i), "class_id": int(c), "mask": p.bool().cpu()}
-            for i, c, p in zip(batch["index"], batch["class_id"], preds, strict=True)
+            {"index": int(i), "query": q, "class_id": int(c), "mask": p.bool().cpu()}
+            for i, q, c, p in zip(batch["index"], batch["query"], batch["class_id"], preds, strict=True)
         ]
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""Adapter files: the LoRA weights of a training run with what they need to be used again.
+
+An adapter is a safetensors file holding only the LoRA factors, with metadata: format, base model
+(config name) and the SHA-256 of its checkpoint, LoRA config, input size, dataset, fold, shot and
+the best validation mIoU. `merge_lora` folds the factors into the base weights, giving a plain SAM2
+state dict (Meta's key names) that needs no adapter at inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import loralib
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fssam2.errors import InputError
+from fssam2.hub import resolve_checkpoint, sha256_of
+from fssam2.lora import LoRAConfig
+
+FORMAT = "fssam2-adapter/1"
+RANDOM_INIT = "random-init"
+
+
+def base_fingerprint(checkpoint: str | Path | None) -> str:
+    """SHA-256 of the base checkpoint file, or "random-init" for a model built without one."""
+    return RANDOM_INIT if checkpoint is None else sha256_of(resolve_checkpoint(checkpoint))
+
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"Checkpoint {path} does not exist: pass a .ckpt written by `fssam2 fit`.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise InputError(
+            f"Checkpoint {path} could not be read ({type(err).__name__}): it is corrupt or not a PyTorch file."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "sam2_config" not in ckpt.get("hyper_parameters", {}):
+        raise InputError(f"{path} is not a checkpoint written by `fssam2 fit` (no state_dict / hyper_parameters).")
+    return ckpt
+
+
+def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
+    """Write the adapter of a `fssam2 fit` checkpoint; returns its metadata."""
+    ckpt = read_training_checkpoint(ckpt_path)
+    hp = ckpt["hyper_parameters"]
+    if hp.get("lora") is None or hp.get("trainable") == "all":
+        raise InputError(
+            f"{ckpt_path} trained every parameter (model.trainable=all), so there is no adapter to export: "
+            "use `fssam2 export --merge` to write the whole model."
+        )
+    lora = hp["lora"] if isinstance(hp["lora"], LoRAConfig) else LoRAConfig(**dict(hp["lora"]))
+    tensors = {
+        k.removeprefix("model."): v.contiguous()
+        for k, v in ckpt["state_dict"].items()
+        if k.endswith(("lora_A", "lora_B"))
+    }
+    best = next((v.get("best_model_score") for k, v in ckpt.get("callbacks", {}).items() if "val/miou" in k), None)
+    data = ckpt.get("datamodule_hyper_parameters", {})
+    metadata = {
+        "format": FORMAT,
+        "base_model": str(hp["sam2_config"]),
+        "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
+        "lora": json.dumps(dataclasses.asdict(lora)),
+        "image_size": str(hp.get("image_size")),
+        "dataset": str(data.get("dataset", "unknown")),
+        "fold": str(data.get("fold", "unknown")),
+        "shot": str(data.get("shot", "unknown")),
+        "best_val_miou": "unknown" if best is None else f"{float(best):.4f}",
+        "epoch": str(ckpt.get("epoch")),
+    }
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(output)
+    return metadata
+
+
+def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of an adapter file, refusing files that are not fssam2 adapters."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"Adapter {path} does not exist: create one with `fssam2 export CKPT --output FILE`.")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"Adapter {path} is corrupt or not a safetensors file ({err}): export it again.") from err
+    if metadata.get("format") != FORMAT:
+        raise InputError(f"{path} is not an fssam2 adapter (no '{FORMAT}' metadata): create one with `fssam2 export`.")
+    return tensors, metadata
+
+
+def adapter_lora_config(metadata: dict[str, str]) -> LoRAConfig:
+    return LoRAConfig(**json.loads(metadata["lora"]))
+
+
+def check_base(metadata: dict[str, str], path: str | Path, base_model: str, base_checkpoint: str | Path | None) -> None:
+    """Refuse an adapter trained on another base model or other base weights."""
+    if metadata["base_model"] != base_model:
+        raise InputError(
+            f"Adapter {path} was trained on {metadata['base_model']}, not {base_model}: use --sam2 {metadata['base_model']}."
+        )
+    fingerprint = base_fingerprint(base_checkpoint)
+    if metadata["base_sha256"] != fingerprint:
+        raise InputError(
+            f"Adapter {path} was trained on {base_model} weights with SHA-256 {metadata['base_sha256']}, but the base "
+            f"given has {fingerprint}: use the checkpoint the adapter was trained on."
+        )
+
+
+def merge_lora(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of `model`'s SAM2 with every LoRA delta folded into its base weight, under
+    SAM2's own key names (no lora_A / lora_B, no `.conv.` of loralib's conv wrapper)."""
+    merged = {}
+    lora_modules = {
+        name: m for name, m in model.named_modules() if isinstance(m, loralib.LoRALayer) and getattr(m, "r", 0) > 0
+    }
+    for key, value in model.state_dict().items():
+        if key.endswith(("lora_A", "lora_B")):
+            continue
+        owner, _, leaf = key.rpartition(".")
+        if owner.endswith(".conv") and owner[: -len(".conv")] in lora_modules:
+            layer = lora_modules[owner[: -len(".conv")]]
+            if leaf == "weight":
+                value = value + (layer.lora_B @ layer.lora_A).view(value.shape) * layer.scaling
+            key = f"{owner[: -len('.conv')]}.{leaf}"
+        elif owner in lora_modules and leaf == "weight":
+            layer = lora_modules[owner]
+            value = value + (layer.lora_B @ layer.lora_A) * layer.scaling
+        merged[key.removeprefix("sam2.")] = value.detach().clone()
+    return merged

@@ -1,0 +1,173 @@
+"""Segment your own images: a few annotated supports, any number of queries.
+
+    seg = Segmenter.from_pretrained("sam2.1_hiera_b+", adapter="pascal_fold0.safetensors")
+    seg.set_support([image1, image2], [mask1, mask2])   # uint8 RGB [H, W, 3], masks [H, W]
+    mask = seg.predict(query)                            # bool [H, W] at the query's size
+
+The supports are encoded once (image encoder and memory encoder); each query then costs one
+image-encoder pass, memory attention and the mask decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fssam2.adapters import adapter_lora_config, check_base, read_adapter
+from fssam2.benchmarks import IMAGE_EXTENSIONS, read_image, scan_folder
+from fssam2.build import build_sam2
+from fssam2.data import to_input
+from fssam2.errors import InputError
+from fssam2.lora import load_lora_state_dict
+from fssam2.model import FewShotSAM2
+
+
+class Segmenter:
+    """FS-SAM2 inference on arbitrary images.
+
+    Args:
+        model: a FewShotSAM2 (with or without LoRA).
+        device: where to run.
+        threshold: logit threshold of the masks (0 = probability 0.5).
+    """
+
+    def __init__(self, model: FewShotSAM2, device: str | torch.device = "cpu", threshold: float = 0.0) -> None:
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.threshold = threshold
+        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        sam2: str = "sam2.1_hiera_b+",
+        adapter: str | Path | None = None,
+        *,
+        sam2_checkpoint: str | Path | None = None,
+        image_size: int | None = None,
+        device: str = "cpu",
+        threshold: float = 0.0,
+    ) -> Segmenter:
+        """SAM2 `sam2` (a packaged config name) with weights from `sam2_checkpoint` (a path or a
+        downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
+        an optional adapter file from `fssam2 export`."""
+        from fssam2.hub import CHECKPOINT_URLS
+
+        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
+        lora, tensors = None, None
+        if adapter is not None:
+            tensors, metadata = read_adapter(adapter)
+            check_base(metadata, adapter, sam2, checkpoint)
+            lora = adapter_lora_config(metadata)
+            if image_size is None and metadata.get("image_size") not in (None, "None"):
+                image_size = int(metadata["image_size"])
+        model = FewShotSAM2(build_sam2(sam2, checkpoint, image_size=image_size), lora)
+        if tensors is not None:
+            load_lora_state_dict(model, tensors)
+        return cls(model, device=device, threshold=threshold)
+
+    def _input(self, image: np.ndarray) -> torch.Tensor:
+        return to_input(image, self.model.image_size)[None].to(self.device)
+
+    @torch.inference_mode()
+    def set_support(
+        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str] | None = None
+    ) -> None:
+        """Encode K >= 1 annotated examples once; masks are non-zero where the object is."""
+        names = names or [f"support {i}" for i in range(len(images))]
+        if not images or len(images) != len(masks):
+            raise InputError(
+                f"Give one mask per support image, at least one pair ({len(images)} images, {len(masks)} masks)."
+            )
+        size = self.model.image_size
+        binary = []
+        for image, mask, name in zip(images, masks, names, strict=True):
+            if mask.shape[:2] != image.shape[:2]:
+                raise InputError(
+                    f"Mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
+                )
+            fg = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+            if not fg.any():
+                raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
+            binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
+        batch = torch.cat([self._input(im) for im in images])  # [K, 3, S, S]
+        feats = self.model.encode_images(batch)
+        masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
+        self._memory = self.model.encode_memory(feats, masks_t, batch=1)
+
+    @torch.inference_mode()
+    def logits(self, image: np.ndarray) -> torch.Tensor:
+        """Query logits [S, S] at the model's input size."""
+        if self._memory is None:
+            raise InputError("Call set_support(images, masks) before predict().")
+        feats = self.model.encode_images(self._input(image))
+        return self.model.decode(feats, *self._memory)[0, 0]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """Boolean mask [H, W] at the query's size (bilinear, align_corners=True, then threshold)."""
+        logits = self.logits(image)
+        h, w = image.shape[:2]
+        resized = F.interpolate(logits[None, None].float(), size=(h, w), mode="bilinear", align_corners=True)[0, 0]
+        return (resized > self.threshold).cpu().numpy()
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the mask tinted red and outlined in yellow."""
+    out = image.astype(np.float32)
+    out[mask] = 0.55 * out[mask] + 0.45 * np.array([255, 40, 40], np.float32)
+    out = out.astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, (255, 230, 0), max(1, round(max(image.shape[:2]) / 300)))
+    return out
+
+
+def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
+    """Expand folders into their image files (sorted); a folder with none is an error."""
+    files: list[Path] = []
+    for p in map(lambda x: Path(x).expanduser(), paths):
+        if p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in (*IMAGE_EXTENSIONS, ".png") and not f.name.startswith(".")
+            )
+            if not found:
+                raise InputError(f"{what} folder {p} holds no image ({', '.join((*IMAGE_EXTENSIONS, '.png'))}).")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{what} {p} does not exist.")
+    return files
+
+
+def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
+    """--support IMAGE MASK pairs, or --support FOLDER holding <name>.<ext> + <name>.png pairs."""
+    pairs: list[tuple[Path, Path]] = []
+    for values in args:
+        if len(values) == 2:
+            pairs.append((Path(values[0]).expanduser(), Path(values[1]).expanduser()))
+        elif len(values) == 1 and Path(values[0]).is_dir():
+            folder = Path(values[0]).expanduser()
+            files = scan_folder(folder)
+            if not files:
+                raise InputError(f"Support folder {folder} holds no <name>.jpg + <name>.png pair.")
+            pairs += [(folder / files[n], folder / f"{n}.png") for n in sorted(files)]
+        else:
+            raise InputError(f"--support takes IMAGE MASK or a FOLDER of pairs, got {list(values)}.")
+    return pairs
+
+
+def read_mask(path: Path) -> np.ndarray:
+    return read_image(path)[..., 0]
+
+
+def write_png(array: np.ndarray, path: Path) -> None:
+    """Write through a temporary file: a mask appears only complete."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array):
+        raise InputError(f"Could not write {path}: check the output folder.")
+    tmp.replace(path)

@@ -1,0 +1,186 @@
+"""Your own images: `fssam2 export`, adapter files, the Segmenter API and `fssam2 segment`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from conftest import TESTS
+from fssam2 import FewShotSAM2, InputError, build_sam2
+from fssam2.cli import run_cli
+from fssam2.segment import Segmenter
+from fssam2.synthetic import SyntheticBenchmark
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A LoRA fit of the tiny model on a saved base checkpoint, and its exported files."""
+    root = tmp_path_factory.mktemp("trained")
+    torch.manual_seed(3)
+    base = root / "base.pt"
+    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, base)
+    fit = run_cli([
+        "fit", "--config", str(TESTS / "configs" / "tiny.yaml"), "--model.sam2_checkpoint", str(base),
+        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root / "run"),
+    ])  # fmt: skip
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    run_cli(["export", str(ckpt), "--output", str(root / "adapter.safetensors"), "--merge", str(root / "merged.pt")])
+    return root, base, fit.model.model.eval()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Supports (image + mask of class 3) and queries, as files."""
+    folder = tmp_path_factory.mktemp("images")
+    bench = SyntheticBenchmark(image_size=80)
+    (folder / "support").mkdir()
+    (folder / "query").mkdir()
+    for i in range(2):
+        image, label = bench.render("test", i, top_class=3)
+        Image.fromarray(image).save(folder / "support" / f"s{i}.jpg")
+        Image.fromarray(np.where(label == 3, 255, 0).astype(np.uint8)).save(folder / "support" / f"s{i}.png")
+    for i in range(3):
+        image, _ = bench.render("test", 10 + i, top_class=3)
+        Image.fromarray(image[: 70 - 5 * i]).save(folder / "query" / f"q{i}.jpg")  # various sizes
+    return folder
+
+
+def test_adapter_file_holds_lora_and_metadata(trained):
+    root, base, model = trained
+    path = root / "adapter.safetensors"
+    assert path.stat().st_size < 4e6
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+    assert keys == {k for k, _ in model.named_parameters() if k.endswith(("lora_A", "lora_B"))}
+    from fssam2.hub import sha256_of
+
+    assert meta["base_model"] == "fssam2_tiny" and meta["base_sha256"] == sha256_of(base)
+    assert json.loads(meta["lora"])["memory_attention_rank"] == 32 and meta["image_size"] == "64"
+    assert (meta["dataset"], meta["fold"], meta["shot"]) == ("SyntheticDataModule", "0", "1")
+    assert 0 <= float(meta["best_val_miou"]) <= 100
+
+
+def test_adapter_reloads_to_the_trained_model_and_merged_equals_unmerged(trained, images):
+    root, base, model = trained
+    seg = Segmenter.from_pretrained("fssam2_tiny", root / "adapter.safetensors", sam2_checkpoint=base)
+    merged = Segmenter(FewShotSAM2(build_sam2("fssam2_tiny", root / "merged.pt", image_size=64)))
+    support = [np.asarray(Image.open(images / "support" / f"s{i}.{e}")) for i in range(2) for e in ("jpg",)]
+    masks = [np.asarray(Image.open(images / "support" / f"s{i}.png")) for i in range(2)]
+    for s in (seg, merged):
+        s.set_support(support, masks)
+    query = np.asarray(Image.open(images / "query" / "q0.jpg"))
+    trained_seg = Segmenter(model)
+    trained_seg.set_support(support, masks)
+    torch.testing.assert_close(seg.logits(query), trained_seg.logits(query))
+    torch.testing.assert_close(merged.logits(query), seg.logits(query), atol=1e-4, rtol=1e-4)
+    assert np.array_equal(merged.predict(query), seg.predict(query))
+    assert seg.predict(query).shape == query.shape[:2]
+
+
+def test_cli_segment_writes_the_api_masks(trained, images, tmp_path, capsys):
+    root, base, _ = trained
+    out = tmp_path / "out"
+    run_cli([
+        "segment", "--support", str(images / "support" / "s0.jpg"), str(images / "support" / "s0.png"),
+        "--support", str(images / "support" / "s1.jpg"), str(images / "support" / "s1.png"),
+        "--query", str(images / "query"), "--output", str(out), "--sam2", "fssam2_tiny",
+        "--sam2-checkpoint", str(base), "--adapter", str(root / "adapter.safetensors"), "--device", "cpu",
+    ])  # fmt: skip
+    assert f"wrote 3 masks and overlays to {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [f"q{i}{s}.png" for i in range(3) for s in ("", "_overlay")]
+    seg = Segmenter.from_pretrained("fssam2_tiny", root / "adapter.safetensors", sam2_checkpoint=base)
+    seg.set_support(
+        [np.asarray(Image.open(images / "support" / f"s{i}.jpg")) for i in range(2)],
+        [np.asarray(Image.open(images / "support" / f"s{i}.png")) for i in range(2)],
+    )
+    for i in range(3):
+        query = np.asarray(Image.open(images / "query" / f"q{i}.jpg"))
+        written = np.asarray(Image.open(out / f"q{i}.png"))
+        assert written.shape == query.shape[:2] and set(np.unique(written)) <= {0, 255}
+        assert np.array_equal(written == 255, seg.predict(query))
+        assert np.asarray(Image.open(out / f"q{i}_overlay.png")).shape == query.shape
+    run_cli(["segment", "--support", str(images / "support"), "--query", str(images / "query" / "q1.jpg"),
+             "--output", str(tmp_path / "folder"), "--sam2", "fssam2_tiny", "--sam2-checkpoint", str(base)])  # fmt: skip
+    assert (tmp_path / "folder" / "q1.png").is_file()
+
+
+def segment_error(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["segment", "--sam2", "fssam2_tiny", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_segment_bad_input(trained, images, tmp_path, capsys):
+    root, base, _ = trained
+    s0, m0, q = images / "support" / "s0.jpg", images / "support" / "s0.png", images / "query"
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros((80, 80), np.uint8)).save(empty)
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((40, 80), 255, np.uint8)).save(small)
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("not an image")
+    (tmp_path / "none").mkdir()
+    out = ["--output", str(tmp_path / "o")]
+    segment_error(capsys, ["--support", str(s0), str(empty), "--query", str(q), *out], "has no foreground")
+    segment_error(
+        capsys, ["--support", str(s0), str(small), "--query", str(q), *out], "is 80x40 but the image is 80x80"
+    )
+    segment_error(capsys, ["--support", str(junk), str(m0), "--query", str(q), *out], "junk.jpg is unreadable")
+    segment_error(capsys, ["--support", str(s0), str(m0), "--query", str(tmp_path / "none"), *out], "holds no image")
+    segment_error(capsys, ["--support", str(s0), str(m0), "--query", str(q), "--output", str(m0)], "cannot be written")
+    segment_error(
+        capsys,
+        ["--support", str(s0), str(m0), "--query", str(q), *out, "--adapter", str(junk)],
+        "corrupt or not a safetensors",
+    )
+    not_adapter = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(not_adapter))
+    segment_error(
+        capsys,
+        ["--support", str(s0), str(m0), "--query", str(q), *out, "--adapter", str(not_adapter)],
+        "is not an fssam2 adapter",
+    )
+    adapter = str(root / "adapter.safetensors")
+    segment_error(
+        capsys, ["--support", str(s0), str(m0), "--query", str(q), *out, "--adapter", adapter], "weights with SHA-256"
+    )
+    with pytest.raises(SystemExit):
+        run_cli(
+            [
+                "segment",
+                "--sam2",
+                "sam2.1_hiera_t",
+                "--support",
+                str(s0),
+                str(m0),
+                "--query",
+                str(q),
+                *out,
+                "--adapter",
+                adapter,
+            ]
+        )
+    assert "was trained on fssam2_tiny, not sam2.1_hiera_t" in capsys.readouterr().err
+    segment_error(
+        capsys,
+        ["--support", str(s0), str(m0), "--query", str(q), *out, "--sam2", "sam3"],
+        "'sam3' is neither a packaged config",
+    )
+    assert not list((tmp_path / "o").glob("*.png"))  # nothing half-written
+
+
+def test_export_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["export", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "a.safetensors")])
+    assert "nope.ckpt does not exist" in capsys.readouterr().err
+    with pytest.raises(InputError, match="needs --output"):
+        from fssam2.cli import export_command
+
+        export_command([str(tmp_path / "nope.ckpt")])
