@@ -184,3 +184,15 @@ def test_export_bad_input(tmp_path, capsys):
         from fssam2.cli import export_command
 
         export_command([str(tmp_path / "nope.ckpt")])
+
+
+@pytest.mark.slow
+def test_a_b_plus_adapter_is_under_4_mb(tmp_path):
+    from safetensors.torch import save_file
+
+    from fssam2 import LoRAConfig, lora_state_dict
+
+    model = FewShotSAM2(build_sam2("sam2.1_hiera_b+"), LoRAConfig())
+    path = tmp_path / "bplus.safetensors"
+    save_file(lora_state_dict(model), str(path))
+    assert path.stat().st_size < 4_000_000
