@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
+from fssam2.segment import tint, write_png
 
 
 class TestResults(L.Callback):
@@ -50,12 +51,6 @@ def _to_rgb(image: torch.Tensor) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _tint(rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    out = rgb.astype(np.float32)
-    out[mask] = 0.5 * out[mask] + 0.5 * np.array(color, np.float32)
-    return out.astype(np.uint8)
-
-
 class PredictionWriter(L.Callback):
     """`fssam2 predict`: each test episode's predicted mask, at the query's original size, as
     `<run dir>/predictions/<episode>_<query id>_class<c>.png` (0 / 255), written atomically."""
@@ -69,8 +64,6 @@ class PredictionWriter(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        from fssam2.segment import write_png
-
         folder = Path(trainer.default_root_dir) / "predictions"
         folder.mkdir(parents=True, exist_ok=True)
         for pred in outputs:
@@ -113,10 +106,10 @@ class WandbTestReport(L.Callback):
             truth = (batch["query_mask"][i] == 1).cpu().numpy()
             query = _to_rgb(batch["query_image"][i])
             tiles = [
-                _tint(_to_rgb(img), m.bool().cpu().numpy(), (0, 200, 255))
+                tint(_to_rgb(img), m.bool().cpu().numpy(), (0, 200, 255))
                 for img, m in zip(batch["support_images"][i], batch["support_masks"][i], strict=True)
             ]
-            tiles += [query, _tint(query, pred, (255, 60, 60)), _tint(query, truth, (60, 255, 60))]
+            tiles += [query, tint(query, pred, (255, 60, 60)), tint(query, truth, (60, 255, 60))]
             self.rows.append(np.concatenate(tiles, axis=1))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

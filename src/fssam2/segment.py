@@ -116,11 +116,16 @@ class Segmenter:
         return (resized > self.threshold).cpu().numpy()
 
 
+def tint(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float = 0.5) -> np.ndarray:
+    """uint8 RGB image with `color` blended into the pixels where `mask` is set."""
+    out = image.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.array(color, np.float32)
+    return out.astype(np.uint8)
+
+
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image with the mask tinted red and outlined in yellow."""
-    out = image.astype(np.float32)
-    out[mask] = 0.55 * out[mask] + 0.45 * np.array([255, 40, 40], np.float32)
-    out = out.astype(np.uint8)
+    out = tint(image, mask, (255, 40, 40), alpha=0.45)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (255, 230, 0), max(1, round(max(image.shape[:2]) / 300)))
     return out
