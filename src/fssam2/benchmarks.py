@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -363,8 +363,13 @@ class FolderDataModule(FewShotDataModule):
                 f"data.fold={self.fold} is out of range: use 0..{num_folds - 1} (data.num_folds={num_folds})."
             )
 
+    @cached_property
+    def files(self) -> dict[str, dict[str, str]]:
+        """{class: {name: image file}}, scanned once."""
+        return scan_class_folders(self.root)
+
     def _split_names(self, split: str) -> list[str]:
-        names = sorted(scan_class_folders(self.root))
+        names = sorted(self.files)
         if self.test_classes is not None:
             unknown = sorted(set(self.test_classes) - set(names))
             if unknown:
@@ -380,11 +385,10 @@ class FolderDataModule(FewShotDataModule):
         return list(range(1, len(self._split_names(split)) + 1))
 
     def episodes(self, split: str) -> FolderEpisodes:
-        files = scan_class_folders(self.root)
         return FolderEpisodes(
-            {c: sorted(files[c]) for c in self._split_names(split)}, self.shot, self.split_seed(split)
+            {c: sorted(self.files[c]) for c in self._split_names(split)}, self.shot, self.split_seed(split)
         )
 
     def image_reader(self, split: str) -> ImageReader:
         names = self._split_names(split)
-        return FolderReader(self.root, scan_class_folders(self.root), {c: i + 1 for i, c in enumerate(names)})
+        return FolderReader(self.root, self.files, {c: i + 1 for i, c in enumerate(names)})

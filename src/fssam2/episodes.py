@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,11 +165,7 @@ class FolderEpisodes:
     def __init__(self, members: Mapping[str, Sequence[str]], shot: int, seed: int) -> None:
         check_shot(shot)
         self.members = {c: [str(n) for n in members[c]] for c in sorted(members)}
-        short = {c: len(n) for c, n in self.members.items() if len(n) < shot + 1}
-        if short:
-            raise InputError(
-                f"Categories {sorted(short)[:5]} have fewer than shot + 1 = {shot + 1} images ({len(short)} in all): lower data.shot."
-            )
+        _check_class_sizes(self.members, list(self.members), shot)
         self.queries = [
             (slot, c, n)
             for slot, c in enumerate(self.members)
@@ -197,10 +194,13 @@ def check_shot(shot: int) -> None:
         raise InputError(f"data.shot={shot}: an episode needs at least one support image (shot >= 1).")
 
 
-def _check_class_sizes(by_class: Mapping[int, Sequence[str]], classes: Sequence[int], shot: int) -> None:
+def _check_class_sizes(by_class: Mapping[Any, Sequence[str]], classes: Sequence[Any], shot: int) -> None:
+    """Every class (a label value, or a category name) needs the query plus `shot` supports."""
     short = {c: len(by_class.get(c, [])) for c in classes if len(by_class.get(c, [])) < shot + 1}
     if short:
+        shown = sorted(short)[:5]
         raise InputError(
-            f"Classes {sorted(short)} have fewer than shot + 1 = {shot + 1} images ({short}): "
+            f"Classes {shown} have fewer than shot + 1 = {shot + 1} images ({ {c: short[c] for c in shown} }"
+            f"{f', {len(short)} classes in all' if len(short) > 5 else ''}): "
             "lower data.shot or add images of those classes."
         )
