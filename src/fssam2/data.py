@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fssam2.episodes import EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
+from fssam2.episodes import EpisodeRule, EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
 from fssam2.errors import InputError
 from fssam2.synthetic import SyntheticBenchmark
 
@@ -59,7 +59,7 @@ class EpisodeDataset(Dataset):
     class_id, index.
     """
 
-    def __init__(self, episodes: QueryCycleEpisodes, read: ImageReader, image_size: int, augment: bool) -> None:
+    def __init__(self, episodes: EpisodeRule, read: ImageReader, image_size: int, augment: bool) -> None:
         self.episodes, self.read, self.size = episodes, read, image_size
         self.augmentation = training_augmentation() if augment else None
 
@@ -142,7 +142,7 @@ class FewShotDataModule(L.LightningDataModule):
         self._datasets: dict[str, EpisodeDataset] = {}
 
     # what a benchmark provides
-    def episodes(self, split: str) -> QueryCycleEpisodes:
+    def episodes(self, split: str) -> EpisodeRule:
         raise NotImplementedError
 
     def image_reader(self, split: str) -> ImageReader:

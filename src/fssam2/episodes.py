@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,17 @@ class Episode:
     query: str  # image id of the query
     class_id: int  # 1-based label value of the class to segment
     supports: tuple[str, ...]  # K distinct image ids of that class, never the query
+
+
+class EpisodeRule(Protocol):
+    """What a dataset's episode rule offers (QueryCycleEpisodes, ClassFirstEpisodes, FolderEpisodes)."""
+
+    seed: int
+    classes: list[int]
+
+    def __len__(self) -> int: ...
+
+    def episode(self, index: int, epoch: int = EVAL_EPOCH) -> Episode: ...
 
 
 def episode_rng(seed: int, index: int, epoch: int) -> np.random.Generator:
