@@ -98,6 +98,16 @@ def read_label(path: Path) -> np.ndarray:
     return label.astype(np.uint8)
 
 
+def write_png(array: np.ndarray, path: Path) -> None:
+    """uint8 [H, W] or RGB [H, W, 3] as a PNG, through a temporary file: it appears only complete."""
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+    except OSError as err:
+        raise InputError(f"Could not write {path} ({err}): check the output folder.") from err
+    tmp.replace(path)
+
+
 @lru_cache(maxsize=65536)
 def _label_values(path: str) -> tuple[int, ...]:
     return tuple(int(v) for v in np.unique(read_label(Path(path))))

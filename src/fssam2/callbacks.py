@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
+from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
-from fssam2.segment import tint, write_png
+from fssam2.segment import tint
 
 
 class TestResults(L.Callback):

@@ -168,7 +168,8 @@ def download_command(args: list[str]) -> None:
 
 def segment_command(args: list[str]) -> None:
     """`fssam2 segment`: masks for your own images from a few annotated examples."""
-    from fssam2.segment import Segmenter, image_files, overlay, read_mask, support_pairs, write_png
+    from fssam2.benchmarks import write_png
+    from fssam2.segment import Segmenter, image_files, overlay, read_mask, support_pairs
 
     parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
     parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",

@@ -12,25 +12,17 @@ training list drops every image that shows any pixel of a held-out class.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from fssam2.benchmarks import PASCAL_DOMAIN_SHIFT, read_label
+from fssam2.benchmarks import PASCAL_DOMAIN_SHIFT, read_label, write_png
 from fssam2.episodes import coco_classes
 from fssam2.errors import InputError
 
 MIN_PIXELS = 2 * 32 * 32
-
-
-def _write_png_atomically(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
 
 
 def _load_coco(path: Path):  # noqa: ANN202 - pycocotools.coco.COCO
@@ -74,7 +66,7 @@ def render_coco_labels(
             label = np.zeros((info["height"], info["width"]), np.uint8)
             for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
                 label[coco.annToMask(ann) > 0] = value[ann["category_id"]]
-            _write_png_atomically(label, target)
+            write_png(label, target)
             written += 1
     return written
 

@@ -168,11 +168,3 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
 
 def read_mask(path: Path) -> np.ndarray:
     return read_image(path)[..., 0]
-
-
-def write_png(array: np.ndarray, path: Path) -> None:
-    """Write through a temporary file: a mask appears only complete."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array):
-        raise InputError(f"Could not write {path}: check the output folder.")
-    tmp.replace(path)
