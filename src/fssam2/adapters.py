@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fssam2.errors import InputError
-from fssam2.hub import resolve_checkpoint, sha256_of
+from fssam2.hub import checkpoint_sha256
 from fssam2.lora import LoRAConfig
 
 FORMAT = "fssam2-adapter/1"
@@ -29,7 +29,7 @@ RANDOM_INIT = "random-init"
 
 def base_fingerprint(checkpoint: str | Path | None) -> str:
     """SHA-256 of the base checkpoint file, or "random-init" for a model built without one."""
-    return RANDOM_INIT if checkpoint is None else sha256_of(resolve_checkpoint(checkpoint))
+    return RANDOM_INIT if checkpoint is None else checkpoint_sha256(checkpoint)
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:

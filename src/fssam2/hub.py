@@ -50,7 +50,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, expected: str | None) -> None:
+def _verify(path: Path, expected: str | None) -> str:
+    """Check the file against `expected` or its recorded digest (recording it if none); returns it."""
     record = path.with_name(path.name + ".sha256")
     expected = expected or (record.read_text().strip() if record.is_file() else None)
     actual = sha256_of(path)
@@ -61,22 +62,33 @@ def _verify(path: Path, expected: str | None) -> None:
         )
     if not record.is_file():
         record.write_text(actual + "\n")
+    return actual
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A checkpoint path as given, or the verified cached file of a downloadable name."""
+def _resolve(checkpoint: str | Path) -> tuple[Path, str | None]:
+    """(path, its verified SHA-256) for a downloaded name; (path, None) for a path as given."""
     path = Path(checkpoint).expanduser()
     name = str(checkpoint)
     if path.exists() or name not in CHECKPOINT_URLS:
-        return path
+        return path, None
     cached = cached_path(name)
     if not cached.is_file():
         raise InputError(
             f"SAM2 checkpoint {name!r} is not downloaded yet: run `fssam2 download {name}` (or fetch "
             f"{CHECKPOINT_URLS[name]} by hand and put it at {cached})."
         )
-    _verify(cached, None)
-    return cached
+    return cached, _verify(cached, None)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint path as given, or the verified cached file of a downloadable name."""
+    return _resolve(checkpoint)[0]
+
+
+def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """SHA-256 of a checkpoint path or downloaded name, hashing the file once."""
+    path, digest = _resolve(checkpoint)
+    return digest or sha256_of(path)
 
 
 def download(
