@@ -47,16 +47,25 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def module_kwargs(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """FSSAM2Module's init arguments from a training checkpoint (Lightning's own keys dropped,
+    the LoRA config as a LoRAConfig whether it was stored as one or as a dict)."""
+    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    if hp.get("lora") is not None and not isinstance(hp["lora"], LoRAConfig):
+        hp["lora"] = LoRAConfig(**dict(hp["lora"]))
+    return hp
+
+
 def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
     """Write the adapter of a `fssam2 fit` checkpoint; returns its metadata."""
     ckpt = read_training_checkpoint(ckpt_path)
-    hp = ckpt["hyper_parameters"]
+    hp = module_kwargs(ckpt)
     if hp.get("lora") is None or hp.get("trainable") == "all":
         raise InputError(
             f"{ckpt_path} trained every parameter (model.trainable=all), so there is no adapter to export: "
             "use `fssam2 export --merge` to write the whole model."
         )
-    lora = hp["lora"] if isinstance(hp["lora"], LoRAConfig) else LoRAConfig(**dict(hp["lora"]))
+    lora = hp["lora"]
     tensors = {
         k.removeprefix("model."): v.contiguous()
         for k, v in ckpt["state_dict"].items()

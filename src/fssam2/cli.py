@@ -28,7 +28,6 @@ from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.lora import LoRAConfig
 from fssam2.module import FSSAM2Module
 
 DEFAULT_RUN_DIR = "runs/fssam2"
@@ -212,7 +211,7 @@ def segment_command(args: list[str]) -> None:
 
 def export_command(args: list[str]) -> None:
     """`fssam2 export CKPT`: an adapter file (LoRA weights + metadata), and optionally a merged model."""
-    from fssam2.adapters import export_adapter, merge_lora, read_training_checkpoint
+    from fssam2.adapters import export_adapter, merge_lora, module_kwargs, read_training_checkpoint
 
     parser = argparse.ArgumentParser(prog="fssam2 export", description=export_command.__doc__)
     parser.add_argument("checkpoint", help="a .ckpt written by `fssam2 fit`")
@@ -226,10 +225,7 @@ def export_command(args: list[str]) -> None:
         print(f"wrote adapter {opts.output} ({Path(opts.output).stat().st_size / 1e6:.2f} MB)")
     if opts.merge:
         ckpt = read_training_checkpoint(opts.checkpoint)
-        hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}  # drop Lightning's own keys
-        if isinstance(hp.get("lora"), dict):
-            hp["lora"] = LoRAConfig(**hp["lora"])
-        module = FSSAM2Module(**hp)
+        module = FSSAM2Module(**module_kwargs(ckpt))
         module.load_state_dict(ckpt["state_dict"])
         target = Path(opts.merge).expanduser()
         tmp = target.with_name(f".{target.name}.tmp")
