@@ -1,5 +1,5 @@
-"""Callbacks the CLI adds by default: checkpoints in the run folder, test results on disk, and a
-W&B report of each test."""
+"""Callbacks the CLI adds by default: checkpoints in the run folder (written atomically), test
+results on disk, and a W&B report of each test."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
@@ -135,11 +136,52 @@ class WandbTestReport(L.Callback):
         return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `<dir>/.<name>.tmp`, fsyncs it, then renames it onto `<dir>/<name>`: a process
+    killed while saving (or a full disk) leaves the previous checkpoint whole, and the partial
+    file is the hidden .tmp, which the next save overwrites.
+
+    Lightning's own save serialises into memory, writes a temporary file in the *system* temp dir
+    and moves it over: atomic only when that dir shares the checkpoint's filesystem (otherwise the
+    move copies into the target), never fsynced, and a killed save leaves the temp file behind.
+    URLs (s3://, file://, ...) keep Lightning's behaviour."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if os.name == "posix":  # make the rename itself durable
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose default folder is `<trainer.default_root_dir>/checkpoints`, so
-    checkpoints are found at a fixed place whatever the logger (W&B nests them under a run id)."""
+    checkpoints are found at a fixed place whatever the logger (W&B nests them under a run id),
+    and which makes the Trainer write every checkpoint with `AtomicCheckpointIO`.
+
+    Resuming with `--ckpt_path <dir>/last.ckpt` keeps writing best.ckpt / last.ckpt (no -v1
+    copies): ModelCheckpoint restores its paths from the checkpoint when the folder is the same,
+    and a save onto the path it recorded replaces that file."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 - Lightning's signature
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        # Only Lightning's default is replaced: a CheckpointIO the user configured is kept.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)

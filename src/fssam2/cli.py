@@ -249,7 +249,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
     """Parse `args` (default sys.argv[1:]), build everything and run the subcommand.
 
     Returns the LightningCLI object (trainer, model, datamodule) for fit / validate / test /
-    predict, None for the other commands; bad input exits with status 2 and one line."""
+    predict, None for the other commands; bad input exits with status 2 and one line, a
+    non-finite training loss with status 1 and one line."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     argv = sys.argv[1:] if args is None else list(args)
     try:
@@ -266,19 +267,20 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
             run=run,
         )
     except Exception as err:
-        cause = _input_error(err)
-        if cause is None:
-            raise
-        print(f"fssam2: error: {cause}", file=sys.stderr)
-        raise SystemExit(2) from None
+        for kind, status in ((InputError, 2), (FloatingPointError, 1)):
+            cause = _cause(err, kind)
+            if cause is not None:
+                print(f"fssam2: error: {cause}", file=sys.stderr)
+                raise SystemExit(status) from None
+        raise
 
 
-def _input_error(err: BaseException | None) -> InputError | None:
-    """The InputError behind `err`, if any (jsonargparse wraps errors raised while it
+def _cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The `kind` exception behind `err`, if any (jsonargparse wraps errors raised while it
     instantiates a class)."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, InputError):
+        if isinstance(err, kind):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

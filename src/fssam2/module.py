@@ -6,6 +6,7 @@ import math
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -141,12 +142,26 @@ class FSSAM2Module(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train")
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        # Decided by all ranks together: a rank raising alone would leave the others waiting in backward.
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            where = "other ranks" if finite else f"episodes {batch['index'].tolist()}"
             raise FloatingPointError(
-                f"Non-finite training loss at global step {self.global_step} (episodes {batch['index'].tolist()}): "
-                "lower model.lr or check the data; the last good checkpoint is kept."
+                f"Non-finite training loss in epoch {self.current_epoch}, global step {self.global_step}, "
+                f"rank {self.global_rank} ({where}): lower model.lr or check the data; "
+                "the last good checkpoint is kept."
             )
         return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The training randomness beyond the episodes (LoRA dropout) comes from torch's global RNG,
+        # which a restarted process does not restore. Seeding it per batch from (train seed, epoch,
+        # batch, rank) makes a resumed run draw what an uninterrupted one draws. (Per epoch is not
+        # enough: Lightning creates the DataLoader iterator, which draws from this RNG, after
+        # `on_train_epoch_start` in a running fit but before it in a resumed one.)
+        seed = self.trainer.datamodule.split_seed("train")
+        rng = np.random.default_rng((seed, self.current_epoch, batch_idx, self.global_rank))
+        torch.manual_seed(int(rng.integers(2**63)))
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
