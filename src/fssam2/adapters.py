@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import loralib
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -21,7 +20,7 @@ from torch import nn
 
 from fssam2.errors import InputError
 from fssam2.hub import checkpoint_sha256
-from fssam2.lora import LoRAConfig
+from fssam2.lora import LoRAConfig, is_lora_parameter, lora_delta, lora_layers
 
 FORMAT = "fssam2-adapter/1"
 RANDOM_INIT = "random-init"
@@ -48,12 +47,8 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def module_kwargs(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """FSSAM2Module's init arguments from a training checkpoint (Lightning's own keys dropped,
-    the LoRA config as a LoRAConfig whether it was stored as one or as a dict)."""
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
-    if hp.get("lora") is not None and not isinstance(hp["lora"], LoRAConfig):
-        hp["lora"] = LoRAConfig(**dict(hp["lora"]))
-    return hp
+    """FSSAM2Module's init arguments from a training checkpoint (Lightning's own keys dropped)."""
+    return {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
 
 
 def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
@@ -65,7 +60,7 @@ def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
             f"{ckpt_path} trained every parameter (model.trainable=all), so there is no adapter to export: "
             "use `fssam2 export --merge` to write the whole model."
         )
-    lora = hp["lora"]
+    lora = hp["lora"] if isinstance(hp["lora"], dict) else dataclasses.asdict(hp["lora"])
     tensors = {
         k.removeprefix("model."): v.contiguous()
         for k, v in ckpt["state_dict"].items()
@@ -77,7 +72,7 @@ def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
         "format": FORMAT,
         "base_model": str(hp["sam2_config"]),
         "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
-        "lora": json.dumps(dataclasses.asdict(lora)),
+        "lora": json.dumps(dict(lora)),
         "image_size": str(hp.get("image_size")),
         "dataset": str(data.get("dataset", "unknown")),
         "fold": str(data.get("fold", "unknown")),
@@ -133,20 +128,15 @@ def merge_lora(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of `model`'s SAM2 with every LoRA delta folded into its base weight, under
     SAM2's own key names (no lora_A / lora_B, no `.conv.` of loralib's conv wrapper)."""
     merged = {}
-    lora_modules = {
-        name: m for name, m in model.named_modules() if isinstance(m, loralib.LoRALayer) and getattr(m, "r", 0) > 0
-    }
+    layers = lora_layers(model)
     for key, value in model.state_dict().items():
-        if key.endswith(("lora_A", "lora_B")):
+        if is_lora_parameter(key):
             continue
         owner, _, leaf = key.rpartition(".")
-        if owner.endswith(".conv") and owner[: -len(".conv")] in lora_modules:
-            layer = lora_modules[owner[: -len(".conv")]]
-            if leaf == "weight":
-                value = value + (layer.lora_B @ layer.lora_A).view(value.shape) * layer.scaling
-            key = f"{owner[: -len('.conv')]}.{leaf}"
-        elif owner in lora_modules and leaf == "weight":
-            layer = lora_modules[owner]
-            value = value + (layer.lora_B @ layer.lora_A) * layer.scaling
+        if owner.endswith(".conv") and owner[: -len(".conv")] in layers:
+            owner = owner[: -len(".conv")]
+            key = f"{owner}.{leaf}"
+        if owner in layers and leaf == "weight":
+            value = value + lora_delta(layers[owner])
         merged[key.removeprefix("sam2.")] = value.detach().clone()
     return merged

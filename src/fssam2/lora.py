@@ -3,7 +3,9 @@
 Layers are matched by their full module path inside SAM2Base, never by their leaf name alone:
 "proj", "q_proj", "out_proj" also name layers of the mask decoder, which stays untouched.
 Layers are built with merge_weights=False, so eval mode never folds the delta into the base
-weight and a checkpoint of the full state always holds the pretrained base weight unchanged.
+weight on its own. `merge_lora_` folds it in explicitly for fast evaluation and `unmerge_lora_`
+puts the very same base tensors back (no subtraction, so no drift); while merged,
+`unmerged_weights` gives the base weights a checkpoint must hold instead.
 """
 
 from __future__ import annotations
@@ -132,6 +134,56 @@ def mark_only_lora_trainable(model: nn.Module) -> None:
     """Freeze every parameter but the LoRA factors."""
     for name, param in model.named_parameters():
         param.requires_grad_(is_lora_parameter(name))
+
+
+def lora_layers(model: nn.Module) -> dict[str, loralib.LoRALayer]:
+    """Module path -> loralib layer with rank > 0."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, loralib.LoRALayer) and getattr(m, "r", 0) > 0}
+
+
+def base_weight_name(layer: loralib.LoRALayer) -> str:
+    """The base weight's name inside the layer (loralib's convs wrap an nn.Conv2d)."""
+    return "conv.weight" if isinstance(layer, loralib.ConvLoRA) else "weight"
+
+
+def lora_delta(layer: loralib.LoRALayer) -> torch.Tensor:
+    """The low-rank update B @ A * scaling, in the base weight's shape."""
+    weight = layer.get_parameter(base_weight_name(layer))
+    return (layer.lora_B @ layer.lora_A).view(weight.shape) * layer.scaling
+
+
+@torch.no_grad()
+def merge_lora_(model: nn.Module) -> int:
+    """Fold every LoRA delta into its base weight, in place; the layers then skip their LoRA
+    branch. Returns how many layers were merged (already merged ones are left alone)."""
+    merged = 0
+    for layer in lora_layers(model).values():
+        if layer.merged:
+            continue
+        weight = layer.get_parameter(base_weight_name(layer))
+        layer._unmerged_weight = weight.data
+        weight.data = weight.data + lora_delta(layer).to(weight.dtype)
+        layer.merged = True
+        merged += 1
+    return merged
+
+
+def unmerge_lora_(model: nn.Module) -> None:
+    """Undo `merge_lora_` exactly: the original base tensors are put back."""
+    for layer in lora_layers(model).values():
+        if getattr(layer, "_unmerged_weight", None) is not None:
+            layer.get_parameter(base_weight_name(layer)).data = layer._unmerged_weight
+            layer._unmerged_weight = None
+            layer.merged = False
+
+
+def unmerged_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameter name -> base weight, for every layer `merge_lora_` has merged (else empty)."""
+    return {
+        f"{path}.{base_weight_name(layer)}": layer._unmerged_weight
+        for path, layer in lora_layers(model).items()
+        if getattr(layer, "_unmerged_weight", None) is not None
+    }
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

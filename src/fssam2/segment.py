@@ -23,7 +23,7 @@ from fssam2.benchmarks import IMAGE_EXTENSIONS, read_image, scan_folder
 from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
-from fssam2.lora import load_lora_state_dict
+from fssam2.lora import load_lora_state_dict, merge_lora_
 from fssam2.model import FewShotSAM2
 
 
@@ -38,6 +38,7 @@ class Segmenter:
 
     def __init__(self, model: FewShotSAM2, device: str | torch.device = "cpu", threshold: float = 0.0) -> None:
         self.model = model.to(device).eval()
+        merge_lora_(self.model)  # inference only: one matmul per adapted layer
         self.device = torch.device(device)
         self.threshold = threshold
         self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
