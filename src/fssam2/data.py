@@ -56,7 +56,7 @@ class EpisodeDataset(Dataset):
     Each item: support_images [K, 3, S, S], support_masks [K, S, S] in {0, 1},
     query_image [3, S, S], query_mask [S, S] in {0, 1, 255} (loss target at input size),
     query_target [H, W] in {0, 1, 255} (the query's original size, for scoring),
-    class_id, index.
+    class_id, index, query and supports (image ids).
     """
 
     def __init__(self, episodes: EpisodeRule, read: ImageReader, image_size: int, augment: bool) -> None:
@@ -92,13 +92,17 @@ class EpisodeDataset(Dataset):
             "class_id": episode.class_id,
             "index": index,
             "query": episode.query,
+            "supports": episode.supports,
         }
 
 
 def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the fixed-size fields; keep query_target a list (original sizes may differ)."""
-    out = torch.utils.data.default_collate([{k: v for k, v in it.items() if k != "query_target"} for it in items])
-    out["query_target"] = [it["query_target"] for it in items]
+    """Stack the fixed-size fields; keep query_target a list (original sizes may differ) and
+    supports a list of each episode's K ids."""
+    as_lists = ("query_target", "supports")
+    out = torch.utils.data.default_collate([{k: v for k, v in it.items() if k not in as_lists} for it in items])
+    for key in as_lists:
+        out[key] = [it[key] for it in items]
     return out
 
 

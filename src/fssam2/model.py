@@ -11,6 +11,7 @@ The steps follow DESIGN.md, "The method":
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
+from fssam2.cache import FeatureCache
 from fssam2.errors import InputError
 from fssam2.lora import LoRAConfig, inject_lora
 
@@ -53,6 +55,32 @@ class ImageFeatures:
     def select(self, index: slice) -> ImageFeatures:
         return ImageFeatures(self.embedding[index], self.position[index], [f[index] for f in self.high_res])
 
+    def per_image(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Image i's maps, without the position encoding (the same for every image of a size)."""
+        return (self.embedding[i], *(f[i] for f in self.high_res))
+
+
+@dataclass
+class EpisodeKeys:
+    """Feature-cache keys of a batch's images; equal keys promise equal inputs."""
+
+    supports: list[Hashable]  # B*K, episode-major: the support image
+    memories: list[Hashable]  # B*K: the support image with its mask (e.g. image and class)
+    queries: list[Hashable]  # B: the query image
+
+    def check(self, batch: int, shot: int) -> None:
+        if len(self.supports) != batch * shot or len(self.memories) != batch * shot or len(self.queries) != batch:
+            raise InputError(
+                f"EpisodeKeys has {len(self.supports)} support, {len(self.memories)} memory and "
+                f"{len(self.queries)} query keys for B={batch}, K={shot}: give B*K, B*K and B."
+            )
+
+
+def memory_tokens(maps: torch.Tensor, batch: int) -> torch.Tensor:
+    """[B*K, C, h, w] episode-major -> [K*hw, B, C] tokens, support k's at k*hw..(k+1)*hw."""
+    n, c = maps.shape[:2]
+    return maps.reshape(batch, n // batch, c, -1).permute(1, 3, 0, 2).reshape(-1, batch, c)
+
 
 class FewShotSAM2(nn.Module):
     """SAM2 used as a few-shot segmenter; optionally with LoRA layers inserted.
@@ -67,6 +95,10 @@ class FewShotSAM2(nn.Module):
         self.sam2 = sam2
         self.lora = lora
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
+        # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
+        self.feature_cache: FeatureCache | None = None
+        self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
+        self._memory_position: torch.Tensor | None = None  # [1, C_mem, S/16, S/16], the same for any memory
 
     def used_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of every parameter the forward pass depends on."""
@@ -77,13 +109,38 @@ class FewShotSAM2(nn.Module):
     def image_size(self) -> int:
         return int(self.sam2.image_size)
 
-    def encode_images(self, images: torch.Tensor) -> ImageFeatures:
-        """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images."""
+    def encode_images(self, images: torch.Tensor, keys: Sequence[Hashable] | None = None) -> ImageFeatures:
+        """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images.
+
+        With `keys` (one per image) and a feature cache set, only images whose key is not
+        cached are encoded, in one batch.
+        """
+        if keys is None or self.feature_cache is None:
+            return self._encode(images)
+
+        def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
+            feats = self._encode(images[positions])
+            self._position = feats.position[:1]
+            return [feats.per_image(j) for j in range(len(positions))]
+
+        entries = self.feature_cache.fetch("image", keys, compute)
+        maps = [torch.stack(level) for level in zip(*entries, strict=True)]
+        position = self._position.expand(len(keys), -1, -1, -1)
+        return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
+
+    def _encode(self, images: torch.Tensor) -> ImageFeatures:
         out = self.sam2.image_encoder(images)
         levels = self.sam2.num_feature_levels
         fpn = out["backbone_fpn"][-levels:]
         pos = out["vision_pos_enc"][-levels:]
         return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=list(fpn[:-1]))
+
+    def memory_maps(self, support: ImageFeatures, support_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2 per support: features [N] and masks [N, S, S] in {0, 1} -> memory and its
+        position encoding, each [N, C_mem, S/16, S/16]."""
+        mask_logits = support_masks[:, None].to(support.embedding.dtype) * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
+        out = self.sam2.memory_encoder(support.embedding, mask_logits, skip_mask_sigmoid=True)
+        return out["vision_features"], out["vision_pos_enc"][0]
 
     def encode_memory(
         self, support: ImageFeatures, support_masks: torch.Tensor, batch: int
@@ -94,16 +151,8 @@ class FewShotSAM2(nn.Module):
         Returns memory and its position encoding, each [K*HW, B, C_mem] (support k's HW tokens
         at k*HW..(k+1)*HW).
         """
-        mask_logits = support_masks[:, None].to(support.embedding.dtype) * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
-        out = self.sam2.memory_encoder(support.embedding, mask_logits, skip_mask_sigmoid=True)
-        feats, pos = out["vision_features"], out["vision_pos_enc"][0]  # [B*K, C_mem, h, w]
-
-        def tokens(x: torch.Tensor) -> torch.Tensor:
-            n, c = x.shape[:2]
-            k = n // batch
-            return x.reshape(batch, k, c, -1).permute(1, 3, 0, 2).reshape(-1, batch, c)
-
-        return tokens(feats), tokens(pos)
+        feats, pos = self.memory_maps(support, support_masks)
+        return memory_tokens(feats, batch), memory_tokens(pos, batch)
 
     def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
         """Steps 3-4: condition the query on the memory and decode. Returns logits [B, 1, S, S]."""
@@ -135,19 +184,37 @@ class FewShotSAM2(nn.Module):
         return F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)
 
     def forward(
-        self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
+        self,
+        support_images: torch.Tensor,
+        support_masks: torch.Tensor,
+        query_images: torch.Tensor,
+        keys: EpisodeKeys | None = None,
     ) -> torch.Tensor:
         """Segment the supports' class in each query.
 
         support_images [B, K, 3, S, S] and query_images [B, 3, S, S], normalised;
-        support_masks [B, K, S, S] in {0, 1}. Returns query logits [B, 1, S, S].
+        support_masks [B, K, S, S] in {0, 1}; keys: the images' cache keys, used when a feature
+        cache is set. Returns query logits [B, 1, S, S].
         """
         self._check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]
-        images = torch.cat([support_images.flatten(0, 1), query_images], dim=0)  # [B*K + B, 3, S, S]
-        feats = self.encode_images(images)
-        memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), support_masks.flatten(0, 1), b)
-        return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
+        supports, masks = support_images.flatten(0, 1), support_masks.flatten(0, 1)  # [B*K, ...]
+        if keys is None or self.feature_cache is None:
+            feats = self.encode_images(torch.cat([supports, query_images]))  # [B*K + B, ...]
+            memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), masks, b)
+            return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
+        keys.check(b, k)
+
+        def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
+            feats = self.encode_images(supports[positions], [keys.supports[i] for i in positions])
+            maps, pos = self.memory_maps(feats, masks[positions])
+            self._memory_position = pos[:1]
+            return [(m,) for m in maps]
+
+        maps = torch.stack([m for (m,) in self.feature_cache.fetch("memory", keys.memories, compute)])
+        pos = self._memory_position.expand(b * k, -1, -1, -1)
+        query = self.encode_images(query_images, keys.queries)
+        return self.decode(query, memory_tokens(maps, b), memory_tokens(pos, b))
 
     def _check_inputs(
         self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor

@@ -9,13 +9,15 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.build import build_sam2
+from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
-from fssam2.lora import LoRAConfig, mark_only_lora_trainable
+from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
 from fssam2.metric import FewShotIoU
-from fssam2.model import FewShotSAM2
+from fssam2.model import EpisodeKeys, FewShotSAM2
 
 IGNORE = 255
 
@@ -60,6 +62,12 @@ class FSSAM2Module(L.LightningModule):
         lr: AdamW learning rate, decayed to 0 by a per-iteration cosine over the run.
         weight_decay: AdamW weight decay, not applied to 1-D parameters (biases, norms).
         betas: AdamW betas.
+        feature_cache: evaluation reuses image-encoder features of images already seen (see
+            `fssam2.cache`); None encodes every image of every episode, as the published loop.
+        merge_lora: fold LoRA into the weights while evaluating (one matmul per layer instead
+            of three); checkpoints always hold the unmerged base weights.
+        compile: `torch.compile` the image encoder, memory attention and mask decoder: true
+            (the inductor backend) or a backend's name; the first batches then take minutes.
     """
 
     def __init__(
@@ -72,9 +80,15 @@ class FSSAM2Module(L.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 1e-6,
         betas: tuple[float, float] = (0.9, 0.999),
+        feature_cache: CacheConfig | None = CacheConfig(),  # noqa: B008 - a frozen-by-convention default
+        merge_lora: bool = True,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Checkpoints may hold these configs as plain dicts (Lightning stores hyperparameters so).
+        lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
+        self.cache_config = CacheConfig(**feature_cache) if isinstance(feature_cache, dict) else feature_cache
         if trainable == "lora" and lora is None:
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
@@ -87,6 +101,10 @@ class FSSAM2Module(L.LightningModule):
             self.model.requires_grad_(False)
             for _, param in self.model.used_parameters():
                 param.requires_grad_(True)
+        if compile:
+            backend = "inductor" if compile is True else compile
+            for part in ("image_encoder", "memory_attention", "sam_mask_decoder"):
+                self.model.sam2.get_submodule(part).compile(backend=backend)  # in place: same parameter names
         self.metrics = torch.nn.ModuleDict()
 
     def forward(
@@ -94,7 +112,25 @@ class FSSAM2Module(L.LightningModule):
     ) -> torch.Tensor:
         return self.model(support_images, support_masks, query_images)
 
+    def _logits(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        """Query logits [B, 1, S, S]; with a feature cache, an image is keyed by (split, id, size)
+        and a support memory by that and the class (its mask)."""
+        keys = None
+        if self.model.feature_cache is not None:
+            size = self.model.image_size
+            supports = [(split, s, size) for episode in batch["supports"] for s in episode]
+            classes = [int(c) for c in batch["class_id"] for _ in batch["supports"][0]]
+            keys = EpisodeKeys(
+                supports=supports,
+                memories=[(key, c) for key, c in zip(supports, classes, strict=True)],
+                queries=[(split, q, size) for q in batch["query"]],
+            )
+        return self.model(batch["support_images"], batch["support_masks"], batch["query_image"], keys)
+
     def setup(self, stage: str) -> None:
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain under bf16 autocast
+            torch.backends.cudnn.allow_tf32 = True
         datamodule = self.trainer.datamodule
         if not isinstance(datamodule, FewShotDataModule):
             raise InputError(
@@ -106,7 +142,7 @@ class FSSAM2Module(L.LightningModule):
 
     def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Loss at the input size, metric at each query's original size; returns (loss, predictions)."""
-        logits = self(batch["support_images"], batch["support_masks"], batch["query_image"])  # [B, 1, S, S]
+        logits = self._logits(batch, split)  # [B, 1, S, S]
         loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
         targets = batch["query_target"]
         with torch.no_grad():
@@ -166,20 +202,69 @@ class FSSAM2Module(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
+    def _start_evaluation(self) -> None:
+        """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a cache."""
+        if self.hparams.merge_lora:
+            merge_lora_(self.model)
+        if self.cache_config is not None:
+            self.model.feature_cache = FeatureCache(self.cache_config)
+
+    def _end_evaluation(self, split: str) -> None:
+        cache, self.model.feature_cache = self.model.feature_cache, None
+        unmerge_lora_(self.model)
+        if cache is None:
+            return
+        image, memory = (cache.stats.get(kind, CacheStats()) for kind in ("image", "memory"))
+        cache.close()
+        counts = torch.tensor([image.lookups, image.computed, memory.lookups, memory.computed], device=self.device)
+        images, image_passes, memories, memory_passes = (
+            int(x) for x in self.trainer.strategy.reduce(counts, reduce_op="sum")
+        )
+        # Without a cache every episode encodes its K supports and its query; with one, a
+        # support image is asked for only when its memory is not cached.
+        uncached = memories + images - memory_passes
+        rank_zero_info(
+            f"{split} feature cache: {image_passes} image-encoder passes instead of {uncached} "
+            f"({uncached / max(image_passes, 1):.1f}x fewer), {memory_passes} memory-encoder passes "
+            f"instead of {memories}"
+        )
+        if split != "predict":
+            self.log(f"{split}/encoder_passes", float(image_passes))
+            self.log(f"{split}/memory_encoder_passes", float(memory_passes))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning saves at the end of validation, which may be while LoRA is merged.
+        for name, weight in unmerged_weights(self.model).items():
+            checkpoint["state_dict"][f"model.{name}"] = weight
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        self._end_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
         return {"preds": self._step(batch, "test")[1]}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        self._end_evaluation("test")
+
+    def on_predict_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_predict_epoch_end(self) -> None:
+        self._end_evaluation("predict")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        logits = self(batch["support_images"], batch["support_masks"], batch["query_image"])
+        logits = self._logits(batch, "test")
         preds = score_at_original_size(logits, batch["query_target"])
         return [
             {"index": int(i), "query": q, "class_id": int(c), "mask": p.bool().cpu()}

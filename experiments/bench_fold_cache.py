@@ -1,0 +1,120 @@
+"""A whole fold's evaluation with the encoder feature cache off and on, measured side by side.
+
+The fold is generated in the PASCAL-5i layout and shaped like PASCAL-5i fold 0's test split:
+364 query images of the 5 held-out classes, 1000 episodes, 5-shot, supports drawn from the same
+list. Both runs go through the real `fssam2 test` (PascalDataModule, FSSAM2Module); the image
+encoder's inputs are counted by a forward hook, independently of the cache's own counters.
+
+    python experiments/bench_fold_cache.py                        # tiny model, 128 px
+    python experiments/bench_fold_cache.py --sam2 sam2.1_hiera_b+ --image-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fssam2.cli import run_cli  # noqa: E402
+from fssam2.synthetic import SyntheticBenchmark  # noqa: E402
+
+HELD_OUT = [1, 2, 3, 4, 5]  # PASCAL-5i fold 0
+
+
+def write_fold(root: Path, queries: int, side: int, seed: int) -> dict[int, int]:
+    """VOC2012/{JPEGImages,SegmentationClassAug} and pascal/fss_list/val/*_0.txt for `queries`
+    images, each showing a held-out class (cycling) among distractors; returns images per class."""
+    bench = SyntheticBenchmark(image_size=side, pool_sizes=(1, 1, queries), seed=seed)
+    voc = root / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClassAug"):
+        (voc / folder).mkdir(parents=True, exist_ok=True)
+    ids, by_class = [], {c: [] for c in HELD_OUT}
+    for i in range(queries):
+        image_id = f"2008_{i:06d}"
+        image, label = bench.render("test", i, top_class=HELD_OUT[i % len(HELD_OUT)])
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        Image.fromarray(label).save(voc / "SegmentationClassAug" / f"{image_id}.png")
+        values, counts = np.unique(label, return_counts=True)
+        present = [int(v) for v, n in zip(values, counts, strict=True) if int(v) in by_class and n >= bench.min_pixels]
+        if present:
+            ids.append(image_id)
+            for c in present:
+                by_class[c].append(image_id)
+    lists = root / "splits" / "pascal" / "fss_list" / "val"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "data_list_0.txt").write_text("".join(f"{i}\n" for i in ids))
+    (lists / "sub_class_file_list_0.txt").write_text(repr(by_class))
+    return {c: len(v) for c, v in by_class.items()}
+
+
+def run(root: Path, args: argparse.Namespace, cache: bool) -> dict[str, float]:
+    cli = run_cli(
+        [
+            "--config", str(Path(__file__).parents[1] / "configs" / "pascal_fold0.yaml"),
+            "--data.root", str(root), "--data.splits_dir", str(root / "splits"),
+            "--data.shot", str(args.shot), "--data.test_episodes", str(args.episodes),
+            "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
+            "--model.sam2_config", args.sam2, "--model.image_size", str(args.image_size),
+            "--model.sam2_checkpoint", "null",
+            "--model.feature_cache", "{}" if cache else "null",
+            "--trainer.default_root_dir", str(root / ("cached" if cache else "uncached")),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.accelerator", args.device,
+        ],
+        run=False,
+    )  # fmt: skip
+    encoded = [0]
+    cli.model.model.sam2.image_encoder.register_forward_hook(lambda m, inp, out: encoded.__setitem__(0, encoded[0] + len(inp[0])))  # fmt: skip
+    start = time.perf_counter()
+    metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    return {"seconds": time.perf_counter() - start, "passes": encoded[0], **metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sam2", default="fssam2_tiny", help="SAM2 config (random weights)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=364, help="images in the fold's list (PASCAL-5i fold 0: 364)")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--shot", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--image-side", type=int, default=384, help="side of the generated images (VOC: ~500x375)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="fssam2-fold-") as tmp:
+        root = Path(tmp)
+        per_class = write_fold(root, args.queries, args.image_side, seed=0)
+        uncached = run(root, args, cache=False)
+        cached = run(root, args, cache=True)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())  # fmt: skip
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"  # fmt: skip
+    print(f"\nmachine: {device}; torch {torch.__version__}")
+    print(
+        f"fold: {sum(1 for _ in per_class)} classes, {args.queries} generated images ({per_class} per class), "
+        f"{args.episodes} episodes, {args.shot}-shot; model {args.sam2} at {args.image_size} px, batch {args.batch_size}"
+    )
+    print("\n| evaluation | encoder passes | wall time (s) | mIoU | FB-IoU |\n|---|---:|---:|---:|---:|")
+    for name, r in (("published loop (no cache)", uncached), ("fssam2 feature cache", cached)):
+        print(f"| {name} | {r['passes']} | {r['seconds']:.1f} | {r['test/miou']:.2f} | {r['test/fbiou']:.2f} |")
+    passes = uncached["passes"] / max(cached["passes"], 1)
+    speed = uncached["seconds"] / cached["seconds"]
+    print(f"| ratio | {passes:.1f}x fewer | {speed:.2f}x faster | diff {abs(uncached['test/miou'] - cached['test/miou']):.1e} | diff {abs(uncached['test/fbiou'] - cached['test/fbiou']):.1e} |")  # fmt: skip
+    print(f"\ntargets: >= 3x fewer encoder passes: {'met' if passes >= 3 else 'NOT met'}; "
+          f">= 2.5x less wall time: {'met' if speed >= 2.5 else 'NOT met'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
