@@ -91,3 +91,23 @@ def test_bad_options_are_refused():
         SyntheticDataModule(shot=0)
     with pytest.raises(InputError, match=r"data.fold=4 is out of range: use 0..3"):
         SyntheticDataModule(fold=4)
+
+
+def test_decoded_image_cache_gives_the_same_items_with_fewer_reads():
+    def items(image_cache_mb):
+        dm = SyntheticDataModule(fold=1, shot=2, num_workers=0, test_episodes=30, image_cache_mb=image_cache_mb, **SMALL)
+        dm.image_size = 64
+        dataset = dm.dataset("test")
+        reads = []
+        read = dataset.read
+        dataset.read = lambda image_id: reads.append(image_id) or read(image_id)
+        return [dataset[(i, -1)] for i in range(30)], reads
+
+    plain, plain_reads = items(0)
+    cached, cached_reads = items(64)
+    assert len(plain_reads) == 90 and len(cached_reads) == len(set(plain_reads)) < 60
+    for a, b in zip(plain, cached, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+            assert same, key

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.episodes import EpisodeRule, EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
 from fssam2.errors import InputError
 from fssam2.synthetic import SyntheticBenchmark
@@ -59,15 +60,32 @@ class EpisodeDataset(Dataset):
     class_id, index, query and supports (image ids).
     """
 
-    def __init__(self, episodes: EpisodeRule, read: ImageReader, image_size: int, augment: bool) -> None:
+    def __init__(
+        self, episodes: EpisodeRule, read: ImageReader, image_size: int, augment: bool, image_cache_mb: float = 0.0
+    ) -> None:
         self.episodes, self.read, self.size = episodes, read, image_size
         self.augmentation = training_augmentation() if augment else None
+        # Decoded images, kept (per process) when nothing alters them: evaluation reads each image many times.
+        self.image_cache_mb = image_cache_mb if self.augmentation is None else 0.0
+        self._decoded: FeatureCache | None = None
 
     def __len__(self) -> int:
         return len(self.episodes)
 
+    def _read(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.image_cache_mb <= 0:
+            return self.read(image_id)
+        if self._decoded is None:  # made in the process that reads (a data-loading worker)
+            self._decoded = FeatureCache(CacheConfig(max_megabytes=self.image_cache_mb))
+
+        def decode(_: list[int]) -> list[tuple[torch.Tensor, ...]]:
+            return [tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in self.read(image_id))]
+
+        ((image, label),) = self._decoded.fetch("decoded", [image_id], decode)
+        return image.numpy(), label.numpy()  # read-only use below: every step makes new arrays
+
     def _prepare(self, image_id: str, class_id: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        image, label = self.read(image_id)
+        image, label = self._read(image_id)
         target = binary_target(label, class_id)
         if self.augmentation is not None:
             out = self.augmentation(image=image, mask=target)
@@ -120,6 +138,8 @@ class FewShotDataModule(L.LightningDataModule):
         test_episodes: episodes of a test run.
         val_episodes: episodes of each validation during fit.
         augment: apply the training augmentation to training episodes.
+        image_cache_mb: decoded images kept per data-loading process in evaluation, least
+            recently used dropped first; 0 decodes every image of every episode.
     """
 
     def __init__(
@@ -132,6 +152,7 @@ class FewShotDataModule(L.LightningDataModule):
         test_episodes: int = 1000,
         val_episodes: int = 1000,
         augment: bool = True,
+        image_cache_mb: float = 512.0,
     ) -> None:
         super().__init__()
         check_shot(shot)
@@ -139,6 +160,7 @@ class FewShotDataModule(L.LightningDataModule):
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
         self.fold, self.shot, self.batch_size = fold, shot, batch_size
         self.num_workers, self.seed, self.augment = num_workers, seed, augment
+        self.image_cache_mb = image_cache_mb
         self.test_episodes, self.val_episodes = test_episodes, val_episodes
         self.image_size: int | None = None  # set from the model in setup(), or by hand
         # Stored in checkpoints (datamodule_hyper_parameters), and so in exported adapters.
@@ -177,6 +199,7 @@ class FewShotDataModule(L.LightningDataModule):
                 self.image_reader(split),
                 self.image_size,
                 augment=self.augment and split == "train",
+                image_cache_mb=0.0 if split == "train" else self.image_cache_mb,
             )
         return self._datasets[split]
 
