@@ -111,3 +111,17 @@ def test_used_parameters_are_exactly_those_that_get_gradients(tiny_sam2):
     model(*make_episode(2, 2)).mean().backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == {n for n, _ in model.used_parameters()}
+
+
+@torch.inference_mode()
+def test_encoder_batch_gives_the_same_logits(tiny_sam2):
+    support, masks, query = make_episode(batch=2, shot=3)
+    model = FewShotSAM2(tiny_sam2).eval()
+    expected = model(support, masks, query)
+    model.encoder_batch = 3  # 8 images in calls of 3, 3 and 2
+    calls = []
+    model.sam2.image_encoder.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0])))
+    torch.testing.assert_close(model(support, masks, query), expected, rtol=1e-5, atol=1e-5)
+    assert calls == [3, 3, 2]
+    with pytest.raises(InputError, match="encoder_batch=0"):
+        FewShotSAM2(tiny_sam2, encoder_batch=0)

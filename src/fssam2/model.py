@@ -88,12 +88,18 @@ class FewShotSAM2(nn.Module):
     Args:
         sam2: a built SAM2 model (see `fssam2.build_sam2`), pretrained weights already loaded.
         lora: where to insert LoRA layers; None leaves the SAM2 model untouched.
+        encoder_batch: at most this many images per image-encoder call (the same result); None =
+            all of a batch at once. On CPU, large encoder batches cost more per image than small
+            ones (see experiments/bench_episode.py); on a GPU, one batch is fastest.
     """
 
-    def __init__(self, sam2: SAM2Base, lora: LoRAConfig | None = None) -> None:
+    def __init__(self, sam2: SAM2Base, lora: LoRAConfig | None = None, encoder_batch: int | None = None) -> None:
         super().__init__()
+        if encoder_batch is not None and encoder_batch < 1:
+            raise InputError(f"encoder_batch={encoder_batch} must be >= 1 (or None: all images in one batch).")
         self.sam2 = sam2
         self.lora = lora
+        self.encoder_batch = encoder_batch
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
         # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
         self.feature_cache: FeatureCache | None = None
@@ -129,6 +135,14 @@ class FewShotSAM2(nn.Module):
         return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
 
     def _encode(self, images: torch.Tensor) -> ImageFeatures:
+        n = self.encoder_batch
+        if n is not None and len(images) > n:
+            parts = [self._encode(images[i : i + n]) for i in range(0, len(images), n)]
+            return ImageFeatures(
+                embedding=torch.cat([p.embedding for p in parts]),
+                position=torch.cat([p.position for p in parts]),
+                high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts), strict=True)],
+            )
         out = self.sam2.image_encoder(images)
         levels = self.sam2.num_feature_levels
         fpn = out["backbone_fpn"][-levels:]

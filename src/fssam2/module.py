@@ -68,6 +68,8 @@ class FSSAM2Module(L.LightningModule):
             of three); checkpoints always hold the unmerged base weights.
         compile: `torch.compile` the image encoder, memory attention and mask decoder: true
             (the inductor backend) or a backend's name; the first batches then take minutes.
+        encoder_batch: at most this many images per image-encoder call; None = a whole batch's
+            K+1 images per episode at once (see `fssam2.FewShotSAM2`).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class FSSAM2Module(L.LightningModule):
         feature_cache: CacheConfig | None = CacheConfig(),  # noqa: B008 - a frozen-by-convention default
         merge_lora: bool = True,
         compile: bool | str = False,
+        encoder_batch: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -93,7 +96,7 @@ class FSSAM2Module(L.LightningModule):
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
             )
-        self.model = FewShotSAM2(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), lora)
+        self.model = FewShotSAM2(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), lora, encoder_batch)
         self.model.train()  # build_sam2 returns eval mode; Lightning keeps submodule modes as found
         if trainable == "lora":
             mark_only_lora_trainable(self.model)
