@@ -51,6 +51,7 @@ def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
         "5",
     }
     assert results["episodes"] == 25 and results["shot"] == 1 and results["fold"] == 0
+    assert 0 < results["encoder_passes"] < 50 and 0 < results["memory_encoder_passes"] <= 25
     wandb_run = next((run_dir / "wandb").glob("offline-run-*"))
     wandb.finish()  # flush the offline run to disk
     assert list(wandb_run.glob("files/media/table/test/per_class_iou*.json"))

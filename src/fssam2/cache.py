@@ -29,7 +29,7 @@ Entry = tuple[torch.Tensor, ...]  # one image's maps (or one support's memory), 
 class CacheConfig:
     """How evaluation caches image-encoder features (test, validate, predict; never training)."""
 
-    max_megabytes: float = 2048.0  # memory budget; least recently used features are evicted beyond it
+    max_megabytes: float = 4096.0  # memory budget; least recently used features are evicted beyond it
     half: bool = False  # keep features in float16: half the memory, results change by fp16 rounding
     spill_dir: str | None = None  # evicted features are written under this folder (and reread) instead of dropped
 

@@ -39,6 +39,8 @@ class TestResults(L.Callback):
             "shot": getattr(dm, "shot", None),
             "episodes": len(dm.dataset("test")) if dm is not None else None,
             "seed": getattr(dm, "seed", None),
+            "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
+            "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),
         }
         path = Path(trainer.default_root_dir) / "test_metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -263,7 +263,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
             seed_everything_default=42,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            args=argv,
+            args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
             run=run,
         )
     except Exception as err:
