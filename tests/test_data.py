@@ -95,7 +95,9 @@ def test_bad_options_are_refused():
 
 def test_decoded_image_cache_gives_the_same_items_with_fewer_reads():
     def items(image_cache_mb):
-        dm = SyntheticDataModule(fold=1, shot=2, num_workers=0, test_episodes=30, image_cache_mb=image_cache_mb, **SMALL)
+        dm = SyntheticDataModule(
+            fold=1, shot=2, num_workers=0, test_episodes=30, image_cache_mb=image_cache_mb, **SMALL
+        )
         dm.image_size = 64
         dataset = dm.dataset("test")
         reads = []
