@@ -1,11 +1,11 @@
-"""Image-encoder feature cache for evaluation.
+"""Feature cache for evaluation: image-encoder features and support memories.
 
 A test run repeats images across episodes (PASCAL-5i fold 0: 364 queries for 1000 episodes, and
 the supports come from the same pool), so most encoder passes of the published loop recompute
 features already computed. With the adapter fixed and no augmentation, an image's features
-depend only on the image, so they can be kept and reused. The cache holds them in memory up to a
-byte budget, evicting the least recently used; evicted entries are dropped or, with a spill
-folder, written to disk and read back when needed again.
+depend only on the image, and a support's memory on the image and its mask, so they can be kept
+and reused. The cache holds them in memory up to a byte budget, evicting the least recently used;
+evicted entries are dropped or, with a spill folder, written to disk and read back when needed.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class FeatureCache:
         return len(self._memory) + len(self._on_disk)
 
     def __contains__(self, key: Hashable) -> bool:
+        """`(kind, key) in cache`: held in memory or on disk."""
         return key in self._memory or key in self._on_disk
 
     def fetch(self, kind: str, keys: Sequence[Hashable], compute: Callable[[list[int]], list[Entry]]) -> list[Entry]:

@@ -126,7 +126,7 @@ class FewShotSAM2(nn.Module):
 
         def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
             feats = self._encode(images[positions])
-            self._position = feats.position[:1]
+            self._position = feats.position[:1].clone()  # not a view: it would hold the whole batch
             return [feats.per_image(j) for j in range(len(positions))]
 
         entries = self.feature_cache.fetch("image", keys, compute)
@@ -222,7 +222,7 @@ class FewShotSAM2(nn.Module):
         def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
             feats = self.encode_images(supports[positions], [keys.supports[i] for i in positions])
             maps, pos = self.memory_maps(feats, masks[positions])
-            self._memory_position = pos[:1]
+            self._memory_position = pos[:1].clone()
             return [(m,) for m in maps]
 
         maps = torch.stack([m for (m,) in self.feature_cache.fetch("memory", keys.memories, compute)])
