@@ -228,8 +228,8 @@ class FSSAM2Module(L.LightningModule):
         uncached = memories + images - memory_passes
         rank_zero_info(
             f"{split} feature cache: {image_passes} image-encoder passes instead of {uncached} "
-            f"({uncached / max(image_passes, 1):.1f}x fewer), {memory_passes} memory-encoder passes "
-            f"instead of {memories}"
+            f"({uncached / max(image_passes, 1):.1f}x fewer, {images - image_passes} cache hits), "
+            f"{memory_passes} memory-encoder passes instead of {memories} ({memories - memory_passes} cache hits)"
         )
         if split != "predict":
             self.log(f"{split}/encoder_passes", float(image_passes))
