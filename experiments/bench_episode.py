@@ -39,12 +39,13 @@ import numpy as np
 import torch
 
 from fssam2.build import build_sam2
+from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
 from fssam2.model import FewShotSAM2
 from fssam2.module import bce_dice_loss
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+MEAN = torch.from_numpy(IMAGENET_MEAN / 255).view(3, 1, 1)  # the normalisation of fssam2.data, on [0, 1] pixels
+STD = torch.from_numpy(IMAGENET_STD / 255).view(3, 1, 1)
 CHECK_SHOTS = 3  # shots of the episode on which both paths must agree
 CHECK_TOLERANCE = 1e-4  # atol and rtol of that check
 LATENCY_TARGET = 0.9  # 1-shot sequential/fssam2 latency ratio fssam2 must reach
@@ -83,7 +84,7 @@ class Episodes:
 
 
 def random_images(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
-    return (torch.rand(n, 3, size, size, generator=gen) - IMAGENET_MEAN) / IMAGENET_STD
+    return (torch.rand(n, 3, size, size, generator=gen) - MEAN) / STD
 
 
 def rectangle_masks(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
