@@ -270,7 +270,10 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
         for kind, status in ((InputError, 2), (FloatingPointError, 1)):
             cause = _cause(err, kind)
             if cause is not None:
-                print(f"fssam2: error: {cause}", file=sys.stderr)
+                # One write with its newline: DDP ranks share stderr, and print's separate
+                # writes of text and newline let two ranks' lines run together.
+                sys.stderr.write(f"fssam2: error: {cause}\n")
+                sys.stderr.flush()
                 raise SystemExit(status) from None
         raise
 
