@@ -25,7 +25,10 @@ class KillPoint(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            Path(self.marker).write_text(str(trainer.global_step))
+            # Written aside and renamed: the test reads the marker as soon as it appears.
+            tmp = Path(f"{self.marker}.tmp")
+            tmp.write_text(str(trainer.global_step))
+            tmp.replace(self.marker)
             time.sleep(600)
 
 
