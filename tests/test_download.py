@@ -2,11 +2,14 @@
 
 import http.server
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
+import fssam2
 from fssam2 import InputError, build_sam2, hub
+from fssam2.build import resolve_config
 from fssam2.cli import run_cli
 
 
@@ -123,3 +126,88 @@ def test_unknown_name_and_not_downloaded(tmp_path, monkeypatch):
         InputError, match=r"'sam2.1_hiera_t' is not downloaded yet: run `fssam2 download sam2.1_hiera_t`"
     ):
         build_sam2("sam2.1_hiera_t", "sam2.1_hiera_t")
+
+
+# Checkpoints shipped inside a package, loaded by name with their pinned SHA-256.
+NAME = "fssam2_tiny_tracking"
+REGENERATE = "python experiments/pretrain_tracking.py"
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch, tiny_sam2_state):
+    """NAME registered as a file of a throwaway package, holding the seeded tiny weights."""
+    package = f"pkg_{tmp_path.name.replace('-', '_')}"
+    folder = tmp_path / package / "checkpoints"
+    folder.mkdir(parents=True)
+    (tmp_path / package / "__init__.py").write_text("")
+    torch.save({"model": tiny_sam2_state}, folder / "tiny.pt")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = hub.PackagedCheckpoint(
+        package, "checkpoints/tiny.pt", hub.sha256_of(folder / "tiny.pt"), "fssam2_tiny", REGENERATE
+    )
+    monkeypatch.setitem(hub.PACKAGED_CHECKPOINTS, NAME, entry)
+    monkeypatch.chdir(tmp_path)  # no file named NAME in the working directory shadows the name
+    return folder / "tiny.pt", entry.sha256
+
+
+def test_packaged_checkpoint_loads_by_name(packaged, tiny_sam2_state, capsys):
+    path, digest = packaged
+    torch.manual_seed(1)  # a fresh build would differ from the saved (seed 0) weights
+    model = build_sam2("fssam2_tiny", NAME)
+    state = model.state_dict()
+    assert state.keys() == tiny_sam2_state.keys()
+    assert all(torch.equal(state[k], v) for k, v in tiny_sam2_state.items())
+    assert hub.resolve_checkpoint(NAME) == path and hub.checkpoint_sha256(NAME) == digest
+    from fssam2.module import FSSAM2Module  # --model.sam2_checkpoint NAME
+
+    module = FSSAM2Module("fssam2_tiny", NAME, lora=None, trainable="all", feature_cache=None)
+    assert torch.equal(module.model.sam2.no_mem_embed, tiny_sam2_state["no_mem_embed"])
+    run_cli(["download", NAME])
+    out = capsys.readouterr().out
+    assert "packaged with fssam2, no download needed" in out and out.strip().endswith(str(path))
+
+
+def test_packaged_checkpoint_changed_by_one_byte_is_refused(packaged):
+    path, digest = packaged
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError) as err:
+        build_sam2("fssam2_tiny", NAME)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and REGENERATE in message
+    assert f"has SHA-256 {hub.sha256_of(path)}, expected {digest}" in message
+
+
+def test_packaged_checkpoint_missing_from_the_install(packaged, capsys):
+    path, _ = packaged
+    path.unlink()
+    with pytest.raises(InputError) as err:
+        build_sam2("fssam2_tiny", NAME)
+    message = str(err.value)
+    assert "\n" not in message and f"{NAME!r} is not in this install ({path} is missing)" in message
+    assert f"regenerate it with `{REGENERATE}`" in message
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["download", NAME])
+    assert exit_.value.code == 2 and "is not in this install" in capsys.readouterr().err
+
+
+def test_packaged_checkpoint_with_another_config_is_refused(packaged):
+    with pytest.raises(InputError, match=rf"{NAME}' belongs to config 'fssam2_tiny', not 'sam2.1_hiera_t'"):
+        build_sam2("sam2.1_hiera_t", NAME)
+    assert build_sam2(str(resolve_config("fssam2_tiny")), NAME) is not None  # the same yaml by path is fine
+
+
+def test_shipped_registry_entry():
+    """The real entry: a file of fssam2 itself, for fssam2_tiny; when the file is there, it must
+    match the pinned digest (pin it after regenerating), else the load says how to make it."""
+    entry = hub.PACKAGED_CHECKPOINTS[NAME]
+    assert entry.package == "fssam2" and entry.config == "fssam2_tiny" and entry.regenerate == REGENERATE
+    path = hub.packaged_path(NAME)
+    assert path.parent.name == "checkpoints" and path.parent.parent == Path(fssam2.__file__).parent
+    if path.is_file():
+        assert hub.sha256_of(path) == entry.sha256, f"pin the digest of {path} in fssam2.hub.PACKAGED_CHECKPOINTS"
+        build_sam2("fssam2_tiny", NAME)
+    else:
+        with pytest.raises(InputError, match="is not in this install"):
+            build_sam2("fssam2_tiny", NAME)

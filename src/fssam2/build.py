@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 
 from fssam2.errors import InputError
-from fssam2.hub import resolve_checkpoint
+from fssam2.hub import checkpoint_config, resolve_checkpoint
 
 # Packaged config names -> (package holding the yaml, path inside it).
 PACKAGED_CONFIGS: dict[str, tuple[str, str]] = {
@@ -84,9 +84,21 @@ def load_model_config(config: str | Path, image_size: int | None = None) -> Dict
     return cfg
 
 
+def check_checkpoint_config(config: str | Path, checkpoint: str | Path) -> None:
+    """Refuse a packaged checkpoint name (`fssam2.hub.PACKAGED_CHECKPOINTS`) with a config other
+    than the one it was made with; paths and downloaded names are checked key by key on load."""
+    expected = checkpoint_config(checkpoint)
+    if expected is None or resolve_config(config).resolve() == resolve_config(expected).resolve():
+        return
+    raise InputError(
+        f"SAM2 checkpoint {str(checkpoint)!r} belongs to config {expected!r}, not {str(config)!r}: "
+        f"use config {expected!r} with it (e.g. --model.sam2_config {expected})."
+    )
+
+
 def read_checkpoint(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """Load a SAM2 checkpoint in Meta's format ({"model": state_dict}) or a bare state dict,
-    from a path or a downloaded name (see `fssam2 download`)."""
+    from a path, a downloaded name (see `fssam2 download`) or a packaged name."""
     path = resolve_checkpoint(checkpoint)
     if not path.is_file():
         raise InputError(
@@ -153,11 +165,14 @@ def build_sam2(
     Args:
         config: a packaged name (``sam2.1_hiera_t``, ``_s``, ``_b+``, ``_l``, ``fssam2_tiny``)
             or the path of a SAM2 model yaml.
-        checkpoint: a checkpoint file in Meta's format, or a name fetched by `fssam2 download`
-            (e.g. ``sam2.1_hiera_b+``); None keeps the random initialisation.
+        checkpoint: a checkpoint file in Meta's format, a name fetched by `fssam2 download`
+            (e.g. ``sam2.1_hiera_b+``) or a packaged name (``fssam2_tiny_tracking``, for config
+            ``fssam2_tiny``); None keeps the random initialisation.
         image_size: square input size, a multiple of 32; None keeps the config's (1024).
         device: where the model lives.
     """
+    if checkpoint is not None:
+        check_checkpoint_config(config, checkpoint)  # before the (slow) build
     cfg = load_model_config(config, image_size)
     model = instantiate(cfg.model, _recursive_=True)
     if checkpoint is not None:

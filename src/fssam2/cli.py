@@ -162,7 +162,10 @@ def download_command(args: list[str]) -> None:
     parser.add_argument("--sha256", help="expected SHA-256 of the file, when you have one")
     parser.add_argument("--url", help="fetch from this URL instead of Meta's")
     opts = parser.parse_args(args)
-    print(hub.download(opts.name, sha256=opts.sha256, url=opts.url))
+    path = hub.download(opts.name, sha256=opts.sha256, url=opts.url)
+    if opts.name in hub.PACKAGED_CHECKPOINTS:  # verified, nothing fetched
+        print(f"{opts.name} is packaged with fssam2, no download needed; its file (SHA-256 checked):")
+    print(path)
 
 
 def segment_command(args: list[str]) -> None:

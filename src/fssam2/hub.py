@@ -6,6 +6,9 @@ file appears under its final name only when complete, checked (`--sha256`, or el
 recorded at the first complete download in `<name>.pt.sha256`) and loadable as a state dict of the
 named config. Meta publishes no checksums, so the first download's digest is trusted and every
 later load is verified against it.
+
+Checkpoints shipped inside a package (`PACKAGED_CHECKPOINTS`, e.g. `fssam2_tiny_tracking`) are
+loaded by name too, with no download: every load checks the file against the SHA-256 pinned here.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -29,6 +34,29 @@ CHECKPOINT_URLS = {
     "sam2.1_hiera_l": f"{BASE_URL}/sam2.1_hiera_large.pt",
 }
 CHUNK = 1 << 20
+
+
+class PackagedCheckpoint(NamedTuple):
+    """A SAM2 checkpoint shipped inside a Python package, in Meta's format."""
+
+    package: str  # the package holding the file
+    path: str  # the file's path inside the package
+    sha256: str  # its pinned digest, checked on every load
+    config: str  # the packaged config name (fssam2.build.PACKAGED_CONFIGS) it belongs to
+    regenerate: str  # the command that writes the file
+
+
+# Checkpoint names loadable with no download -> where the file is and what it must be.
+PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
+    # fssam2_tiny pretrained on synthetic video tracking; the digest is pinned when the file is made.
+    "fssam2_tiny_tracking": PackagedCheckpoint(
+        "fssam2",
+        "checkpoints/fssam2_tiny_tracking.pt",
+        "0000000000000000000000000000000000000000000000000000000000000000",  # placeholder until the file ships
+        "fssam2_tiny",
+        "python experiments/pretrain_tracking.py",
+    ),
+}
 
 
 def cache_dir() -> Path:
@@ -65,12 +93,39 @@ def _verify(path: Path, expected: str | None) -> str:
     return actual
 
 
+def packaged_path(name: str) -> Path:
+    """Where the packaged checkpoint `name` lives (or would live) in this install; not verified."""
+    entry = PACKAGED_CHECKPOINTS[name]
+    return Path(str(resources.files(entry.package).joinpath(entry.path)))
+
+
+def _verify_packaged(name: str) -> tuple[Path, str]:
+    """The packaged checkpoint's path and digest, after checking the file against its pin."""
+    entry = PACKAGED_CHECKPOINTS[name]
+    path = packaged_path(name)
+    if not path.is_file():
+        raise InputError(
+            f"SAM2 checkpoint {name!r} is not in this install ({path} is missing): regenerate it with "
+            f"`{entry.regenerate}` (it writes that file), or reinstall {entry.package} from a release that ships it."
+        )
+    actual = sha256_of(path)
+    if actual != entry.sha256.lower():
+        raise InputError(
+            f"Packaged SAM2 checkpoint {path} has SHA-256 {actual}, expected {entry.sha256}: the file is corrupt or "
+            f"from another run; regenerate it with `{entry.regenerate}`, or if you did, pin its digest in "
+            f"fssam2.hub.PACKAGED_CHECKPOINTS[{name!r}]."
+        )
+    return path, actual
+
+
 def _resolve(checkpoint: str | Path) -> tuple[Path, str | None]:
-    """(path, its verified SHA-256) for a downloaded name; (path, None) for a path as given."""
+    """(path, its verified SHA-256) for a downloaded or packaged name; (path, None) for a path as given."""
     path = Path(checkpoint).expanduser()
     name = str(checkpoint)
-    if path.exists() or name not in CHECKPOINT_URLS:
+    if path.exists() or name not in CHECKPOINT_URLS.keys() | PACKAGED_CHECKPOINTS.keys():
         return path, None
+    if name in PACKAGED_CHECKPOINTS:
+        return _verify_packaged(name)
     cached = cached_path(name)
     if not cached.is_file():
         raise InputError(
@@ -81,27 +136,51 @@ def _resolve(checkpoint: str | Path) -> tuple[Path, str | None]:
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A checkpoint path as given, or the verified cached file of a downloadable name."""
+    """A checkpoint path as given, or the verified file of a downloadable or packaged name."""
     return _resolve(checkpoint)[0]
 
 
 def checkpoint_sha256(checkpoint: str | Path) -> str:
-    """SHA-256 of a checkpoint path or downloaded name, hashing the file once."""
+    """SHA-256 of a checkpoint path or downloaded / packaged name, hashing the file once."""
     path, digest = _resolve(checkpoint)
     return digest or sha256_of(path)
+
+
+def checkpoint_config(checkpoint: str | Path) -> str | None:
+    """The config a packaged checkpoint name belongs to; None for paths and downloaded names
+    (those are checked key by key when loaded)."""
+    name = str(checkpoint)
+    if name in PACKAGED_CHECKPOINTS and not Path(checkpoint).expanduser().exists():
+        return PACKAGED_CHECKPOINTS[name].config
+    return None
 
 
 def download(
     name: str, *, sha256: str | None = None, url: str | None = None, progress: bool = True, timeout: float = 60.0
 ) -> Path:
-    """Download (or resume) the checkpoint of a packaged config name; returns its cached path."""
+    """Download (or resume) the checkpoint of a packaged config name; returns its cached path.
+    A packaged checkpoint name (`PACKAGED_CHECKPOINTS`) needs no download: its verified path is returned."""
     from fssam2.build import PACKAGED_CONFIGS, load_checkpoint, load_model_config
 
+    if name in PACKAGED_CHECKPOINTS:
+        if url is not None:
+            raise InputError(f"{name!r} ships inside fssam2 and is never downloaded: drop --url.")
+        path, actual = _verify_packaged(name)
+        if sha256 and actual != sha256.lower():
+            raise InputError(
+                f"Packaged SAM2 checkpoint {path} has SHA-256 {actual}, not the --sha256 {sha256} you gave: check --sha256."
+            )
+        return path
     if name not in PACKAGED_CONFIGS:
-        raise InputError(f"Unknown SAM2 model {name!r}: use one of {', '.join(CHECKPOINT_URLS)}.")
+        raise InputError(
+            f"Unknown SAM2 model {name!r}: use one of {', '.join(CHECKPOINT_URLS)} "
+            f"(packaged, no download needed: {', '.join(PACKAGED_CHECKPOINTS)})."
+        )
     url = url or CHECKPOINT_URLS.get(name)
     if url is None:
-        raise InputError(f"{name!r} has no published checkpoint: use one of {', '.join(CHECKPOINT_URLS)}.")
+        packaged = [k for k, v in PACKAGED_CHECKPOINTS.items() if v.config == name]
+        also = f" (or load the packaged {', '.join(packaged)} by name, no download needed)" if packaged else ""
+        raise InputError(f"{name!r} has no published checkpoint: use one of {', '.join(CHECKPOINT_URLS)}{also}.")
     final = cached_path(name)
     if final.is_file():
         _verify(final, sha256)
