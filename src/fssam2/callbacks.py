@@ -23,7 +23,8 @@ from fssam2.segment import tint
 
 class TestResults(L.Callback):
     """Writes `<run dir>/test_metrics.json` after `test`: mIoU, FB-IoU, per-class IoU and the
-    episode setting, written through a temporary file so a reader never sees half of it."""
+    episode setting, support control included, written through a temporary file so a reader
+    never sees half of it."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -39,6 +40,7 @@ class TestResults(L.Callback):
             "shot": getattr(dm, "shot", None),
             "episodes": len(dm.dataset("test")) if dm is not None else None,
             "seed": getattr(dm, "seed", None),
+            "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
             "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),
         }
@@ -127,10 +129,12 @@ class WandbTestReport(L.Callback):
         ]
         logger.log_table("test/per_class_iou", columns=["class", "iou"], data=per_class)
         if self.rows:
+            control = getattr(trainer.datamodule, "support_control", "none")
+            shown = "supports (blue)" if control == "none" else f"supports (blue, support_control={control})"
             logger.log_image(
                 "test/episodes",
                 images=self.rows,
-                caption=["supports (blue) | query | prediction (red) | ground truth (green)"] * len(self.rows),
+                caption=[f"{shown} | query | prediction (red) | ground truth (green)"] * len(self.rows),
             )
 
     @staticmethod

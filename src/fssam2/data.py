@@ -8,7 +8,7 @@ processes and collation are shared.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import albumentations as A
 import cv2
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fssam2.cache import CacheConfig, FeatureCache
-from fssam2.episodes import EpisodeRule, EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
+from fssam2.episodes import Episode, EpisodeRule, EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
 from fssam2.errors import InputError
 from fssam2.synthetic import SyntheticBenchmark
 
@@ -26,6 +26,14 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
+SupportControl = Literal["none", "swap", "blank"]
+
+
+def check_support_control(control: str) -> None:
+    """One line naming the option and its values (the CLI's Literal type checks it too)."""
+    allowed = get_args(SupportControl)
+    if control not in allowed:
+        raise InputError(f"data.support_control={control!r} is not one of {', '.join(allowed)}: pick one of those.")
 
 
 def training_augmentation() -> A.Compose:
@@ -57,13 +65,31 @@ class EpisodeDataset(Dataset):
     Each item: support_images [K, 3, S, S], support_masks [K, S, S] in {0, 1},
     query_image [3, S, S], query_mask [S, S] in {0, 1, 255} (loss target at input size),
     query_target [H, W] in {0, 1, 255} (the query's original size, for scoring),
-    class_id, index, query and supports (image ids).
+    class_id (the query's class, which is scored), support_class (the class the support masks
+    show; 0 for empty masks), index, query and supports (the ids of the support images shown).
+
+    support_control changes the supports only, never the query, its targets or class_id:
+    "swap" shows the supports (images and masks of the donor's class) of `donor(index)`, an episode
+    of another class; "blank" shows the true support images with all-zero masks.
     """
 
     def __init__(
-        self, episodes: EpisodeRule, read: ImageReader, image_size: int, augment: bool, image_cache_mb: float = 0.0
+        self,
+        episodes: EpisodeRule,
+        read: ImageReader,
+        image_size: int,
+        augment: bool,
+        image_cache_mb: float = 0.0,
+        support_control: SupportControl = "none",
     ) -> None:
+        check_support_control(support_control)
+        if support_control == "swap" and len(set(episodes.classes)) < 2:
+            raise InputError(
+                f"data.support_control=swap needs >= 2 classes in the split, which has {list(episodes.classes)}: "
+                "use none or blank."
+            )
         self.episodes, self.read, self.size = episodes, read, image_size
+        self.support_control = support_control
         self.augmentation = training_augmentation() if augment else None
         # Decoded images, kept (per process) when nothing alters them: evaluation reads each image many times.
         self.image_cache_mb = image_cache_mb if self.augmentation is None else 0.0
@@ -93,24 +119,44 @@ class EpisodeDataset(Dataset):
         resized = cv2.resize(target, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
         return to_input(image, self.size), resized, target
 
+    def donor(self, index: int, epoch: int) -> Episode:
+        """The episode whose supports episode `index` shows under "swap": the first of index + 1,
+        index + 2, ... (cyclically) of another class whose supports are not this query. It depends
+        on the index alone, so every run with the same episodes shows the same supports."""
+        episode, n = self.episodes.episode(index, epoch), len(self.episodes)
+        for step in range(1, n):
+            other = self.episodes.episode((index + step) % n, epoch)
+            if other.class_id != episode.class_id and episode.query not in other.supports:
+                return other
+        raise InputError(
+            f"data.support_control=swap found no episode of another class than {episode.class_id} among "
+            f"the split's {n} episodes: swap needs >= 2 classes; use none or blank."
+        )
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
         episode = self.episodes.episode(index, epoch)
         if self.augmentation is not None:
             # Drawn after the protocol's draws, so augmentation never changes the episode.
             self.augmentation.set_random_seed(int(episode_rng(self.episodes.seed, index, epoch).integers(2**31)))
-        supports = [self._prepare(s, episode.class_id) for s in episode.supports]
+        shown = self.donor(index, epoch) if self.support_control == "swap" else episode
+        supports = [self._prepare(s, shown.class_id) for s in shown.supports]
+        masks = np.stack([s[1] == 1 for s in supports])
+        if self.support_control == "blank":
+            masks = np.zeros_like(masks)
         query_image, query_mask, query_target = self._prepare(episode.query, episode.class_id)
         return {
             "support_images": torch.stack([s[0] for s in supports]),
-            "support_masks": torch.from_numpy(np.stack([s[1] == 1 for s in supports])).float(),
+            "support_masks": torch.from_numpy(masks).float(),
             "query_image": query_image,
             "query_mask": torch.from_numpy(query_mask).long(),
             "query_target": torch.from_numpy(query_target).long(),
             "class_id": episode.class_id,
+            # What the masks show: the feature cache keys support memories by it.
+            "support_class": 0 if self.support_control == "blank" else shown.class_id,
             "index": index,
             "query": episode.query,
-            "supports": episode.supports,
+            "supports": shown.supports,
         }
 
 
@@ -140,6 +186,12 @@ class FewShotDataModule(L.LightningDataModule):
         augment: apply the training augmentation to training episodes.
         image_cache_mb: decoded images kept per data-loading process in evaluation, least
             recently used dropped first; 0 decodes every image of every episode.
+        support_control: what the supports of evaluation episodes (val, test, predict) show;
+            training episodes are never altered. "none": the episode's own supports; "swap":
+            each episode keeps its query, target and class but gets the supports (images and
+            masks) of another episode of a different class, the same one in every run (see
+            `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
+            The gap true minus swap is how much the support decides the mask.
     """
 
     def __init__(
@@ -153,18 +205,29 @@ class FewShotDataModule(L.LightningDataModule):
         val_episodes: int = 1000,
         augment: bool = True,
         image_cache_mb: float = 512.0,
+        support_control: SupportControl = "none",
     ) -> None:
         super().__init__()
         check_shot(shot)
+        check_support_control(support_control)
         if batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
         self.fold, self.shot, self.batch_size = fold, shot, batch_size
         self.num_workers, self.seed, self.augment = num_workers, seed, augment
-        self.image_cache_mb = image_cache_mb
+        self.image_cache_mb, self.support_control = image_cache_mb, support_control
         self.test_episodes, self.val_episodes = test_episodes, val_episodes
         self.image_size: int | None = None  # set from the model in setup(), or by hand
-        # Stored in checkpoints (datamodule_hyper_parameters), and so in exported adapters.
-        self.save_hyperparameters({"dataset": type(self).__name__, "fold": fold, "shot": shot, "seed": seed})
+        # Stored in checkpoints (datamodule_hyper_parameters; exported adapters read dataset, fold
+        # and shot there), and logged by Lightning to the run's logger (the W&B run config).
+        self.save_hyperparameters(
+            {
+                "dataset": type(self).__name__,
+                "fold": fold,
+                "shot": shot,
+                "seed": seed,
+                "support_control": support_control,
+            }
+        )
         self._datasets: dict[str, EpisodeDataset] = {}
 
     # what a benchmark provides
@@ -200,6 +263,7 @@ class FewShotDataModule(L.LightningDataModule):
                 self.image_size,
                 augment=self.augment and split == "train",
                 image_cache_mb=0.0 if split == "train" else self.image_cache_mb,
+                support_control="none" if split == "train" else self.support_control,
             )
         return self._datasets[split]
 

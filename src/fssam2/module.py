@@ -117,12 +117,13 @@ class FSSAM2Module(L.LightningModule):
 
     def _logits(self, batch: dict[str, Any], split: str) -> torch.Tensor:
         """Query logits [B, 1, S, S]; with a feature cache, an image is keyed by (split, id, size)
-        and a support memory by that and the class (its mask)."""
+        and a support memory by that and the class its mask shows (support_class: under a
+        support control it is not the query's class_id)."""
         keys = None
         if self.model.feature_cache is not None:
             size = self.model.image_size
             supports = [(split, s, size) for episode in batch["supports"] for s in episode]
-            classes = [int(c) for c in batch["class_id"] for _ in batch["supports"][0]]
+            classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
             keys = EpisodeKeys(
                 supports=supports,
                 memories=[(key, c) for key, c in zip(supports, classes, strict=True)],
