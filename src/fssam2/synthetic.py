@@ -1,9 +1,12 @@
-"""A procedurally generated few-shot benchmark laid out like PASCAL-5i, needing no files.
+"""Procedurally generated data needing no files: a few-shot benchmark laid out like PASCAL-5i,
+and synthetic videos for pretraining a tracker.
 
-Each image shows 2-3 objects of distinct classes on a textured grey background, with a label map
-(0 = background, 1..C = class, 255 = a thin ignored boundary, as in SegmentationClassAug). A class
-is an appearance: a hue, a shape and a fill pattern. Hues are spread so that every fold's held-out
-classes sit between training hues: a model must learn to match the support, not memorise colours.
+Each benchmark image shows 2-3 objects of distinct classes on a textured grey background, with a
+label map (0 = background, 1..C = class, 255 = a thin ignored boundary, as in SegmentationClassAug).
+A class is an appearance: a hue band, a shape and a fill (solid or striped). Instances of a class
+vary (hue within the band, saturation, brightness, size, elongation, stripe period and angle), so
+matching a support instance pixel for pixel does not decide the class: a model must learn what
+the class keeps. Hues are spread so that every fold's held-out classes sit between training hues.
 Objects of other classes stay in the query as distractors, so the support decides what to segment.
 Images are rendered on demand from (seed, split, index); lists follow PASCAL-5i's construction
 rule (an image is listed for a class it shows with enough pixels; training lists drop images
@@ -26,6 +29,88 @@ from fssam2.errors import InputError
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 SHAPES = ("disc", "square", "triangle", "diamond", "cross")
 BOUNDARY = 255
+# Corners and minor/major axis ratio of each shape; a cross is two bars.
+_OUTLINES = {"disc": (32, 1.0), "square": (4, 1.0), "triangle": (3, 1.0), "diamond": (4, 0.6)}
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One drawn object: its label value, outline and look."""
+
+    label: int  # value written in the label map
+    shape: str  # one of SHAPES
+    center: tuple[float, float]  # (x, y) in pixels
+    radius: float  # pixels, centre to corner
+    angle: float  # radians
+    stretch: float  # extra squash of the minor axis, 1 = the shape's own proportions
+    color: tuple[float, float, float]  # RGB in 0..255
+    stripes: tuple[float, float, float] | None  # (period px, angle rad, shade) of a striped fill; None = solid
+
+    def polygons(self) -> list[np.ndarray]:
+        """Outline polygons [n, 2] in (x, y) pixels."""
+        (cx, cy), r = self.center, self.radius
+        rot = np.array([[np.cos(self.angle), -np.sin(self.angle)], [np.sin(self.angle), np.cos(self.angle)]])
+        if self.shape == "cross":
+            bar = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], np.float64) * (r, r / 3 * self.stretch)
+            return [(bar @ turn.T @ rot.T) + (cx, cy) for turn in (np.eye(2), np.array([[0, -1], [1, 0]]))]
+        corners, ratio = _OUTLINES[self.shape]
+        a = np.arange(corners) * 2 * np.pi / corners
+        local = np.stack([r * np.cos(a), r * ratio * self.stretch * np.sin(a)], axis=1)
+        return [local @ rot.T + (cx, cy)]
+
+    def mask(self, size: int) -> np.ndarray:
+        canvas = np.zeros((size, size), np.uint8)
+        for polygon in self.polygons():  # one call each: fillPoly would XOR overlapping polygons
+            cv2.fillPoly(canvas, [polygon.round().astype(np.int32)], 1)
+        return canvas.astype(bool)
+
+
+def paint(
+    background: tuple[float, float, float], blobs: list[Blob], size: int, noise: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Image [S, S, 3] uint8 of `blobs` drawn in order over a gradient (level, x slope, y slope),
+    and each blob's visible mask (later blobs cover earlier ones)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    level, gx, gy = background
+    image = np.repeat((level + (gx * xx + gy * yy) / size)[..., None], 3, axis=2) + noise.normal(0, 12, (size, size, 3))
+    masks = [blob.mask(size) for blob in blobs]
+    for blob, mask in zip(blobs, masks, strict=True):
+        shade = 1.0
+        if blob.stripes is not None:
+            period, angle, dark = blob.stripes
+            phase = (xx[mask] * np.cos(angle) + yy[mask] * np.sin(angle)) / period
+            shade = np.where(np.floor(phase) % 2 == 0, 1.0, dark)[:, None]
+        image[mask] = np.array(blob.color) * shade + noise.normal(0, 6, (int(mask.sum()), 3))
+    visible = []
+    for i, mask in enumerate(masks):
+        covered = np.zeros_like(mask)
+        for later in masks[i + 1 :]:
+            covered |= later
+        visible.append(mask & ~covered)
+    return np.clip(image, 0, 255).astype(np.uint8), visible
+
+
+def label_map(blobs: list[Blob], size: int) -> np.ndarray:
+    """[S, S] uint8: each blob's label where it is visible, 255 on the boundaries between regions."""
+    label = np.zeros((size, size), np.uint8)
+    for blob in blobs:
+        label[blob.mask(size)] = blob.label
+    edges = cv2.morphologyEx(label, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    label[edges & (label > 0)] = BOUNDARY
+    return label
+
+
+def random_background(rng: np.random.Generator) -> tuple[float, float, float]:
+    return rng.uniform(70, 150), rng.uniform(-40, 40), rng.uniform(-40, 40)
+
+
+def random_color(rng: np.random.Generator, hue: float) -> tuple[float, float, float]:
+    rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.65, 1.0))
+    return tuple(float(v) * 255 for v in rgb)
+
+
+def random_stripes(rng: np.random.Generator) -> tuple[float, float, float]:
+    return rng.uniform(3.0, 6.0), rng.uniform(0, np.pi), rng.uniform(0.45, 0.65)
 
 
 @dataclass(frozen=True)
@@ -66,66 +151,35 @@ class SyntheticBenchmark:
     def render(self, split: str, index: int, top_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Image [S, S, 3] uint8 RGB and label map [S, S] uint8 of image `index` of `split`;
         `top_class` makes the object drawn last (never occluded) of that class."""
-        background, objects = self._layout(split, index, top_class)
-        s = self.image_size
+        background, blobs = self._layout(split, index, top_class)
         noise = np.random.default_rng((self.seed, SPLIT_CODES[split], index, 1))
-        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
-        level, gx, gy = background
-        image = np.repeat((level + gx * xx + gy * yy)[..., None], 3, axis=2) + noise.normal(0, 12, (s, s, 3))
-        stripes = (((xx + yy) * s).astype(int) // 4) % 2 == 0
-        for (class_id, _, color), mask in zip(objects, self._masks(objects), strict=True):
-            shade = np.where(stripes[mask], 1.0, 0.55)[:, None] if self.appearance(class_id)[2] else 1.0
-            image[mask] = color * shade + noise.normal(0, 6, (int(mask.sum()), 3))
-        return np.clip(image, 0, 255).astype(np.uint8), self._label(objects)
+        image, _ = paint(background, blobs, self.image_size, noise)
+        return image, label_map(blobs, self.image_size)
 
     def _layout(self, split: str, index: int, top_class: int | None = None) -> tuple[tuple[float, float, float], list]:
-        """Background gradient and, per object, (class, polygon(s), RGB colour)."""
+        """Background gradient and the objects, in drawing order."""
         rng = np.random.default_rng((self.seed, SPLIT_CODES[split], index))
-        background = (rng.uniform(70, 150), rng.uniform(-40, 40), rng.uniform(-40, 40))
-        objects = []
+        background = random_background(rng)
         classes = rng.choice(np.arange(1, self.num_classes + 1), int(rng.integers(2, 4)), replace=False).tolist()
         if top_class is not None:
             classes = [c for c in classes if c != top_class][: len(classes) - 1] + [top_class]
-        for class_id in classes:
-            hue, shape, _ = self.appearance(int(class_id))
-            polygons = self._polygons(rng, shape)
-            hue = (hue + rng.uniform(-0.015, 0.015)) % 1.0
-            color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))) * 255
-            objects.append((int(class_id), polygons, color))
-        return background, objects
+        return background, [self.instance(rng, int(c)) for c in classes]
 
-    def _polygons(self, rng: np.random.Generator, shape: str) -> list[np.ndarray]:
+    def instance(self, rng: np.random.Generator, class_id: int) -> Blob:
+        """One object of a class: the class fixes the hue band, shape and fill; the rest varies."""
+        hue, shape, striped = self.appearance(class_id)
         s = self.image_size
-        r = rng.uniform(0.12, 0.25) * s
-        cx, cy = rng.uniform(r, s - r, 2)
-        angle = rng.uniform(0, 2 * np.pi)
-        if shape == "cross":
-            bars = []
-            for a in (angle, angle + np.pi / 2):
-                d, n = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
-                corners = ((-1, -1), (1, -1), (1, 1), (-1, 1))
-                bars.append(np.array([(cx, cy) + u * r * d + v * r / 3 * n for u, v in corners]))
-            return bars
-        corners, stretch = {"disc": (32, 1.0), "square": (4, 1.0), "triangle": (3, 1.0), "diamond": (4, 0.6)}[shape]
-        a = angle + np.arange(corners) * 2 * np.pi / corners
-        return [np.stack([cx + r * np.cos(a), cy + r * stretch * np.sin(a)], axis=1)]
-
-    def _masks(self, objects: list) -> list[np.ndarray]:
-        masks = []
-        for _, polygons, _ in objects:
-            canvas = np.zeros((self.image_size, self.image_size), np.uint8)
-            for polygon in polygons:  # one call each: fillPoly would XOR overlapping polygons
-                cv2.fillPoly(canvas, [polygon.round().astype(np.int32)], 1)
-            masks.append(canvas.astype(bool))
-        return masks
-
-    def _label(self, objects: list) -> np.ndarray:
-        label = np.zeros((self.image_size, self.image_size), np.uint8)
-        for (class_id, _, _), mask in zip(objects, self._masks(objects), strict=True):
-            label[mask] = class_id
-        edges = cv2.morphologyEx(label, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        label[edges & (label > 0)] = BOUNDARY
-        return label
+        r = rng.uniform(0.10, 0.26) * s
+        return Blob(
+            label=class_id,
+            shape=shape,
+            center=tuple(rng.uniform(r, s - r, 2)),
+            radius=r,
+            angle=rng.uniform(0, 2 * np.pi),
+            stretch=rng.uniform(0.75, 1.0),
+            color=random_color(rng, hue + rng.uniform(-0.03, 0.03)),
+            stripes=random_stripes(rng) if striped else None,
+        )
 
     # lists, in the published format's terms
     @cached_property
@@ -135,7 +189,7 @@ class SyntheticBenchmark:
         for split, size in zip(SPLIT_CODES, self.pool_sizes, strict=True):
             counts = []
             for i in range(size):
-                label = self._label(self._layout(split, i)[1])
+                label = label_map(self._layout(split, i)[1], self.image_size)
                 values, freq = np.unique(label, return_counts=True)
                 counts.append({int(v): int(n) for v, n in zip(values, freq, strict=True) if 0 < v < BOUNDARY})
             out[split] = counts
@@ -173,6 +227,78 @@ class SyntheticBenchmark:
                 for c in listed:
                     by_class[c].append(image_id)
         return images, by_class
+
+
+@dataclass(frozen=True)
+class SyntheticVideo:
+    """Synthetic clips for pretraining a tracker: 2-4 objects of random looks move, grow or
+    shrink, turn and pass over each other. A training pair is frame 0 with one object's mask (the
+    memory) and a later frame in which that object is to be found again. Distractors often copy
+    the object's shape and fill in a nearby hue, or its hue in another shape, so that only the
+    memory tells which object it is. Looks are drawn from the whole hue circle, not from the
+    benchmark's classes. Identical arguments give identical clips.
+    """
+
+    image_size: int = 128  # side of the square frames
+    seed: int = 0  # seed of the clips; pretraining and its evaluation use different seeds
+
+    def pair(self, index: int, motion: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Clip `index`: (frame 0 [S, S, 3] uint8, the object's mask in it [S, S] bool, a later
+        frame, the object's visible mask there). `motion` in [0, 1] scales how far the objects
+        move, scale and turn between the two frames (0: the same layout, fresh noise)."""
+        rng = np.random.default_rng((self.seed, index))
+        s = self.image_size
+        background = random_background(rng)
+        count = int(rng.integers(2, 5))
+        looks = [self._look(rng) for _ in range(count)]  # looks[0] is the tracked object
+        hue, shape, stripes = looks[0]
+        if count > 1 and rng.random() < 0.5:  # same shape and fill, nearby hue
+            looks[1] = (hue + rng.choice([-1, 1]) * rng.uniform(0.05, 0.15), shape, stripes)
+        if count > 2 and rng.random() < 0.3:  # same hue, another shape
+            looks[2] = (hue + rng.uniform(-0.01, 0.01), SHAPES[(SHAPES.index(shape) + rng.integers(1, 5)) % 5], None)
+        starts, ends = [], []
+        for label, (hue, shape, stripes) in enumerate(looks, start=1):
+            r = rng.uniform(0.10, 0.24) * s
+            start = Blob(
+                label=label,
+                shape=shape,
+                center=tuple(rng.uniform(r, s - r, 2)),
+                radius=r,
+                angle=rng.uniform(0, 2 * np.pi),
+                stretch=rng.uniform(0.75, 1.0),
+                color=random_color(rng, hue),
+                stripes=stripes,
+            )
+            radius = r * float(np.exp(motion * rng.uniform(-0.35, 0.35)))
+            shift = motion * rng.uniform(-0.35, 0.35, 2) * s
+            center = tuple(np.clip(np.array(start.center) + shift, radius * 0.5, s - radius * 0.5))
+            end = Blob(
+                label=label,
+                shape=shape,
+                center=center,
+                radius=radius,
+                angle=start.angle + motion * rng.uniform(-0.8, 0.8),
+                stretch=start.stretch,
+                color=tuple(float(np.clip(c * (1 + motion * rng.uniform(-0.08, 0.08)), 0, 255)) for c in start.color),
+                stripes=start.stripes,
+            )
+            starts.append(start)
+            ends.append(end)
+        first = starts[1:] + starts[:1]  # the tracked object whole in the memory frame
+        later = [ends[i] for i in rng.permutation(count)]  # any drawing order: it may be covered
+        image0, visible0 = paint(background, first, s, np.random.default_rng((self.seed, index, 1)))
+        image1, visible1 = paint(background, later, s, np.random.default_rng((self.seed, index, 2)))
+        mask1 = next(m for blob, m in zip(later, visible1, strict=True) if blob.label == 1)
+        return image0, visible0[-1], image1, mask1
+
+    @staticmethod
+    def _look(rng: np.random.Generator) -> tuple[float, str, tuple[float, float, float] | None]:
+        """(hue, shape, stripes or None) of an object."""
+        return (
+            rng.uniform(0, 1),
+            SHAPES[int(rng.integers(len(SHAPES)))],
+            random_stripes(rng) if rng.random() < 0.5 else None,
+        )
 
 
 # The benchmark written in the on-disk layouts of the real ones (for tests and `make reproduce` smoke runs).
