@@ -1,0 +1,77 @@
+"""The synthetic tracking clips and the script that pretrains the tiny SAM2 on them."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fssam2 import build_sam2
+from fssam2.synthetic import SyntheticVideo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_clips_are_seeded_and_the_object_is_there_in_both_frames():
+    video = SyntheticVideo(image_size=96, seed=3)
+    for index in range(20):
+        first, mask0, later, mask1 = video.pair(index)
+        again = video.pair(index)
+        for a, b in zip((first, mask0, later, mask1), again, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert first.shape == later.shape == (96, 96, 3) and first.dtype == np.uint8
+        assert mask0.shape == mask1.shape == (96, 96) and mask0.dtype == bool
+        assert mask0.sum() > 50, "the memory frame shows the whole object"
+    assert not np.array_equal(video.pair(0)[0], SyntheticVideo(image_size=96, seed=4).pair(0)[0])
+
+
+def test_motion_zero_keeps_the_layout_and_full_motion_moves_it():
+    video = SyntheticVideo(image_size=96)
+    moved = 0
+    for index in range(30):
+        _, mask0, _, still = video.pair(index, motion=0.0)
+        covered = still & ~mask0
+        assert not covered.any(), "without motion the object stays in place (it may only be covered)"
+        _, mask0, _, mask1 = video.pair(index, motion=1.0)
+        moved += int((mask0 != mask1).sum() > 0.3 * mask0.sum())
+    assert moved >= 20
+
+
+def test_distractors_make_the_memory_necessary():
+    """Most clips hold several objects, so finding 'the object' needs the memory."""
+    video = SyntheticVideo(image_size=96)
+    objects = []
+    for index in range(40):
+        first, mask0, later, mask1 = video.pair(index, motion=0.0)
+        # pixels far from the background grey: objects; the tracked object is a part of them
+        objects.append(mask1.sum() / max(1, (np.abs(later.astype(int) - later.mean()).sum(2) > 60).sum()))
+    assert np.mean(objects) < 0.7
+
+
+def test_pretraining_script_writes_a_loadable_checkpoint_and_never_overwrites(tmp_path, capsys):
+    script = load_script("pretrain_tracking")
+    out = tmp_path / "tracker.pt"
+    args = ["--steps", "2", "--batch", "2", "--eval-every", "2", "--eval-clips", "4", "--image-size", "64"]
+    script.main([*args, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "IoU true" in printed and "swap" in printed and "sha256" in printed
+    trained = build_sam2("fssam2_tiny", out, image_size=64).state_dict()
+    twin = tmp_path / "twin.pt"
+    script.main([*args, "--out", str(twin)])
+    again = build_sam2("fssam2_tiny", twin, image_size=64).state_dict()
+    assert all(torch.equal(trained[k], again[k]) for k in trained), "seeded: the same arguments give the same weights"
+    torch.manual_seed(0)
+    init = build_sam2("fssam2_tiny", image_size=64).state_dict()
+    assert any(not torch.equal(trained[k], init[k]) for k in trained), "the weights were trained"
+    before = out.read_bytes()
+    with pytest.raises(SystemExit):
+        script.main([*args, "--out", str(out)])
+    assert out.read_bytes() == before
