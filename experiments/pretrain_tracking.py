@@ -78,7 +78,10 @@ def evaluate(model: FewShotSAM2, clips: int, seed: int, batch: int) -> dict[str,
         inter = union = 0
         for i in range(0, clips, batch):
             seen: list[torch.Tensor] = []
-            hooks = [layer.cross_attn_image.register_forward_hook(lambda m, a, o: seen.append(o)) for layer in layers]
+            hooks = [
+                layer.cross_attn_image.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o))
+                for layer in layers
+            ]
             pred = model(sup[i : i + batch], sup_masks[i : i + batch], images1[i : i + batch])[:, 0] > 0
             for hook in hooks:
                 hook.remove()
