@@ -84,6 +84,14 @@ def test_training_episodes_are_never_altered():
     assert datamodule("swap").dataset("val").support_control == "swap"  # validation is evaluation
 
 
+def test_fit_refuses_a_control_rather_than_pick_checkpoints_on_controlled_episodes():
+    dm = datamodule("swap")
+    with pytest.raises(InputError, match="support_control=swap is for evaluation runs"):
+        dm.setup("fit")
+    dm.setup("test")  # evaluation stages take it
+    datamodule("none").setup("fit")
+
+
 @pytest.mark.parametrize(
     "rule",
     [

@@ -248,6 +248,11 @@ class FewShotDataModule(L.LightningDataModule):
 
     # shared machinery
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit" and self.support_control != "none":
+            raise InputError(
+                f"data.support_control={self.support_control} is for evaluation runs (test, validate, predict): "
+                "under fit it would pick the best checkpoint on controlled episodes; fit with none."
+            )
         if self.trainer is not None:
             self.image_size = self.trainer.lightning_module.model.image_size
         if self.image_size is None:
