@@ -168,8 +168,11 @@ class FewShotSAM2(nn.Module):
         feats, pos = self.memory_maps(support, support_masks)
         return memory_tokens(feats, batch), memory_tokens(pos, batch)
 
-    def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
-        """Steps 3-4: condition the query on the memory and decode. Returns logits [B, 1, S, S]."""
+    def decoder_inputs(
+        self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Step 3 and step 4's prompt: the query embedding conditioned on the memory, and the
+        keyword arguments SAM2's mask decoder takes with it (one empty point, no mask prompt)."""
         emb = query.embedding  # [B, C, h, w]
         b, c, h, w = emb.shape
         conditioned = self.sam2.memory_attention(
@@ -181,18 +184,21 @@ class FewShotSAM2(nn.Module):
         )
         conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
         decoder = self.sam2.sam_mask_decoder
-        high_res = [decoder.conv_s0(query.high_res[0]), decoder.conv_s1(query.high_res[1])]
         points = torch.zeros(b, 1, 2, device=emb.device)
         labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
         sparse, dense = self.sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
-        low_res, _, _, _ = decoder(
-            image_embeddings=conditioned,
-            image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-            repeat_image=False,
-            high_res_features=high_res,
+        return {
+            "image_embeddings": conditioned,
+            "image_pe": self.sam2.sam_prompt_encoder.get_dense_pe(),
+            "sparse_prompt_embeddings": sparse,
+            "dense_prompt_embeddings": dense,
+            "high_res_features": [decoder.conv_s0(query.high_res[0]), decoder.conv_s1(query.high_res[1])],
+        }
+
+    def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
+        """Steps 3-4: condition the query on the memory and decode. Returns logits [B, 1, S, S]."""
+        low_res, _, _, _ = self.sam2.sam_mask_decoder(
+            **self.decoder_inputs(query, memory, memory_pos), multimask_output=False, repeat_image=False
         )  # [B, 1, S/4, S/4]
         size = (self.image_size, self.image_size)
         return F.interpolate(low_res.float(), size=size, mode="bilinear", align_corners=False)

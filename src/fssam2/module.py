@@ -22,8 +22,8 @@ from fssam2.model import EpisodeKeys, FewShotSAM2
 IGNORE = 255
 
 
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy + Dice (on the sigmoid), each a mean over the batch.
+def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy + Dice (on the sigmoid) of each episode, [B].
 
     logits [B, H, W]; target [B, H, W] in {0, 1, 255}, 255 left out of both terms.
     """
@@ -34,7 +34,12 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits) * valid
     inter = (prob * fg).flatten(1).sum(1)
     dice = 1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + fg.flatten(1).sum(1) + 1)
-    return (bce + dice).mean()
+    return bce + dice
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss: `bce_dice_per_episode`, mean over the batch."""
+    return bce_dice_per_episode(logits, target).mean()
 
 
 def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
