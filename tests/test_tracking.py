@@ -100,13 +100,15 @@ def test_short_meta_training_from_the_tracker_keeps_the_support_deciding(tmp_pat
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=25",
         "--trainer.limit_val_batches=2",
+        "--trainer.check_val_every_n_epoch=1",
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
         "--data.init_args.test_episodes=120",
         "--data.init_args.pool_sizes=[600,120,240]",
     ]
     fit = run_cli(["fit", "--config", demo, *short, f"--trainer.default_root_dir={tmp_path}"])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    assert fit.trainer.global_step == 25
     results = {}
     for control in ("none", "swap", "blank"):
         folder = tmp_path / control
