@@ -200,6 +200,8 @@ class PascalDataModule(FewShotDataModule):
         **kwargs: see `FewShotDataModule`.
     """
 
+    full_label_maps = True
+
     def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.fold not in (0, 1, 2, 3, *PASCAL_DOMAIN_SHIFT):
@@ -238,6 +240,8 @@ class CocoDataModule(FewShotDataModule):
         splits_dir: the folder holding coco/fss_list/.
         **kwargs: see `FewShotDataModule`.
     """
+
+    full_label_maps = True
 
     def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

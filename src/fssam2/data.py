@@ -194,6 +194,10 @@ class FewShotDataModule(L.LightningDataModule):
             The gap true minus swap is how much the support decides the mask.
     """
 
+    # Whether image_reader's label maps hold every object of an image (not one binary mask):
+    # the objectness oracle (fssam2.oracle) needs them.
+    full_label_maps = False
+
     def __init__(
         self,
         fold: int = 0,
@@ -311,6 +315,8 @@ class SyntheticDataModule(FewShotDataModule):
         pool_sizes: images rendered for train / val / test.
         **kwargs: see `FewShotDataModule`.
     """
+
+    full_label_maps = True
 
     def __init__(
         self,

@@ -19,27 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fssam2.benchmarks import CocoDataModule, PascalDataModule
-from fssam2.data import IGNORE, FewShotDataModule, SyntheticDataModule, binary_target
+from fssam2.data import IGNORE, FewShotDataModule, binary_target
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
 from fssam2.metric import FewShotIoU
-
-# Name of a DataModule attribute that says whether its reader's label maps hold every object.
-FULL_LABEL_MAPS_ATTRIBUTE = "full_label_maps"
-
-
-def has_full_label_maps(datamodule: FewShotDataModule) -> bool:
-    """Whether `datamodule`'s label maps hold every object of an image, not one binary mask.
-
-    A DataModule class may say so itself with a `full_label_maps` attribute; otherwise the
-    built-in benchmarks are known (synthetic, PASCAL-5i, COCO-20i: yes) and any other DataModule
-    (FSS-1000, folder datasets, your own) counts as binary-mask only.
-    """
-    declared = getattr(datamodule, FULL_LABEL_MAPS_ATTRIBUTE, None)
-    if declared is not None:
-        return bool(declared)
-    return isinstance(datamodule, (SyntheticDataModule, PascalDataModule, CocoDataModule))
 
 
 def objectness_prediction(label: np.ndarray) -> np.ndarray:
@@ -60,11 +43,11 @@ def objectness_oracle(datamodule: FewShotDataModule, split: str = "test") -> dic
     """
     if split not in ("test", "val"):
         raise InputError(f"objectness_oracle split={split!r}: use 'test' or 'val' (the splits a model is scored on).")
-    if not has_full_label_maps(datamodule):
+    if not datamodule.full_label_maps:
         raise InputError(
             f"{type(datamodule).__name__} gives one binary mask per image, not label maps of every object: "
             "the objectness oracle would be the target itself; use it on synthetic, PASCAL-5i or COCO-20i "
-            f"(a DataModule whose reader returns full label maps can declare `{FULL_LABEL_MAPS_ATTRIBUTE} = True`)."
+            "(a DataModule whose reader returns full label maps can declare `full_label_maps = True`)."
         )
     rule = datamodule.episodes(split)
     read = datamodule.image_reader(split)
