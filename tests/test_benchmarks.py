@@ -392,3 +392,33 @@ def test_folder_dataset_bad_input(class_folders):
         FolderDataModule(root=str(class_folders)).episodes("test")
     with pytest.raises(InputError, match="does not exist"):
         FolderDataModule(root=str(class_folders / "nope")).episodes("test")
+
+
+def test_empty_support_mask_is_refused_naming_the_mask(class_folders):
+    from fssam2.benchmarks import FolderDataModule, FolderReader
+
+    empty = class_folders / "hen" / "photo_2.png"
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(empty)
+    dm = FolderDataModule(root=str(class_folders), test_classes=["hen"], shot=1)
+    dm.image_size = 32
+    with pytest.raises(InputError, match=r"Mask .*hen[/\\]photo_2\.png has no object pixel"):
+        for i in range(4):  # every test episode: photo_2 is some episode's support
+            dm.dataset("test")[(i, 0)]
+    # the reader refuses it too, should the file be emptied after the scan
+    files = {"hen": {f"photo_{j}": f"photo_{j}.jpg" for j in range(4)}}
+    with pytest.raises(InputError, match=r"Mask .*hen[/\\]photo_2\.png has no object pixel"):
+        FolderReader(str(class_folders), files, {"hen": 1})("hen/photo_2")
+
+
+def test_hidden_files_and_folders_are_not_images(class_folders):
+    from fssam2.benchmarks import FolderDataModule
+
+    for name in ("._photo_0.jpg", "._photo_0.png", ".DS_Store", "._stray.jpg"):
+        (class_folders / "cat" / name).write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (class_folders / ".thumbnails").mkdir()
+    (class_folders / ".thumbnails" / "x.jpg").write_bytes(b"")
+    dm = FolderDataModule(root=str(class_folders), test_classes=["cat"], shot=1)
+    assert sorted(dm.files) == ["cat", "dog", "eel", "fox", "gnu", "hen"]
+    assert sorted(dm.files["cat"]) == [f"photo_{j}" for j in range(4)]
+    dm.image_size = 32
+    assert [dm.dataset("test")[(i, 0)]["query"] for i in range(4)] == [f"cat/photo_{j}" for j in range(4)]

@@ -82,6 +82,37 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError(f"Image {path} is unreadable or truncated ({err}): download or extract it again.") from err
 
 
+def binary_mask(array: np.ndarray, mode: str = "") -> np.ndarray:
+    """bool [H, W] object mask of a decoded mask array, by the one rule for binary masks: any
+    non-zero value is the object (any colour channel; a palette PNG's index != 0, so 0/1, 0/255,
+    VOC-palette and coloured masks all read as drawn). With an alpha channel (mode "RGBA", "LA",
+    or a 4- or 2-channel array) that varies over the image, the alpha is the mask (alpha != 0:
+    cut-outs on a transparent background); a constant alpha is ignored and the colour decides."""
+    if array.ndim == 2:
+        return array != 0
+    channels = array.shape[2]
+    if mode in ("RGBA", "LA") or (not mode and channels in (2, 4)):
+        alpha, colour = array[..., -1], array[..., :-1]
+        if alpha.min() != alpha.max():
+            return alpha != 0
+        return (colour != 0).any(axis=2)
+    return (array != 0).any(axis=2)
+
+
+def read_binary_mask(path: Path) -> np.ndarray:
+    """The object mask bool [H, W] of a mask file, by `binary_mask`'s rule (used by the folder
+    dataset and `fssam2 segment`; FSS-1000's own files keep their published >= 128 rule)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("1", "L", "P", "I", "I;16", "F", "RGB", "RGBA", "LA"):
+                im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            return binary_mask(np.asarray(im), im.mode)
+    except FileNotFoundError as err:
+        raise InputError(f"Mask {path} does not exist: put <name>.png beside each image.") from err
+    except OSError as err:
+        raise InputError(f"Mask {path} is unreadable or truncated ({err}): save it again as a PNG.") from err
+
+
 def read_label(path: Path) -> np.ndarray:
     """Label map [H, W] uint8 (palette PNGs give their indices, as in VOC)."""
     try:
@@ -301,14 +332,21 @@ class FSS1000DataModule(FewShotDataModule):
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """The files of `folder`, hidden ones (`.name`, e.g. macOS `._photo.jpg` resource forks) left out."""
+    return [f for f in folder.iterdir() if not f.name.startswith(".") and f.is_file()]
+
+
 def scan_folder(folder: Path) -> dict[str, str]:
-    """{name: image file} of `<folder>/<name>.<image ext>` files, each with its mask `<name>.png`."""
-    images = {f.stem: f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS}
-    masks = {f.stem for f in folder.iterdir() if f.suffix.lower() == ".png"}
+    """{name: image file} of `<folder>/<name>.<image ext>` files, each with its mask `<name>.png`
+    (hidden files are skipped)."""
+    files = visible_files(folder)
+    images = {f.stem: f.name for f in files if f.suffix.lower() in IMAGE_EXTENSIONS}
+    masks = {f.stem for f in files if f.suffix.lower() == ".png"}
     if images.keys() - masks:
         raise InputError(
-            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (pixel >= 128 "
-            "is the object) beside each image."
+            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (non-zero "
+            "pixels are the object) beside each image."
         )
     if masks - images.keys():
         raise InputError(
@@ -318,26 +356,45 @@ def scan_folder(folder: Path) -> dict[str, str]:
     return images
 
 
-def scan_class_folders(root: str | Path) -> dict[str, dict[str, str]]:
-    """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: image file}}."""
+def empty_mask_error(path: Path) -> InputError:
+    return InputError(
+        f"Mask {path} has no object pixel (every value 0): mark the object with non-zero pixels, "
+        "or remove the image and its mask."
+    )
+
+
+def scan_class_folders(root: str | Path, check_masks: bool = True) -> dict[str, dict[str, str]]:
+    """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: image file}}.
+
+    Hidden folders and files are skipped. With `check_masks`, every mask is read once here (one
+    decode per mask, in the process that scans) and a mask with no object pixel is refused, naming
+    it: training or testing on empty targets would report a meaningless mIoU."""
     path = Path(root).expanduser()
     if not path.is_dir():
         raise InputError(
             f"Dataset root {path} does not exist: pass the folder holding one sub-folder per class as --data.root."
         )
-    found = {folder.name: scan_folder(folder) for folder in sorted(p for p in path.iterdir() if p.is_dir())}
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = {folder.name: scan_folder(folder) for folder in folders}
     found = {name: images for name, images in found.items() if images}
     if not found:
         raise InputError(
             f"Dataset root {path} has no class folder with images: expected <root>/<class>/<name>.jpg and <name>.png."
         )
+    if check_masks:
+        for category, images in found.items():
+            for name in sorted(images):
+                mask_path = path / category / f"{name}.png"
+                if not read_binary_mask(mask_path).any():
+                    raise empty_mask_error(mask_path)
     return found
 
 
 @dataclass(frozen=True)
 class FolderReader:
-    """Reads `<root>/<class>/<file>` and its mask `<name>.png` (pixel >= 128 is the object); the
-    label map holds the class's number where the mask is set."""
+    """Reads `<root>/<class>/<file>` and its mask `<name>.png` (`read_binary_mask`: any non-zero
+    value is the object); the label map holds the class's number where the mask is set. A mask
+    with no object pixel is refused, naming the mask file."""
 
     root: str
     files: dict[str, dict[str, str]] = field(hash=False)  # class -> name -> image file
@@ -347,20 +404,26 @@ class FolderReader:
         category, name = image_id.split("/", 1)
         folder = Path(self.root).expanduser() / category
         image = read_image(folder / self.files[category][name])
-        mask = read_image(folder / f"{name}.png")[..., 0]
+        mask_path = folder / f"{name}.png"
+        mask = read_binary_mask(mask_path)
         if image.shape[:2] != mask.shape:
             raise InputError(
-                f"Mask {folder / name}.png is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}: they must match."
+                f"Mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}: they must match."
             )
-        return image, np.where(mask >= 128, self.class_of[category], 0).astype(np.uint8)
+        if not mask.any():
+            raise empty_mask_error(mask_path)
+        return image, np.where(mask, self.class_of[category], 0).astype(np.uint8)
 
 
 class FolderDataModule(FewShotDataModule):
     """Your own data: `<root>/<class name>/<name>.<jpg|jpeg|bmp|tif|tiff|webp>` with the binary mask
-    `<name>.png` beside each image. Classes are held out by name (`test_classes`) or, when that is
-    not given, in `num_folds` contiguous groups of the sorted class names (`fold` picks one). Test and
-    validation episodes walk every image of the held-out classes (validation with seed + 1), as
-    FSS-1000 does; training draws from the other classes.
+    `<name>.png` beside each image (any non-zero value is the object: 0/1, 0/255, palette and
+    coloured masks alike, see `binary_mask`; hidden files are skipped). Every mask is read once
+    when the folders are scanned, and one with no object pixel is refused, naming it. Classes are
+    held out by name (`test_classes`) or, when that is not given, in `num_folds` contiguous groups
+    of the sorted class names (`fold` picks one). Test and validation episodes walk every image of
+    the held-out classes (validation with seed + 1), as FSS-1000 does; training draws from the
+    other classes.
 
     Args:
         root: the folder of class folders.

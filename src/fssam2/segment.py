@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fssam2.adapters import adapter_lora_config, check_base, read_adapter
-from fssam2.benchmarks import IMAGE_EXTENSIONS, read_image, scan_folder
+from fssam2.benchmarks import IMAGE_EXTENSIONS, binary_mask, read_binary_mask, scan_folder
 from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
@@ -79,7 +79,8 @@ class Segmenter:
     def set_support(
         self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str] | None = None
     ) -> None:
-        """Encode K >= 1 annotated examples once; masks are non-zero where the object is."""
+        """Encode K >= 1 annotated examples once; masks [H, W] or [H, W, C] are non-zero where the
+        object is (`fssam2.benchmarks.binary_mask`: any channel, or a varying alpha)."""
         names = names or [f"support {i}" for i in range(len(images))]
         if not images or len(images) != len(masks):
             raise InputError(
@@ -92,7 +93,7 @@ class Segmenter:
                 raise InputError(
                     f"Mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
                 )
-            fg = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+            fg = binary_mask(np.asarray(mask))
             if not fg.any():
                 raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
@@ -168,4 +169,9 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    return read_image(path)[..., 0]
+    """A support mask, bool [H, W] (`fssam2.benchmarks.read_binary_mask`: any non-zero value is
+    the object); one with no object pixel is an InputError naming the file."""
+    mask = read_binary_mask(path)
+    if not mask.any():
+        raise InputError(f"Mask {path} has no foreground (every value 0): mark the object with non-zero pixels.")
+    return mask
