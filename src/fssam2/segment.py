@@ -10,16 +10,27 @@ image-encoder pass, memory attention and the mask decoder.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from fssam2.adapters import adapter_lora_config, check_base, read_adapter
-from fssam2.benchmarks import IMAGE_EXTENSIONS, binary_mask, read_binary_mask, scan_folder
+from fssam2.benchmarks import (
+    IMAGE_EXTENSIONS,
+    binary_mask,
+    read_binary_mask,
+    read_image,
+    scan_folder,
+    visible_files,
+    write_png,
+)
 from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
@@ -134,13 +145,16 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
-    """Expand folders into their image files (sorted); a folder with none is an error."""
+    """Expand folders into their image files (sorted); a folder with none is an error.
+
+    In a folder, hidden files are skipped, and `<name>.png` beside `<name>.<jpg|jpeg|...>` is that
+    image's mask, not an image to segment. Files named one by one are taken as given."""
     files: list[Path] = []
     for p in map(lambda x: Path(x).expanduser(), paths):
         if p.is_dir():
-            found = sorted(
-                f for f in p.iterdir() if f.suffix.lower() in (*IMAGE_EXTENSIONS, ".png") and not f.name.startswith(".")
-            )
+            found = [f for f in visible_files(p) if f.suffix.lower() in (*IMAGE_EXTENSIONS, ".png")]
+            photos = {f.stem for f in found if f.suffix.lower() in IMAGE_EXTENSIONS}
+            found = sorted(f for f in found if not (f.suffix.lower() == ".png" and f.stem in photos))
             if not found:
                 raise InputError(f"{what} folder {p} holds no image ({', '.join((*IMAGE_EXTENSIONS, '.png'))}).")
             files += found
@@ -175,3 +189,62 @@ def read_mask(path: Path) -> np.ndarray:
     if not mask.any():
         raise InputError(f"Mask {path} has no foreground (every value 0): mark the object with non-zero pixels.")
     return mask
+
+
+def output_plan(
+    pairs: Sequence[tuple[Path, Path]], queries: Sequence[Path], output: Path
+) -> list[tuple[Path, Path, Path]]:
+    """(query, mask file, overlay file) for each query: `<output>/<stem>.png` and
+    `<stem>_overlay.png`. Refuses, before anything is written, any output that would replace an
+    input (a query, a support image or mask) or that two queries would share. A file given twice
+    (a folder and a file in it) is segmented once."""
+    inputs = {p.resolve(): p for pair in pairs for p in pair}
+    inputs.update({q.resolve(): q for q in queries})
+    plan, written_by, seen = [], {}, set()
+    for query in queries:
+        if query.resolve() in seen:
+            continue
+        seen.add(query.resolve())
+        targets = (output / f"{query.stem}.png", output / f"{query.stem}_overlay.png")
+        for target in targets:
+            key = target.resolve()
+            if key in inputs:
+                raise InputError(
+                    f"The output {target} of query {query} would overwrite the input {inputs[key]}: "
+                    "choose an --output folder that holds none of the inputs."
+                )
+            if key in written_by:
+                raise InputError(
+                    f"Queries {written_by[key]} and {query} would both be written to {target}: rename one, "
+                    "or segment them in separate runs with different --output folders."
+                )
+            written_by[key] = query
+        plan.append((query, *targets))
+    return plan
+
+
+def write_masks(seg: Segmenter, plan: Sequence[tuple[Path, Path, Path]], log: TextIO | None = None) -> int:
+    """Segment each query of `output_plan` and write its mask (0 / 255) and overlay; returns how
+    many were written. A query that is not a readable image is skipped with one line on `log`
+    (stderr), the rest are written, and then an InputError names the skipped ones."""
+    log = log or sys.stderr
+    skipped: list[Path] = []
+    for query, mask_path, overlay_path in tqdm(plan, desc="segmenting", unit="image"):
+        try:
+            image = read_image(query)
+        except InputError as err:
+            skipped.append(query)
+            tqdm.write(f"fssam2: skipped query {query}: {err}", file=log)  # above the progress bar
+            continue
+        mask = seg.predict(image)
+        write_png((mask * 255).astype(np.uint8), mask_path)
+        write_png(overlay(image, mask), overlay_path)
+    written = len(plan) - len(skipped)
+    if skipped:
+        output = plan[0][1].parent
+        raise InputError(
+            f"{len(skipped)} of {len(plan)} queries are not readable images and were skipped "
+            f"({', '.join(map(str, skipped[:3]))}{', ...' if len(skipped) > 3 else ''}); the other {written} masks "
+            f"are in {output}: convert or remove the skipped files."
+        )
+    return written
