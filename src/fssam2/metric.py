@@ -9,7 +9,8 @@ MeanIoU); pixels equal to `ignore_index` count as neither foreground nor backgro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 from torchmetrics import Metric
@@ -68,6 +69,18 @@ class FewShotIoU(Metric):
             union = (a | b).sum(dims)
             getattr(self, f"inter_{name}").index_add_(0, slots.to(inter.device), inter)
             getattr(self, f"union_{name}").index_add_(0, slots.to(union.device), union)
+
+    def _wrap_compute(self, compute: Callable) -> Callable:
+        # torchmetrics squeezes every one-element tensor of compute()'s result to 0-d, which
+        # would make per_class of a one-class fold a scalar; it stays [n] here, in class_ids order.
+        wrapped = super()._wrap_compute(compute)
+
+        @functools.wraps(wrapped)
+        def keep_per_class(*args, **kwargs) -> dict[str, torch.Tensor]:
+            result = wrapped(*args, **kwargs)
+            return {**result, "per_class": result["per_class"].reshape(-1)}
+
+        return keep_per_class
 
     def compute(self) -> dict[str, torch.Tensor]:
         """miou and fbiou (percent), per-class IoU (percent, in class_ids order)."""
