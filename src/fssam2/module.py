@@ -54,6 +54,42 @@ def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) ->
     ]
 
 
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
+    """{split: the split's class ids} for the splits a stage scores (predict: none scored, but its
+    episodes are the test split's), each checked to hold at least one class; an InputError names
+    the option to change. The CLI calls it before a run starts, so bad data writes nothing."""
+    if not isinstance(datamodule, FewShotDataModule):
+        raise InputError("FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes.")
+    found = {split: list(datamodule.class_ids(split)) for split in STAGE_SPLITS.get(stage, ())}
+    for split, class_ids in found.items():
+        if class_ids:
+            continue
+        name = type(datamodule).__name__
+        if getattr(datamodule, "test_classes", None) is not None:
+            fix = (
+                "leave at least one class out of data.test_classes for training"
+                if split == "train"
+                else "name at least one class folder in data.test_classes"
+            )
+        elif getattr(datamodule, "num_folds", None) is not None:
+            total = len(datamodule.class_ids("train")) + len(datamodule.class_ids("test"))
+            fix = (
+                f"data.fold={datamodule.fold} of data.num_folds={datamodule.num_folds} holds none of the "
+                f"{total} classes: set data.num_folds to at most {total} (or name data.test_classes)"
+                if split != "train"
+                else f"all {total} classes are held out: use more class folders or a larger data.num_folds"
+            )
+        else:
+            fix = f"check data.fold={getattr(datamodule, 'fold', None)} and the data's split lists"
+        raise InputError(f"The {split} split of {name} has no class: {fix}.")
+    if stage == "predict":
+        return {}
+    return found
+
+
 class FSSAM2Module(L.LightningModule):
     """Meta-trains FS-SAM2 on episodes and scores it with the few-shot protocol.
 
@@ -140,14 +176,9 @@ class FSSAM2Module(L.LightningModule):
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain under bf16 autocast
             torch.backends.cudnn.allow_tf32 = True
-        datamodule = self.trainer.datamodule
-        if not isinstance(datamodule, FewShotDataModule):
-            raise InputError(
-                "FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes."
-            )
-        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+        for split, class_ids in stage_class_ids(self.trainer.datamodule, stage).items():
             if f"{split}_iou" not in self.metrics:
-                self.metrics[f"{split}_iou"] = FewShotIoU(datamodule.class_ids(split))
+                self.metrics[f"{split}_iou"] = FewShotIoU(class_ids)
 
     def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Loss at the input size, metric at each query's original size; returns (loss, predictions)."""
