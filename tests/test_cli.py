@@ -172,3 +172,80 @@ def test_predict_and_validate(tmp_path):
     assert np.array_equal(np.asarray(Image.open(written[0])) == 255, first["mask"].numpy())
     validate = cli("validate", "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_workers", "2")
     assert {"val/miou", "val/fbiou", "val/loss"} <= set(validate.trainer.callback_metrics)
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("fit", "validate", "test", "predict", "segment", "export", "download", "prepare", "episodes"):
+        line = next((ln for ln in out.splitlines() if ln.split()[:1] == [name]), None)
+        assert line is not None and len(line.split()) > 1, f"{name} has no help line in:\n{out}"
+
+
+def _one_error_line(capsys, args, *expected):
+    with pytest.raises(SystemExit) as exit_:
+        cli(*args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fssam2: error:") and err.strip().count("\n") == 0, err
+    assert all(text in err for text in expected), err
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "text", "sam2_weights", "folder"])
+def test_bad_ckpt_path_is_one_line_naming_the_file(tmp_path, capsys, kind):
+    ckpt = tmp_path / f"{kind}.ckpt"
+    whole = {"state_dict": {"w": torch.zeros(4096)}, "pytorch-lightning_version": "2.6.6", "epoch": 0}
+    if kind == "truncated":
+        torch.save(whole, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif kind == "text":
+        ckpt.write_text("not a checkpoint\n")
+    elif kind == "sam2_weights":
+        torch.save({"model": {"w": torch.zeros(4)}}, ckpt)  # Meta's format, not a training checkpoint
+    elif kind == "folder":
+        ckpt.mkdir()
+    run_dir = tmp_path / "run"
+    _one_error_line(capsys, ["test", "--trainer.default_root_dir", str(run_dir), "--ckpt_path", str(ckpt)], str(ckpt))
+    assert not run_dir.exists()  # a run that fails before it starts writes nothing
+
+
+def test_run_folder_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    run_dir = tmp_path / "notes.txt" / "run"
+    _one_error_line(capsys, ["test", "--trainer.default_root_dir", str(run_dir)], str(tmp_path / "notes.txt"))
+
+
+@pytest.fixture
+def two_class_folders(tmp_path):
+    """A folder dataset of 2 classes, 3 images each (48 px, a square object)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "two"
+    for k, name in enumerate(["ant", "bee"]):
+        (root / name).mkdir(parents=True)
+        for j in range(3):
+            image = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+            mask = np.zeros((48, 48), np.uint8)
+            mask[8 + 4 * j : 30 + 4 * j, 10 + 5 * k : 34] = 255
+            image[mask > 0] = (200, 40 + 100 * k, 40)
+            Image.fromarray(image).save(root / name / f"p{j}.jpg")
+            Image.fromarray(mask).save(root / name / f"p{j}.png")
+    return root
+
+
+def test_folder_data_with_one_held_out_class_or_none(two_class_folders, tmp_path, capsys):
+    folder = ["--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(two_class_folders)]
+    # 2 classes, the default 4 folds: fold 0 holds out one class, and its test writes its results.
+    cli("test", *folder, "--trainer.default_root_dir", str(tmp_path / "one"))
+    results = json.loads((tmp_path / "one" / "test_metrics.json").read_text())
+    assert set(results["per_class"]) == {"1"} and results["episodes"] == 3
+    assert results["miou"] == pytest.approx(results["per_class"]["1"])
+    # Fold 1 of 4 holds no class: one line naming the option to change, nothing written.
+    run_dir = tmp_path / "none"
+    _one_error_line(capsys, ["test", *folder, "--data.fold", "1", "--trainer.default_root_dir", str(run_dir)],
+                    "data.num_folds", "at most 2")  # fmt: skip
+    assert not run_dir.exists()

@@ -13,24 +13,96 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
 from fssam2.segment import tint
 
 
+def write_new(path: Path, text: str) -> Path:
+    """Writes `text` to `path`, or, when that file exists, to the first free name among
+    `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...; returns the path written. An existing file is
+    never replaced (the name is claimed with a hard link, which fails on an existing file), and
+    the file appears whole: it is written to a hidden temporary file first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        for n in range(100_000):
+            target = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            if target.exists():
+                continue
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                continue
+            except OSError:  # a filesystem without hard links: claim the name by exclusive create
+                try:
+                    with open(target, "x") as f:
+                        f.write(text)
+                except FileExistsError:
+                    continue
+            return target
+        raise FileExistsError(f"no free name for {path}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class RunConfig(SaveConfigCallback):
+    """Saves the run's config to `<run dir>/<config_filename>` when the run starts (fit, validate,
+    test or predict start), never replacing an existing file: a later run in the same folder
+    writes `config-1.yaml`, `test_config-1.yaml`, ... (see `write_new`). Lightning's
+    SaveConfigCallback writes at setup, before the data and --ckpt_path are read, and replaces
+    or refuses an existing file; a run that fails before it starts writes nothing here.
+    `saved_path` is the file written (global rank 0)."""
+
+    saved_path: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pass  # written at the start of the run instead
+
+    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.already_saved:
+            return
+        self.already_saved = True
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            self.saved_path = write_new(Path(trainer.default_root_dir) / self.config_filename, text)
+            rank_zero_info(f"config saved to {self.saved_path}")
+            self.save_config(trainer, pl_module, trainer.state.fn)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module)  # during fit, already saved at on_fit_start
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer, pl_module)
+
+
 class TestResults(L.Callback):
-    """Writes `<run dir>/test_metrics.json` after `test`: mIoU, FB-IoU, per-class IoU and the
-    episode setting, support control included, written through a temporary file so a reader
-    never sees half of it."""
+    """Writes `<run dir>/test_metrics.json` after `test`: mIoU, FB-IoU, per-class IoU, the
+    episode setting, support control included, and the name of the run's saved config. An
+    earlier run's file is kept: a later test writes `test_metrics-1.json`, `-2`, ... (see
+    `write_new`), whole or not at all."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         dm = trainer.datamodule
+        config = next((cb.saved_path for cb in trainer.callbacks if isinstance(cb, RunConfig)), None)
         result = {
             "miou": metrics.get("test/miou"),
             "fbiou": metrics.get("test/fbiou"),
@@ -43,12 +115,11 @@ class TestResults(L.Callback):
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
             "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),
+            "config": config.name if config is not None else None,  # this run's saved config, in the run folder
+            "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None,
         }
-        path = Path(trainer.default_root_dir) / "test_metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
+        path = write_new(Path(trainer.default_root_dir) / "test_metrics.json", json.dumps(result, indent=2))
+        rank_zero_info(f"test results written to {path}")
 
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:
@@ -187,7 +258,20 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 - Lightning's signature
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        if stage == "fit" and trainer.is_global_zero:
+            self._remove_killed_saves()
         # Only Lightning's default is replaced: a CheckpointIO the user configured is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         super().setup(trainer, pl_module, stage)
+
+    def _remove_killed_saves(self) -> None:
+        """A save killed mid-write (SIGKILL, power loss) leaves its hidden `.<name>.ckpt.tmp` (see
+        `AtomicCheckpointIO`); a new fit into the folder removes them. Only at fit start: a test
+        run beside a running fit must not take the temporary file of a save in progress."""
+        folder = Path(self.dirpath)
+        if "://" in str(self.dirpath) or not folder.is_dir():
+            return
+        for leftover in folder.glob(f".*{self.FILE_EXTENSION}.tmp"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)

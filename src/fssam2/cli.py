@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +26,11 @@ from tqdm import tqdm
 
 from fssam2 import hub, prepare
 from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
+from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.module import FSSAM2Module
+from fssam2.module import FSSAM2Module, stage_class_ids
 
 DEFAULT_RUN_DIR = "runs/fssam2"
 
@@ -57,19 +59,61 @@ def _trainer_defaults() -> dict:
     }
 
 
+# One line each for `fssam2 --help`: the Trainer's subcommands and fssam2's own (COMMANDS).
+SUBCOMMAND_HELP = {
+    "fit": "meta-train on a benchmark's episodes (run folder: config, checkpoints, W&B)",
+    "validate": "score a model on the validation episodes",
+    "test": "score a model on the held-out classes' test episodes (writes test_metrics.json)",
+    "predict": "write each test episode's predicted mask to <run dir>/predictions/",
+    "segment": "masks for your own images from a few annotated examples",
+    "export": "an adapter file (LoRA weights + metadata) from a checkpoint, optionally a merged model",
+    "download": "fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)",
+    "prepare": "render COCO label maps, or derive PASCAL-5i / COCO-20i split lists",
+    "episodes": "print the episodes a config would run, one JSON object a line",
+}
+# Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
+SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+
+
 class FSSAM2CLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
         parser.set_defaults(_trainer_defaults())
 
+    def _add_subcommands(self, parser, **kwargs: Any) -> None:  # noqa: ANN001 - LightningArgumentParser
+        # LightningCLI's own, with fssam2's help lines; fssam2's other commands (run by run_cli
+        # before LightningCLI parses anything) are listed too, so `fssam2 --help` shows them all.
+        self._subcommand_parsers = {}
+        subcommands = parser.add_subcommands()
+        for name in self.subcommands():
+            sub_kwargs = dict(kwargs.get(name, {}))
+            sub_kwargs.setdefault("description", SUBCOMMAND_HELP[name])
+            self._subcommand_parsers[name] = self._prepare_subcommand_parser(self.trainer_class, name, **sub_kwargs)
+            subcommands.add_subcommand(name, self._subcommand_parsers[name], help=SUBCOMMAND_HELP[name])
+        for name in COMMANDS:
+            listed = ArgumentParser(prog=f"fssam2 {name}", description=SUBCOMMAND_HELP[name])
+            subcommands.add_subcommand(name, listed, help=f"{SUBCOMMAND_HELP[name]} (fssam2 {name} --help)")
+
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - LightningCLI's signature
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (right after parsing), which
+        # would end a missing, truncated or foreign file in a traceback.
+        subcommand = self.config.get("subcommand")
+        if subcommand in self.subcommands():
+            check_checkpoint(self.config[subcommand].get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
+        if self.subcommand in COMMANDS:  # e.g. `fssam2 --config x.yaml segment`: run_cli dispatches on the first word
+            raise InputError(f"`{self.subcommand}` must come first: fssam2 {self.subcommand} ... (see its --help).")
         # fit saves config.yaml; a later test / validate / predict in the same run folder saves
-        # its own <subcommand>_config.yaml instead of replacing the training config.
+        # its own <subcommand>_config.yaml; none replaces an existing file (see RunConfig).
         if self.subcommand and self.subcommand != "fit":
             self.save_config_kwargs["config_filename"] = f"{self.subcommand}_config.yaml"
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
         run_dir = Path(trainer.default_root_dir or DEFAULT_RUN_DIR).expanduser().resolve()
+        check_run_dir(run_dir)
         trainer.default_root_dir = str(run_dir)
+        self._wandb_dir = None
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
             if getattr(logger, "class_path", "").endswith("WandbLogger"):
@@ -83,7 +127,65 @@ class FSSAM2CLI(LightningCLI):
                     ("WANDB_DATA_DIR", ".data"),
                 ):
                     os.environ[var] = str(run_dir / "wandb" / sub)
-                os.makedirs(run_dir / "wandb", exist_ok=True)
+                self._wandb_dir = run_dir / "wandb"  # created once the run is known to start
+
+    def _before_run(self) -> None:
+        """Checks that need the instances, before the Trainer writes anything: a run that fails
+        here leaves the run folder as it was."""
+        stage_class_ids(self.datamodule, {"validate": "validate"}.get(self.subcommand, self.subcommand))
+        if self._wandb_dir is not None:
+            os.makedirs(self._wandb_dir, exist_ok=True)
+
+    before_fit = before_validate = before_test = before_predict = _before_run
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run folder exists as a folder or can be created (its first existing parent is a
+    writable folder); nothing is created here."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"trainer.default_root_dir {run_dir} cannot be a folder: {existing} is a file. "
+            "Choose another trainer.default_root_dir."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(
+            f"trainer.default_root_dir {run_dir} cannot be written ({existing} is not writable): "
+            "choose another trainer.default_root_dir."
+        )
+
+
+def check_checkpoint(ckpt_path: str | os.PathLike | None) -> None:
+    """--ckpt_path names a whole Lightning checkpoint (as `fssam2 fit` writes), checked before
+    the run starts. Only the pickled structure is read (tensors are memory-mapped)."""
+    if ckpt_path is None:
+        return
+    text = str(ckpt_path)
+    if text in SPECIAL_CKPT_PATHS or text.startswith("registry:") or "://" in text:
+        return
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise InputError(f"--ckpt_path {path} does not exist: give a .ckpt written by `fssam2 fit`.")
+    if not path.is_file():
+        raise InputError(f"--ckpt_path {path} is not a file: give a .ckpt written by `fssam2 fit`.")
+    if not zipfile.is_zipfile(path):
+        raise InputError(
+            f"--ckpt_path {path} is truncated or not a PyTorch checkpoint: give a whole .ckpt written by `fssam2 fit`."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True)
+    except Exception as err:
+        raise InputError(
+            f"--ckpt_path {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}): "
+            "give a whole .ckpt written by `fssam2 fit`."
+        ) from err
+    if not isinstance(checkpoint, dict) or not {"state_dict", "pytorch-lightning_version"} <= checkpoint.keys():
+        raise InputError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict): give a .ckpt written by "
+            "`fssam2 fit` (Meta's SAM2 .pt goes to --model.sam2_checkpoint)."
+        )
 
 
 def episodes_command(args: list[str]) -> None:
@@ -264,7 +366,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
             FewShotDataModule,
             subclass_mode_data=True,
             seed_everything_default=42,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=RunConfig,
+            parser_kwargs={"description": "Few-shot segmentation with SAM2 (FS-SAM2). Subcommands:"},
             auto_configure_optimizers=False,
             args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
             run=run,
