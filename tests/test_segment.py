@@ -274,13 +274,6 @@ def test_a_query_that_is_not_an_image_is_skipped_and_named(own, tmp_path):
     assert log.getvalue().count("\n") == 1 and "skipped query" in log.getvalue() and "notes.jpg" in log.getvalue()
 
 
-CLI_WIRING = pytest.mark.xfail(
-    strict=True,
-    reason="cli.py's segment_command must call fssam2.segment.output_plan before writing and write_masks for the loop",
-)
-
-
-@CLI_WIRING
 def test_cli_segment_refuses_to_overwrite_a_support_mask(own, capsys):
     (own / "more").mkdir()
     Image.open(own / "query" / "q1.jpg").save(own / "more" / "s0.jpg")
@@ -293,7 +286,6 @@ def test_cli_segment_refuses_to_overwrite_a_support_mask(own, capsys):
     assert contents(own) == before
 
 
-@CLI_WIRING
 def test_cli_segment_skips_a_query_that_is_not_an_image(own, tmp_path, capsys):
     (own / "query" / "notes.jpg").write_text("not an image")
     out = tmp_path / "out"

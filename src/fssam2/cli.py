@@ -18,11 +18,9 @@ import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from lightning.pytorch.cli import LightningCLI
-from tqdm import tqdm
 
 from fssam2 import hub, prepare
 from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
@@ -272,8 +270,7 @@ def download_command(args: list[str]) -> None:
 
 def segment_command(args: list[str]) -> None:
     """`fssam2 segment`: masks for your own images from a few annotated examples."""
-    from fssam2.benchmarks import write_png
-    from fssam2.segment import Segmenter, image_files, overlay, read_mask, support_pairs
+    from fssam2.segment import Segmenter, image_files, output_plan, read_mask, support_pairs, write_masks
 
     parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
     parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",
@@ -292,6 +289,7 @@ def segment_command(args: list[str]) -> None:
     pairs = support_pairs(opts.support)
     queries = image_files(opts.query, "Query")
     output = Path(opts.output).expanduser()
+    plan = output_plan(pairs, queries, output)  # refuses clashes before anything is written
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / ".fssam2-write-test"
@@ -306,12 +304,8 @@ def segment_command(args: list[str]) -> None:
     seg.set_support(
         [read_image(i) for i, _ in pairs], [read_mask(m) for _, m in pairs], names=[str(i) for i, _ in pairs]
     )
-    for query in tqdm(queries, desc="segmenting", unit="image"):
-        image = read_image(query)
-        mask = seg.predict(image)
-        write_png((mask * 255).astype(np.uint8), output / f"{query.stem}.png")
-        write_png(overlay(image, mask), output / f"{query.stem}_overlay.png")
-    print(f"wrote {len(queries)} masks and overlays to {output}")
+    written = write_masks(seg, plan)  # skips, then names (InputError), queries that are not images
+    print(f"wrote {written} masks and overlays to {output}")
 
 
 def export_command(args: list[str]) -> None:
