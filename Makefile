@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install fssam2 with its dependencies
 
-demo: install ## meta-train on the synthetic benchmark, print held-out mIoU / FB-IoU vs untrained
+demo: install ## meta-train LoRA on the tiny tracker, print held-out mIoU / FB-IoU beside the tracker, swap control and oracle
 	$(BIN)/python experiments/demo.py
 
 reproduce: install ## every fold of the paper: DATA_ROOT= SPLITS_DIR= SAM2_CHECKPOINT= [GPUS=] [OUT=]; SMOKE=1: generated data, tiny model
