@@ -123,3 +123,13 @@ def test_negative_rank_is_refused(tiny_sam2):
 def test_rank_zero_leaves_a_component_out(tiny_sam2):
     model = FewShotSAM2(tiny_sam2, LoRAConfig(image_encoder_rank=0))
     assert model.lora_layers and not any(p.startswith("image_encoder") for p in model.lora_layers)
+
+
+def test_a_model_with_lora_trains_only_lora_through_the_public_api(tiny_sam2):
+    """Without the Lightning module, FewShotSAM2 with LoRA freezes SAM2 as the published build
+    does; without LoRA it leaves SAM2 as it was."""
+    model = FewShotSAM2(tiny_sam2, LoRAConfig())
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all(n.endswith(("lora_A", "lora_B")) for n in names)
+    plain = FewShotSAM2(build_sam2("fssam2_tiny"))
+    assert all(p.requires_grad for p in plain.parameters())

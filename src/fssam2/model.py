@@ -21,7 +21,7 @@ from torch import nn
 
 from fssam2.cache import FeatureCache
 from fssam2.errors import InputError
-from fssam2.lora import LoRAConfig, inject_lora
+from fssam2.lora import LoRAConfig, inject_lora, mark_only_lora_trainable
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
 MASK_LOGIT_SCALE = 20.0
@@ -87,7 +87,9 @@ class FewShotSAM2(nn.Module):
 
     Args:
         sam2: a built SAM2 model (see `fssam2.build_sam2`), pretrained weights already loaded.
-        lora: where to insert LoRA layers; None leaves the SAM2 model untouched.
+        lora: where to insert LoRA layers, which then are the only trainable parameters (the
+            published setting; full fine-tuning sets requires_grad itself); None leaves the SAM2
+            model untouched.
         encoder_batch: at most this many images per image-encoder call (the same result); None =
             all of a batch at once. On CPU, large encoder batches cost more per image than small
             ones (see experiments/bench_episode.py); on a GPU, one batch is fastest.
@@ -101,6 +103,8 @@ class FewShotSAM2(nn.Module):
         self.lora = lora
         self.encoder_batch = encoder_batch
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
+        if lora is not None:
+            mark_only_lora_trainable(self)
         # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
         self.feature_cache: FeatureCache | None = None
         self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
