@@ -3,6 +3,7 @@ episode rules against independent implementations, `fssam2 episodes` / `prepare`
 
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -422,3 +423,30 @@ def test_hidden_files_and_folders_are_not_images(class_folders):
     assert sorted(dm.files["cat"]) == [f"photo_{j}" for j in range(4)]
     dm.image_size = 32
     assert [dm.dataset("test")[(i, 0)]["query"] for i in range(4)] == [f"cat/photo_{j}" for j in range(4)]
+
+
+def test_prepare_splits_refuses_lists_nothing_meets_and_writes_nothing(tmp_path, capsys):
+    """Label maps where no class reaches the pixel rule (here: all background) would give empty
+    lists and a later fit 'the split's data list is empty' without a file named."""
+    ids = write_pascal_layout(tmp_path, SyntheticBenchmark(image_size=48, pool_sizes=(8, 0, 8)))
+    for label in (tmp_path / "VOC2012" / "SegmentationClassAug").glob("*.png"):
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(label)
+    for split, split_ids in ids.items():
+        (tmp_path / f"{split}.txt").write_text("\n".join(split_ids))
+    out = tmp_path / "splits"
+    args = ["prepare", "splits", "--benchmark", "pascal", "--root", str(tmp_path), "--out", str(out)]
+    bad(
+        capsys,
+        [*args, "--train-ids", str(tmp_path / "train.txt"), "--val-ids", str(tmp_path / "val.txt")],
+        "would be empty",
+    )
+    assert not out.exists()
+
+
+def test_an_empty_split_list_is_refused_naming_the_file(generated, tmp_path, capsys):
+    root, splits = generated
+    copy = tmp_path / "splits"
+    shutil.copytree(splits, copy)
+    empty = copy / "pascal" / "fss_list" / "val" / "data_list_0.txt"
+    empty.write_text("\n")
+    bad(capsys, episodes_args(root, copy), str(empty))

@@ -35,9 +35,14 @@ FSS_SPLIT_FILES = {"train": "trn.txt", "val": "val.txt", "test": "test.txt"}
 
 # split lists
 def read_data_list(path: Path) -> list[str]:
-    """Image ids of a data list, in file order, empty lines dropped."""
+    """Image ids of a data list, in file order, empty lines dropped; an empty list is refused."""
     lines = _read_text(path).splitlines()
-    return [line.strip() for line in lines if line.strip()]
+    ids = [line.strip() for line in lines if line.strip()]
+    if not ids:
+        raise InputError(
+            f"Split list {path} lists no image: regenerate it (`fssam2 prepare splits`) from label maps that show the split's classes."
+        )
+    return ids
 
 
 def read_class_file(path: Path) -> dict[int, list[str]]:

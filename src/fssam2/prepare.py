@@ -97,6 +97,7 @@ def derive_split_lists(
             counts[split][image_id] = {
                 int(v): int(n) for v, n in zip(values, freq, strict=True) if 0 < v <= num_classes
             }
+    lists: dict[tuple[Path, int], tuple[list[str], dict[int, list[str]]]] = {}  # written once all are non-empty
     for fold in folds:
         test_classes = set(held_out(fold))
         for split, per_image in counts.items():
@@ -117,9 +118,17 @@ def derive_split_lists(
                     for c in listed:
                         by_class[c].append(image_id)
             folder = Path(out_dir).expanduser() / benchmark / "fss_list" / split
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"data_list_{fold}.txt").write_text("".join(f"{i}\n" for i in images))
-            (folder / f"sub_class_file_list_{fold}.txt").write_text(repr(by_class))
+            if not images:
+                raise InputError(
+                    f"No {split} image of fold {fold} shows one of its classes {classes} with >= {min_pixels} "
+                    f"pixels among its {len(per_image)} label maps, so "
+                    f"{folder / f'data_list_{fold}.txt'} would be empty; nothing was written: check the label maps' values."
+                )
+            lists[folder, fold] = (images, by_class)
+    for (folder, fold), (images, by_class) in lists.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"data_list_{fold}.txt").write_text("".join(f"{i}\n" for i in images))
+        (folder / f"sub_class_file_list_{fold}.txt").write_text(repr(by_class))
 
 
 def pascal_held_out(fold: int) -> list[int]:
