@@ -72,7 +72,7 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
             "--data.shot", str(args.shot), "--data.test_episodes", str(args.episodes),
             "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
             "--model.sam2_config", args.sam2, "--model.image_size", str(args.image_size),
-            "--model.sam2_checkpoint", "null",
+            "--model.sam2_checkpoint", "random",
             "--model.feature_cache", feature_cache, "--data.image_cache_mb", image_cache_mb,
             "--trainer.default_root_dir", str(root / "runs" / str(len(name))),
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

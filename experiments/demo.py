@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     start = time.perf_counter()
     rows: dict[str, dict[str, float]] = {}
-    rows["random-init tiny SAM2"] = test(base, run_dir / "random_init", "--model.sam2_checkpoint", "null")
+    rows["random-init tiny SAM2"] = test(base, run_dir / "random_init", "--model.sam2_checkpoint", "random")
     rows["pretrained tracker, no meta-training"] = test(base, run_dir / "tracker")
     fit = run(["fit", *base, "--trainer.default_root_dir", str(run_dir)])
     best = fit.trainer.checkpoint_callback.best_model_path

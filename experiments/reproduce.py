@@ -37,7 +37,7 @@ PUBLISHED = {
 }
 SHOTS = (1, 5)
 SMOKE = [
-    "--model.sam2_config", "fssam2_tiny", "--model.image_size", "64", "--trainer.max_epochs", "1",
+    "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--trainer.max_epochs", "1",
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--data.test_episodes", "4",
     "--data.val_episodes", "2", "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.logger", "false",
     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",

@@ -207,7 +207,7 @@ def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, na
     root, splits = generated
     cli = run_cli([
         "test", "--config", str(CONFIGS / f"{name}.yaml"), "--data.root", str(root), "--data.splits_dir", str(splits),
-        "--model.sam2_config", "fssam2_tiny", "--model.image_size", "64", "--data.test_episodes", "6",
+        "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--data.test_episodes", "6",
         "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
     ])  # fmt: skip

@@ -140,7 +140,7 @@ def _colliding_swap_batch() -> dict:
 @pytest.fixture(scope="module")
 def tiny_module() -> FSSAM2Module:
     torch.manual_seed(0)
-    return FSSAM2Module(sam2_config="fssam2_tiny", image_size=64).eval()
+    return FSSAM2Module(sam2_config="fssam2_tiny", sam2_checkpoint="random", image_size=64).eval()
 
 
 def _logits(module: FSSAM2Module, batch: dict, cache: FeatureCache | None) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """`fssam2 download` against a local HTTP server on 127.0.0.1 serving a generated checkpoint."""
 
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -211,3 +212,36 @@ def test_shipped_registry_entry():
     else:
         with pytest.raises(InputError, match="is not in this install"):
             build_sam2("fssam2_tiny", NAME)
+
+
+def test_a_released_config_loads_its_released_weights_downloading_when_needed(server, tiny_sam2_state):
+    """model.sam2_checkpoint unset: the config's released weights, fetched on first use (here
+    fssam2_tiny stands in for a released name, served on loopback)."""
+    from fssam2.module import FSSAM2Module
+
+    module = FSSAM2Module("fssam2_tiny", lora=None, trainable="all", feature_cache=None)
+    assert hub.cached_path("fssam2_tiny").is_file()
+    assert torch.equal(module.model.sam2.no_mem_embed, tiny_sam2_state["no_mem_embed"])
+    assert module.hparams["sam2_checkpoint"] == "fssam2_tiny"
+
+
+def test_unset_weights_are_never_silently_random(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FSSAM2_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(hub.CHECKPOINT_URLS, "sam2.1_hiera_b+", "http://127.0.0.1:9/sam2.1_hiera_base_plus.pt")
+    config = str(Path(__file__).parent / "configs" / "tiny.yaml")
+    offline = ["test", "--config", config, "--model.sam2_config", "sam2.1_hiera_b+", "--model.sam2_checkpoint", "null"]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli([*offline, f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "127.0.0.1:9/sam2.1_hiera_base_plus.pt" in err and "Traceback" not in err, err
+    assert str(hub.cached_path("sam2.1_hiera_b+")) in err
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(
+            ["test", "--config", config, "--model.sam2_checkpoint", "null", f"--trainer.default_root_dir={tmp_path}"]
+        )
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "has no released weights" in err and "sam2_checkpoint=random" in err, err
+    run = tmp_path / "random"
+    with pytest.warns(UserWarning, match="starts from random initialisation"):
+        run_cli(["test", "--config", config, f"--trainer.default_root_dir={run}"])  # tiny.yaml asks for random
+    assert json.loads((run / "test_metrics.json").read_text())["sam2_checkpoint"] == "random"

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fssam2 import hub
 from fssam2.errors import InputError
 from fssam2.hub import checkpoint_sha256
 from fssam2.lora import LoRAConfig, is_lora_parameter, lora_delta, lora_layers
@@ -27,8 +28,9 @@ RANDOM_INIT = "random-init"
 
 
 def base_fingerprint(checkpoint: str | Path | None) -> str:
-    """SHA-256 of the base checkpoint file, or "random-init" for a model built without one."""
-    return RANDOM_INIT if checkpoint is None else checkpoint_sha256(checkpoint)
+    """SHA-256 of the base checkpoint file, or "random-init" for a model built without one
+    (model.sam2_checkpoint "random", or None in checkpoints written before that was explicit)."""
+    return RANDOM_INIT if checkpoint in (None, hub.RANDOM_INIT) else checkpoint_sha256(checkpoint)
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -47,8 +49,12 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def module_kwargs(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """FSSAM2Module's init arguments from a training checkpoint (Lightning's own keys dropped)."""
-    return {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    """FSSAM2Module's init arguments from a training checkpoint (Lightning's own keys dropped).
+    Checkpoints written before random initialisation was explicit say None for it."""
+    kwargs = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    if kwargs.get("sam2_checkpoint") is None:
+        kwargs["sam2_checkpoint"] = hub.RANDOM_INIT
+    return kwargs
 
 
 def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:

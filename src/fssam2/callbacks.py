@@ -112,6 +112,7 @@ class TestResults(L.Callback):
             "shot": getattr(dm, "shot", None),
             "episodes": len(dm.dataset("test")) if dm is not None else None,
             "seed": getattr(dm, "seed", None),
+            "sam2_checkpoint": pl_module.hparams.get("sam2_checkpoint"),  # the base weights, or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
             "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),

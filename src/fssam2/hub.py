@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from fssam2.errors import InputError
 
+RANDOM_INIT = "random"  # the checkpoint value that asks for a randomly initialised SAM2 (model.sam2_checkpoint)
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 CHECKPOINT_URLS = {
     "sam2.1_hiera_t": f"{BASE_URL}/sam2.1_hiera_tiny.pt",

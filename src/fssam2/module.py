@@ -9,12 +9,13 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from fssam2.build import build_sam2
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
+from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
 from fssam2.metric import FewShotIoU
 from fssam2.model import EpisodeKeys, FewShotSAM2
@@ -90,12 +91,33 @@ def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
     return found
 
 
+def base_checkpoint(sam2_config: str, sam2_checkpoint: str | None) -> str | None:
+    """The SAM2 weights a module starts from: `sam2_checkpoint` as given (a path or a name);
+    when unset, the released weights of a released config (`fssam2 download`'s names), taken from
+    the download cache and downloaded when absent; None only for `random`."""
+    if sam2_checkpoint == RANDOM_INIT:
+        return None
+    if sam2_checkpoint is not None:
+        return sam2_checkpoint
+    if str(sam2_config) in CHECKPOINT_URLS:
+        download(str(sam2_config))  # a cached file is verified; offline: one line naming the URL and target
+        return str(sam2_config)
+    raise InputError(
+        f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
+        f"checkpoint file or name (fssam2_tiny has the packaged fssam2_tiny_tracking), or "
+        f"model.sam2_checkpoint={RANDOM_INIT} to start from random initialisation."
+    )
+
+
 class FSSAM2Module(L.LightningModule):
     """Meta-trains FS-SAM2 on episodes and scores it with the few-shot protocol.
 
     Args:
         sam2_config: SAM2 config, a packaged name or a yaml path (see `fssam2.build_sam2`).
-        sam2_checkpoint: Meta's SAM2 checkpoint file; None = random initialisation.
+        sam2_checkpoint: SAM2 weights: a checkpoint file or a name (`fssam2 download` names,
+            packaged names such as fssam2_tiny_tracking); None = the released weights of a
+            released `sam2_config` (downloaded when absent); "random" = random initialisation,
+            which is logged and recorded. Checkpoints store the weights actually used.
         image_size: square input size (a multiple of 32); None = the config's.
         lora: LoRA placement and ranks; None = no LoRA layers.
         trainable: "lora" trains only the LoRA factors (the published setting); "all" trains
@@ -137,7 +159,13 @@ class FSSAM2Module(L.LightningModule):
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
             )
-        self.model = FewShotSAM2(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), lora, encoder_batch)
+        checkpoint = base_checkpoint(sam2_config, sam2_checkpoint)
+        if checkpoint is None:
+            rank_zero_warn(
+                f"model.sam2_checkpoint={RANDOM_INIT}: SAM2 ({sam2_config}) starts from random initialisation."
+            )
+        self.hparams["sam2_checkpoint"] = checkpoint or RANDOM_INIT  # what checkpoints and results record
+        self.model = FewShotSAM2(build_sam2(sam2_config, checkpoint, image_size=image_size), lora, encoder_batch)
         self.model.train()  # build_sam2 returns eval mode; Lightning keeps submodule modes as found
         if trainable == "lora":
             mark_only_lora_trainable(self.model)
