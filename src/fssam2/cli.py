@@ -11,6 +11,8 @@ W&B file under the run directory (`trainer.default_root_dir`); checkpoints in
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -19,10 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from fssam2 import hub, prepare
+from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
@@ -99,6 +102,30 @@ class FSSAM2CLI(LightningCLI):
         if subcommand in self.subcommands():
             check_checkpoint(self.config[subcommand].get("ckpt_path"))
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning replaces every model option with the checkpoint's, so evaluation options
+        # given with --ckpt_path (feature_cache, merge_lora, compile, encoder_batch) were ignored.
+        # Here the checkpoint decides only what its weights fix, and a conflicting option is refused.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        stored = module_kwargs(torch.load(ckpt_path, weights_only=True, map_location="cpu"))
+        model = self.config[subcommand].model
+        defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
+        taken = {}
+        for key in CHECKPOINT_FIXES:
+            if key not in stored or _plain(model.get(key)) == _plain(stored[key]):
+                continue
+            if _plain(model.get(key)) != _plain(defaults[key]):
+                raise InputError(
+                    f"--model.{key}={_plain(model.get(key))} conflicts with {ckpt_path}, trained with "
+                    f"{key}={_plain(stored[key])}: drop the option (the checkpoint decides it) or pass a checkpoint trained with it."
+                )
+            taken[key] = _plain(stored[key])
+        if taken:
+            self.config = self.parser.parse_object({subcommand: {"model": taken}}, self.config)
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand in COMMANDS:  # e.g. `fssam2 --config x.yaml segment`: run_cli dispatches on the first word
             raise InputError(f"`{self.subcommand}` must come first: fssam2 {self.subcommand} ... (see its --help).")
@@ -153,6 +180,20 @@ def check_run_dir(run_dir: Path) -> None:
             f"trainer.default_root_dir {run_dir} cannot be written ({existing} is not writable): "
             "choose another trainer.default_root_dir."
         )
+
+
+# Model options a training checkpoint's weights fix; every other model option (the evaluation
+# fast path, the optimiser) comes from the command line and config files.
+CHECKPOINT_FIXES = ("sam2_config", "sam2_checkpoint", "image_size", "lora", "trainable")
+
+
+def _plain(value: Any) -> Any:
+    """A config value as plain data, so a dataclass, a Namespace and a dict compare equal."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, Namespace):
+        return value.as_dict()
+    return value
 
 
 def check_checkpoint(ckpt_path: str | os.PathLike | None) -> None:
