@@ -273,3 +273,23 @@ def test_options_given_with_ckpt_path_are_honoured_or_refused(tmp_path, capsys):
         "image_size=64",
     )
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--data.init_args.shot", "two"], "fssam2: error: --data.init_args.shot expects int, got 'two'."),
+        (["--model.lr", "abc"], "fssam2: error: --model.lr expects float, got 'abc'."),
+    ],
+)
+def test_a_type_error_leads_with_one_line_naming_the_option(capsys, args, line):
+    with pytest.raises(SystemExit) as exit_:
+        cli("test", *args)
+    assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[0] == line
+
+
+def test_a_missing_required_option_leads_with_one_line(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["test", "--config", str(TESTS.parent / "configs" / "pascal_fold0.yaml")])
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("fssam2: error: missing --data.init_args.root, --data.init_args.splits_dir"), first

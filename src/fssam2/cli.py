@@ -15,14 +15,15 @@ import dataclasses
 import inspect
 import json
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fssam2 import hub, prepare
 from fssam2.adapters import module_kwargs
@@ -74,6 +75,34 @@ SUBCOMMAND_HELP = {
 }
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
+
+
+def parse_error_line(message: str) -> str | None:
+    """One line naming the option and what it expects, from jsonargparse's nested error text
+    (a union of classes prints every subtype's error); None when it names neither."""
+    keys: list[str] = []
+    for line in message.splitlines():
+        if found := re.search(r'Parser key "([^"]+)"', line):
+            keys.append(found.group(1))
+        elif "Problem with given class_path" in line and keys:
+            keys.append("init_args")
+        if found := re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", line):
+            return f"--{'.'.join(keys)} expects {found.group(1)}, got {found.group(2).strip()!r}."
+        if found := re.search(r"the following arguments are required: (.*)", line):
+            names = ", ".join(f"--{'.'.join([*keys, n.strip()])}" for n in found.group(1).split(","))
+            return f"missing {names}: give them on the command line or in the config."
+    return None
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors lead with one line naming the option, before
+    jsonargparse's usage and details."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        line = parse_error_line(message) if self.exit_on_error else None
+        if line:
+            sys.stderr.write(f"fssam2: error: {line}\n")
+        super().error(message, ex)
 
 
 class FSSAM2CLI(LightningCLI):
@@ -400,6 +429,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
             FSSAM2Module,
             FewShotDataModule,
             subclass_mode_data=True,
+            parser_class=OneLineErrorParser,
             seed_everything_default=42,
             save_config_callback=RunConfig,
             parser_kwargs={"description": "Few-shot segmentation with SAM2 (FS-SAM2). Subcommands:"},
