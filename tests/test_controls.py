@@ -4,6 +4,8 @@ episodes, nothing else, and cached evaluation stays exact under them."""
 import json
 from collections import defaultdict
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 import wandb
@@ -243,3 +245,34 @@ def test_cli_refuses_a_bad_control(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "support_control" in err and "Traceback" not in err
+
+
+class HollowLabels:
+    """A reader whose label maps are all background: every mask comes out empty."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, image_id):
+        image, label = self.read(image_id)
+        return image, np.zeros_like(label)
+
+
+class HollowData(SyntheticDataModule):
+    def image_reader(self, split):
+        return HollowLabels(super().image_reader(split))
+
+
+@pytest.mark.parametrize(("data", "control", "expected"), [(HollowData, "none", 12), (SyntheticDataModule, "blank", 0)])
+def test_empty_masks_are_counted_and_reported(tmp_path, data, control, expected):
+    dm = data(
+        fold=0, shot=1, num_workers=0, test_episodes=12, batch_size=4, image_side=64, support_control=control, **SMALL
+    )
+    module = FSSAM2Module(sam2_config="fssam2_tiny", sam2_checkpoint="random", image_size=64)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    if expected:
+        with pytest.warns(UserWarning, match=f"{expected} episodes had an all-empty support mask and {expected}"):
+            result = trainer.test(module, datamodule=dm, verbose=False)[0]
+    else:
+        result = trainer.test(module, datamodule=dm, verbose=False)[0]
+    assert result["test/empty_support_masks"] == expected and result["test/empty_query_targets"] == expected

@@ -116,6 +116,8 @@ class TestResults(L.Callback):
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
             "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),
+            "empty_support_masks": metrics.get("test/empty_support_masks"),  # episodes; the blank control not counted
+            "empty_query_targets": metrics.get("test/empty_query_targets"),
             "config": config.name if config is not None else None,  # this run's saved config, in the run folder
             "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None,
         }

@@ -178,6 +178,7 @@ class FSSAM2Module(L.LightningModule):
             for part in ("image_encoder", "memory_attention", "sam_mask_decoder"):
                 self.model.sam2.get_submodule(part).compile(backend=backend)  # in place: same parameter names
         self.metrics = torch.nn.ModuleDict()
+        self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
 
     def forward(
         self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
@@ -214,6 +215,15 @@ class FSSAM2Module(L.LightningModule):
         loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
         targets = batch["query_target"]
         with torch.no_grad():
+            # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
+            # the blank control's supports (support_class 0) are empty by design.
+            marked = (
+                batch["support_class"] != 0 if "support_class" in batch else torch.ones(len(targets), dtype=torch.bool)
+            )
+            empty_support = (batch["support_masks"].flatten(2).sum(2) == 0).any(1).cpu() & marked.cpu()
+            empty_target = ~(batch["query_mask"] == 1).flatten(1).any(1).cpu()
+            counts = self._empty_masks.setdefault(split, torch.zeros(2, dtype=torch.long))
+            counts += torch.stack([empty_support.sum(), empty_target.sum()])
             preds = score_at_original_size(logits.detach(), targets)
             metric = self.metrics[f"{split}_iou"]
             if all(p.shape == preds[0].shape for p in preds):
@@ -242,6 +252,15 @@ class FSSAM2Module(L.LightningModule):
             for class_id, iou in zip(metric.class_ids, result["per_class"], strict=True):
                 self.log(f"{split}/iou_class_{class_id}", iou)
         metric.reset()
+        local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long)).to(self.device)
+        supports, targets = (int(n) for n in self.trainer.strategy.reduce(local, reduce_op="sum"))
+        self.log(f"{split}/empty_support_masks", float(supports))
+        self.log(f"{split}/empty_query_targets", float(targets))
+        if supports or targets:
+            rank_zero_warn(
+                f"{split}: {supports} episodes had an all-empty support mask and {targets} an all-empty query "
+                "target: check how the masks are stored (any non-zero value is the object) and the label maps."
+            )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train")
