@@ -7,9 +7,10 @@ the same forward pass as few-shot episodes (`fssam2.FewShotSAM2`, K = 1).
 
 Recipe (see the README, "The tracker the demo starts from", for the measurements behind it):
 AdamW, linear warm-up then cosine decay, and a motion curriculum that starts with nearly still
-clips (the memory only has to be copied into place) and reaches full motion a fifth of the way in. A rate
-much above 5e-4 shuts the memory readout early and it never reopens; this script's evaluation
-prints the IoU with the true memory beside the IoU with another clip's memory, so that the
+clips (the memory only has to be copied into place) and reaches full motion a fifth of the way in.
+The rate decides whether the memory path opens: every run first segments every object whatever
+the memory shows; at 5e-4 the memory is then read, at 2e-3 it never is. This script's evaluation
+prints the IoU with the true memory beside another clip's memory and an empty mask, so that
 failure is visible.
 
     python experiments/pretrain_tracking.py                # writes src/fssam2/checkpoints/fssam2_tiny_tracking.pt
