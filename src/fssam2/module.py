@@ -217,12 +217,11 @@ class FSSAM2Module(L.LightningModule):
         with torch.no_grad():
             # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
             # the blank control's supports (support_class 0) are empty by design.
-            marked = (
-                batch["support_class"] != 0 if "support_class" in batch else torch.ones(len(targets), dtype=torch.bool)
-            )
-            empty_support = (batch["support_masks"].flatten(2).sum(2) == 0).any(1).cpu() & marked.cpu()
-            empty_target = ~(batch["query_mask"] == 1).flatten(1).any(1).cpu()
-            counts = self._empty_masks.setdefault(split, torch.zeros(2, dtype=torch.long))
+            # Counted where the batch is: no device-to-host sync per step.
+            marked = torch.as_tensor(batch["support_class"], device=self.device) != 0
+            empty_support = (batch["support_masks"].flatten(2).sum(2) == 0).any(1) & marked
+            empty_target = ~(batch["query_mask"] == 1).flatten(1).any(1)
+            counts = self._empty_masks.setdefault(split, torch.zeros(2, dtype=torch.long, device=self.device))
             counts += torch.stack([empty_support.sum(), empty_target.sum()])
             preds = score_at_original_size(logits.detach(), targets)
             metric = self.metrics[f"{split}_iou"]
@@ -252,7 +251,7 @@ class FSSAM2Module(L.LightningModule):
             for class_id, iou in zip(metric.class_ids, result["per_class"], strict=True):
                 self.log(f"{split}/iou_class_{class_id}", iou)
         metric.reset()
-        local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long)).to(self.device)
+        local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long, device=self.device))
         supports, targets = (int(n) for n in self.trainer.strategy.reduce(local, reduce_op="sum"))
         self.log(f"{split}/empty_support_masks", float(supports))
         self.log(f"{split}/empty_query_targets", float(targets))
