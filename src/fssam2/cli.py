@@ -139,7 +139,8 @@ class FSSAM2CLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        stored = module_kwargs(torch.load(ckpt_path, weights_only=True, map_location="cpu"))
+        # Memory-mapped: only the hyperparameters are read, not every tensor.
+        stored = module_kwargs(torch.load(ckpt_path, weights_only=True, map_location="cpu", mmap=True))
         model = self.config[subcommand].model
         defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
         taken = {}
