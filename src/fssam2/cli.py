@@ -27,7 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fssam2 import hub, prepare
 from fssam2.adapters import module_kwargs
-from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
+from fssam2.benchmarks import read_image
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
@@ -70,7 +70,7 @@ SUBCOMMAND_HELP = {
     "segment": "masks for your own images from a few annotated examples",
     "export": "an adapter file (LoRA weights + metadata) from a checkpoint, optionally a merged model",
     "download": "fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)",
-    "prepare": "render COCO label maps, or derive PASCAL-5i / COCO-20i split lists",
+    "prepare": "download, check and lay out PASCAL-5i, COCO-20i, FSS-1000 and the split lists",
     "episodes": "print the episodes a config would run, one JSON object a line",
 }
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
@@ -276,54 +276,8 @@ def episodes_command(args: list[str]) -> None:
 
 
 def prepare_command(args: list[str]) -> None:
-    """`fssam2 prepare coco|splits`: render COCO label maps, or derive split lists."""
-    parser = argparse.ArgumentParser(prog="fssam2 prepare", description=prepare_command.__doc__)
-    sub = parser.add_subparsers(dest="what", required=True)
-    coco = sub.add_parser("coco", help="render COCO2014/annotations/{train2014,val2014}/*.png from instances_*.json")
-    coco.add_argument("--root", required=True, help="the folder holding COCO2014/")
-    coco.add_argument("--splits", nargs="+", default=["train2014", "val2014"])
-    splits = sub.add_parser("splits", help="derive PASCAL-5i / COCO-20i split lists with the published rule")
-    splits.add_argument("--benchmark", choices=["pascal", "coco"], required=True)
-    splits.add_argument("--root", required=True, help="dataset root (holding VOC2012/ or COCO2014/)")
-    splits.add_argument("--out", required=True, help="splits folder to write (<out>/<benchmark>/fss_list/...)")
-    splits.add_argument("--train-ids", help="PASCAL: file of training image ids, one a line")
-    splits.add_argument("--val-ids", help="PASCAL: file of validation image ids, one a line")
-    splits.add_argument("--min-pixels", type=int, default=prepare.MIN_PIXELS)
-    opts = parser.parse_args(args)
-    if opts.what == "coco":
-        written = prepare.render_coco_labels(opts.root, opts.splits)
-        print(f"wrote {written} label maps under {Path(opts.root).expanduser() / 'COCO2014' / 'annotations'}")
-        return
-    if opts.benchmark == "pascal":
-        if not (opts.train_ids and opts.val_ids):
-            raise InputError(
-                "prepare splits --benchmark pascal needs --train-ids and --val-ids (files of VOC image ids)."
-            )
-        ids = {"train": read_data_list(Path(opts.train_ids)), "val": read_data_list(Path(opts.val_ids))}
-        reader, held_out, num_classes = LabelMapReader(opts.root, "pascal"), prepare.pascal_held_out, 20
-    else:
-        base = check_layout(opts.root, ["COCO2014/annotations/train2014", "COCO2014/annotations/val2014"], "COCO-20i")
-        ids = {
-            split: sorted(p.stem for p in (base / "COCO2014" / "annotations" / f"{split}2014").glob("*.png"))
-            for split in ("train", "val")
-        }
-        reader, held_out, num_classes = LabelMapReader(opts.root, "coco"), prepare.coco_held_out, 80
-    extra = (
-        {"folds": (0, 1, 2, 3, 10, 11, 12, 13), "val_only_folds": (10, 11, 12, 13)}
-        if opts.benchmark == "pascal"
-        else {}
-    )
-    prepare.derive_split_lists(
-        ids,
-        lambda i: reader.paths(i)[1],
-        opts.out,
-        opts.benchmark,
-        held_out,
-        num_classes,
-        min_pixels=opts.min_pixels,
-        **extra,
-    )
-    print(f"wrote {opts.benchmark} split lists under {Path(opts.out).expanduser() / opts.benchmark / 'fss_list'}")
+    """`fssam2 prepare pascal|coco|fss1000|splits`: the benchmarks and split lists, checked."""
+    prepare.main(args)
 
 
 def download_command(args: list[str]) -> None:

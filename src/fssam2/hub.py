@@ -67,6 +67,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "fssam2"
 
 
+def data_dir() -> Path:
+    """The data home: `$FSSAM2_DATA`, else `<cache_dir()>/data` (VOC2012/, COCO2014/, FSS-1000/, splits/)."""
+    if os.environ.get("FSSAM2_DATA"):
+        return Path(os.environ["FSSAM2_DATA"]).expanduser()
+    return cache_dir() / "data"
+
+
 def cached_path(name: str) -> Path:
     return cache_dir() / f"{name}.pt"
 

@@ -1,8 +1,4 @@
-"""Dataset preparation: COCO label maps from instance annotations, and split lists.
-
-`render_coco_labels` writes `<root>/COCO2014/annotations/<split>/<image>.png` (category ids mapped
-to 1..80 in ascending id order, later annotations painted over earlier ones), skipping files that
-exist, writing each through a temporary file so an interrupted run resumes cleanly.
+"""`fssam2 prepare splits`: split lists.
 
 `derive_split_lists` applies the published construction rule (PFENet / BAM): an (image, class)
 pair is listed when the class covers at least `min_pixels` (2*32*32) pixels of the label map; a
@@ -11,64 +7,61 @@ training list drops every image that shows any pixel of a held-out class.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+import argparse
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from fssam2.benchmarks import PASCAL_DOMAIN_SHIFT, read_label, write_png
+from fssam2.benchmarks import PASCAL_DOMAIN_SHIFT, LabelMapReader, check_layout, read_data_list, read_label
 from fssam2.episodes import coco_classes
 from fssam2.errors import InputError
 
 MIN_PIXELS = 2 * 32 * 32
+HELP = "derive PASCAL-5i / COCO-20i split lists with the published rule"
 
 
-def _load_coco(path: Path):  # noqa: ANN202 - pycocotools.coco.COCO
-    from pycocotools.coco import COCO
-
-    if not path.is_file():
-        raise InputError(
-            f"COCO annotation file {path} does not exist: download annotations_trainval2014.zip and unpack it there."
-        )
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not JSON ({err}): pass COCO's instances_<split>2014.json.") from err
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise InputError(
-            f"{path} is not a COCO instance annotation file (no images / annotations / categories): pass instances_<split>2014.json."
-        )
-    coco = COCO()
-    coco.dataset = data
-    coco.createIndex()
-    return coco
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", choices=["pascal", "coco"], required=True)
+    parser.add_argument("--out", help="splits folder to write (<out>/<benchmark>/fss_list/...); default <root>/splits")
+    parser.add_argument("--train-ids", help="PASCAL: file of training image ids, one a line")
+    parser.add_argument("--val-ids", help="PASCAL: file of validation image ids, one a line")
+    parser.add_argument("--min-pixels", type=int, default=MIN_PIXELS)
 
 
-def render_coco_labels(
-    root: str | Path, splits: Sequence[str] = ("train2014", "val2014"), progress: bool = True
-) -> int:
-    """Render COCO-20i label maps; returns how many were written (existing ones are kept)."""
-    base = Path(root).expanduser() / "COCO2014"
-    written = 0
-    for split in splits:
-        coco = _load_coco(base / "annotations" / f"instances_{split}.json")
-        value = {cat: i + 1 for i, cat in enumerate(sorted(coco.getCatIds()))}
-        out_dir = base / "annotations" / split
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for image_id in tqdm(sorted(coco.getImgIds()), desc=f"COCO {split} label maps", disable=not progress):
-            info = coco.loadImgs(image_id)[0]
-            target = out_dir / f"{Path(info['file_name']).stem}.png"
-            if target.exists():
-                continue
-            label = np.zeros((info["height"], info["width"]), np.uint8)
-            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
-                label[coco.annToMask(ann) > 0] = value[ann["category_id"]]
-            write_png(label, target)
-            written += 1
-    return written
+def run(opts: argparse.Namespace) -> None:
+    out = opts.out or str(Path(opts.root) / "splits")
+    if opts.benchmark == "pascal":
+        if not (opts.train_ids and opts.val_ids):
+            raise InputError(
+                "prepare splits --benchmark pascal needs --train-ids and --val-ids (files of VOC image ids)."
+            )
+        ids = {"train": read_data_list(Path(opts.train_ids)), "val": read_data_list(Path(opts.val_ids))}
+        reader, held_out, num_classes = LabelMapReader(opts.root, "pascal"), pascal_held_out, 20
+    else:
+        base = check_layout(opts.root, ["COCO2014/annotations/train2014", "COCO2014/annotations/val2014"], "COCO-20i")
+        ids = {
+            split: sorted(p.stem for p in (base / "COCO2014" / "annotations" / f"{split}2014").glob("*.png"))
+            for split in ("train", "val")
+        }
+        reader, held_out, num_classes = LabelMapReader(opts.root, "coco"), coco_held_out, 80
+    extra = (
+        {"folds": (0, 1, 2, 3, 10, 11, 12, 13), "val_only_folds": (10, 11, 12, 13)}
+        if opts.benchmark == "pascal"
+        else {}
+    )
+    derive_split_lists(
+        ids,
+        lambda i: reader.paths(i)[1],
+        out,
+        opts.benchmark,
+        held_out,
+        num_classes,
+        min_pixels=opts.min_pixels,
+        **extra,
+    )
+    print(f"wrote {opts.benchmark} split lists under {Path(out).expanduser() / opts.benchmark / 'fss_list'}")
 
 
 def derive_split_lists(
