@@ -1,7 +1,12 @@
 """`make reproduce`: train and test every benchmark fold of the FS-SAM2 paper and write its table.
 
-    python experiments/reproduce.py --data-root DATA --splits-dir SPLITS \
-        --sam2-checkpoint sam2.1_hiera_base_plus.pt --gpus 8 --out runs/reproduce
+    python experiments/reproduce.py [--gpus 8] [--out runs/reproduce]
+    python experiments/reproduce.py --data-root DATA --splits-dir SPLITS --sam2-checkpoint FILE.pt
+
+With no --data-root, the data home (`$FSSAM2_DATA`) is used and whatever it lacks is prepared first
+with `fssam2 prepare` (FSS-1000, split lists, PASCAL-5i, COCO-20i: downloaded and checked; FSS-1000
+first, since its archive needs a manual download and an error then comes before any long step).
+With no --sam2-checkpoint, the released SAM2.1 B+ weights are fetched by name on first use.
 
 For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (1-shot training)
 then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
@@ -92,6 +97,26 @@ def generate_smoke_data(out: Path) -> tuple[Path, Path]:
     return root, splits
 
 
+def prepare_order(benchmarks: list[str]) -> list[str]:
+    """The `fssam2 prepare` subcommands the benchmarks need: FSS-1000 first (its archive needs a
+    manual download, so its error comes before hours of other downloads), then the lists, then the rest."""
+    needs = {"pascal": "pascal", "coco2pascal": "pascal", "coco": "coco", "fss1000": "fss1000"}
+    wanted = {needs[b] for b in benchmarks}
+    return [*(["fss1000"] if "fss1000" in wanted else []), "splits", *(n for n in ("pascal", "coco") if n in wanted)]
+
+
+def prepare_data_home(benchmarks: list[str]) -> tuple[Path, Path]:
+    """Prepare what the data home lacks (each step is a no-op once done); its root and lists folder."""
+    from fssam2.cli import run_cli
+    from fssam2.hub import data_dir
+
+    root = data_dir()
+    for name in prepare_order(benchmarks):
+        print(f"[reproduce] fssam2 prepare {name} --root {root}", flush=True)
+        run_cli(["prepare", name, "--root", str(root)])
+    return root, root / "splits"
+
+
 def fssam2(args: list[str], in_process: bool) -> None:
     """One CLI run: in this process on one device, else a subprocess (DDP relaunches its command)."""
     if in_process:
@@ -104,7 +129,12 @@ def fssam2(args: list[str], in_process: bool) -> None:
 
 def run_all(opts: argparse.Namespace) -> Path:
     out = Path(opts.out).resolve()
-    data_root, splits_dir = generate_smoke_data(out) if opts.smoke else (opts.data_root, opts.splits_dir)
+    if opts.smoke:
+        data_root, splits_dir = generate_smoke_data(out)
+    elif opts.data_root is None:
+        data_root, splits_dir = prepare_data_home(opts.benchmarks)
+    else:
+        data_root, splits_dir = opts.data_root, opts.splits_dir
     common = ["--data.root", str(data_root), "--data.splits_dir", str(splits_dir)]
     if opts.sam2_checkpoint:
         common += ["--model.sam2_checkpoint", str(opts.sam2_checkpoint)]
@@ -187,16 +217,18 @@ def results_table(out: Path, benchmarks: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", help="folder holding VOC2012/, COCO2014/ and FSS-1000/")
-    parser.add_argument("--splits-dir", help="folder holding pascal/, coco/ and fss/ split lists")
-    parser.add_argument("--sam2-checkpoint", help="Meta's sam2.1_hiera_base_plus.pt")
+    parser.add_argument(
+        "--data-root", help="folder holding VOC2012/, COCO2014/ and FSS-1000/ (default: the data home, prepared)"
+    )
+    parser.add_argument("--splits-dir", help="folder holding pascal/, coco/ and fss/ split lists (with --data-root)")
+    parser.add_argument("--sam2-checkpoint", help="a SAM2 .pt file (default: the released weights, fetched by name)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per run (DDP when > 1)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--benchmarks", nargs="+", default=["pascal", "coco", "fss1000", "coco2pascal"])
     parser.add_argument("--smoke", action="store_true", help="generated data, tiny model, a few steps")
     opts = parser.parse_args(argv)
-    if not opts.smoke and not (opts.data_root and opts.splits_dir and opts.sam2_checkpoint):
-        parser.error("give --data-root, --splits-dir and --sam2-checkpoint (or --smoke)")
+    if bool(opts.data_root) != bool(opts.splits_dir):
+        parser.error("give --data-root and --splits-dir together, or neither (the data home is then prepared)")
     if "coco2pascal" in opts.benchmarks and "coco" not in opts.benchmarks:
         parser.error("coco2pascal tests the COCO-20i models: include coco in --benchmarks")
     run_all(opts)

@@ -1,7 +1,9 @@
 """`fssam2 download` against a local HTTP server on 127.0.0.1 serving a generated checkpoint."""
 
+import hashlib
 import http.server
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -57,12 +59,16 @@ def server(tmp_path, monkeypatch, tiny_sam2):
 
 
 def test_full_download_then_load_by_name(server, tiny_sam2, capsys):
-    handler, _ = server
+    handler, url = server
     run_cli(["download", "fssam2_tiny"])
     final = hub.cached_path("fssam2_tiny")
     assert capsys.readouterr().out.strip().endswith(str(final))
     assert final.read_bytes() == handler.body and not final.with_name(final.name + ".part").exists()
-    assert final.with_name(final.name + ".sha256").read_text().strip() == hub.sha256_of(final)
+    digest, source = final.with_name(final.name + ".sha256").read_text().splitlines()
+    assert (
+        digest == hub.sha256_of(final)
+        and source == f"source: trusted on first use: the first complete download of {url}"
+    )
     model = build_sam2("fssam2_tiny", "fssam2_tiny")  # a name wherever a checkpoint is taken
     assert torch.equal(model.no_mem_embed, tiny_sam2.no_mem_embed)
     with open(final, "r+b") as f:  # the file changes after the first download
@@ -117,6 +123,228 @@ def test_a_file_of_another_model_is_refused(server, tmp_path):
     with pytest.raises(InputError, match="is not a fssam2_tiny checkpoint and was discarded"):
         hub.download("fssam2_tiny", progress=False)
     assert not hub.cached_path("fssam2_tiny").exists()
+
+
+# Released names come from the Hugging Face Hub: a loopback server answers like the Hub for one repo.
+REPO, FILE = "fssam2-tests/tiny", "fssam2_tiny.pt"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class HubHandler(http.server.BaseHTTPRequestHandler):
+    """HEAD and GET on /{REPO}/resolve/main/{FILE} with the headers huggingface_hub reads: X-Repo-Commit,
+    X-Linked-Etag (an LFS file's SHA-256), X-Linked-Size; no Xet headers, so plain HTTP is used."""
+
+    body = b""  # what GET serves
+    published = ""  # the SHA-256 that HEAD publishes
+    commit = COMMIT  # the commit `main` resolves to
+    mode = "ok"  # "ok", "error" (500), "truncate_once" (the first GET stops halfway)
+    requests: list = []
+
+    def do_HEAD(self):  # noqa: N802 - http.server's name
+        HubHandler.requests.append(("HEAD", self.path, None))
+        if self._refused():
+            return
+        self.send_response(200)
+        self._hub_headers()
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        header = self.headers.get("Range")
+        HubHandler.requests.append(("GET", self.path, header))
+        if self._refused():
+            return
+        start = int(header.split("=")[1].rstrip("-")) if header else 0
+        self.send_response(206 if header else 200)
+        if header:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        self._hub_headers()
+        data = self.body[start:]
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.mode == "truncate_once":
+            HubHandler.mode = "ok"
+            data = data[: len(data) // 2]
+        self.wfile.write(data)
+
+    def _refused(self) -> bool:
+        if self.mode == "error":
+            self.send_error(500, "boom")
+        elif self.path != f"/{REPO}/resolve/main/{FILE}":
+            self.send_error(404)
+        else:
+            return False
+        return True
+
+    def _hub_headers(self):
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", '"3b18e512dba79e4c8300dd08aeb37f8e728b8dad"')  # the LFS pointer's git hash
+        self.send_header("X-Linked-Etag", f'"{self.published}"')
+        self.send_header("X-Linked-Size", str(len(self.body)))
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """huggingface_hub online, with its cache in tmp_path: no real cache is read or written."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hf"
+
+
+@pytest.fixture
+def hub_server(server, hf_cache, monkeypatch):
+    """fssam2_tiny published as REPO/FILE on a loopback Hub (HF_ENDPOINT), and at Meta's URL (`server`)."""
+    handler, _ = server
+    HubHandler.body, HubHandler.commit, HubHandler.mode, HubHandler.requests = handler.body, COMMIT, "ok", []
+    HubHandler.published = hashlib.sha256(handler.body).hexdigest()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_port}")
+    monkeypatch.setitem(hub.HUB_CHECKPOINTS, "fssam2_tiny", (REPO, FILE))
+    yield HubHandler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def record_of(final: Path) -> tuple[str, str]:
+    digest, source = final.with_name(final.name + ".sha256").read_text().splitlines()
+    return digest, source
+
+
+def test_hub_ids_are_sam2s():
+    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
+
+    assert hub.HUB_CHECKPOINTS.keys() == hub.CHECKPOINT_URLS.keys()
+    for name, (repo, file) in hub.HUB_CHECKPOINTS.items():
+        assert HF_MODEL_ID_TO_FILENAMES[repo] == (f"configs/sam2.1/{name}.yaml", file)
+        assert hub.CHECKPOINT_URLS[name].endswith(f"/{file}")
+
+
+def test_hub_download_is_verified_against_the_published_sha256(hub_server, server, hf_cache, monkeypatch):
+    path = hub.download("fssam2_tiny", progress=False)
+    final = hub.cached_path("fssam2_tiny")
+    assert path == final and final.read_bytes() == hub_server.body
+    assert [r[0] for r in hub_server.requests] == ["HEAD", "HEAD", "GET"] and server[0].ranges == []
+    digest, source = record_of(final)
+    assert digest == hub_server.published
+    assert source == (
+        f"source: the Hugging Face Hub's published SHA-256 of {REPO}/{FILE} at commit {COMMIT} "
+        f"({os.environ['HF_ENDPOINT']})"
+    )
+    blob = hf_cache / "models--fssam2-tests--tiny" / "blobs" / hub_server.published
+    assert os.path.samefile(blob, final)  # a hard link: one copy on disk
+    assert sorted(p.name for p in final.parent.iterdir()) == ["fssam2_tiny.pt", "fssam2_tiny.pt.sha256"]
+    assert hub.checkpoint_sha256("fssam2_tiny") == hub_server.published  # later loads check the record
+    # Offline (HF_HUB_OFFLINE), the Hugging Face cache serves it, checked against the digest it was cached under.
+    from huggingface_hub import constants
+
+    final.unlink()
+    final.with_name(final.name + ".sha256").unlink()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_server.requests.clear()
+    assert hub.download("fssam2_tiny", progress=False).read_bytes() == hub_server.body
+    assert hub_server.requests == [] and record_of(final) == (
+        hub_server.published,
+        f"source: the Hugging Face Hub's published SHA-256 of {REPO}/{FILE}, as cached",
+    )
+
+
+def test_a_hub_file_that_differs_from_its_published_sha256_is_refused(hub_server, server, hf_cache, tmp_path):
+    torch.manual_seed(1)  # a loadable fssam2_tiny checkpoint, but not the one whose SHA-256 is published
+    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, tmp_path / "other.pt")
+    hub_server.body = (tmp_path / "other.pt").read_bytes()
+    with pytest.raises(InputError) as err:
+        hub.download("fssam2_tiny", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and f"{REPO}/{FILE}" in message
+    assert f"SHA-256 {hub.sha256_of(tmp_path / 'other.pt')}, but the Hub publishes {hub_server.published}" in message
+    final = hub.cached_path("fssam2_tiny")
+    assert list(final.parent.iterdir()) == []  # nothing under the final name, no record, no temporary file
+    assert not any((hf_cache / "models--fssam2-tests--tiny" / "blobs").iterdir())  # nor in the HF cache
+    assert server[0].ranges == []  # a file that fails verification is no reason to trust Meta's instead
+
+
+def test_a_hub_file_of_another_model_or_another_sha256_is_refused(hub_server, tmp_path):
+    with pytest.raises(InputError, match=r"the --sha256 00ff you gave: check --sha256"):
+        hub.download("fssam2_tiny", sha256="00ff", progress=False)
+    torch.save({"model": {"not_sam2": torch.zeros(1)}}, tmp_path / "other.pt")
+    hub_server.body = (tmp_path / "other.pt").read_bytes()
+    hub_server.published = hub.sha256_of(tmp_path / "other.pt")  # published and served alike, in a new commit
+    hub_server.commit = "f" * 40
+    with pytest.raises(InputError, match=rf"{REPO}/{FILE} is not a fssam2_tiny checkpoint: .*missing keys"):
+        hub.download("fssam2_tiny", progress=False)
+    assert list(hub.cached_path("fssam2_tiny").parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", ["closed port", "server error", "offline, not cached"])
+def test_hub_unavailable_falls_back_to_metas_url(hub_server, server, monkeypatch, free_port, failure):
+    handler, url = server
+    endpoint = os.environ["HF_ENDPOINT"]
+    if failure == "closed port":
+        endpoint = f"http://127.0.0.1:{free_port}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    elif failure == "server error":
+        hub_server.mode = "error"
+    else:
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    warning = (
+        rf"Hub \({REPO}, {FILE} at {endpoint}\) is unavailable .*; fetching {url} instead, whose SHA-256 is trusted"
+    )
+    with pytest.warns(UserWarning, match=warning):
+        path = hub.download("fssam2_tiny", progress=False)
+    assert path.read_bytes() == handler.body and handler.ranges == [None]
+    assert record_of(path) == (
+        hub.sha256_of(path),
+        f"source: trusted on first use: the first complete download of {url}",
+    )
+    if failure == "offline, not cached":
+        assert hub_server.requests == []
+
+
+def test_hub_and_metas_url_both_unreachable(tmp_path, hf_cache, monkeypatch, free_port):
+    monkeypatch.setenv("FSSAM2_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")
+    url = f"http://127.0.0.1:{free_port}/tiny.pt"
+    monkeypatch.setitem(hub.CHECKPOINT_URLS, "fssam2_tiny", url)
+    monkeypatch.setitem(hub.HUB_CHECKPOINTS, "fssam2_tiny", (REPO, FILE))
+    final = hub.cached_path("fssam2_tiny")
+    with pytest.warns(UserWarning, match="trusted on first use"), pytest.raises(InputError) as err:
+        hub.download("fssam2_tiny", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("Cannot fetch fssam2_tiny: the Hugging Face Hub (")
+    assert f"{REPO}, {FILE}" in message and f"and {url} (" in message
+    assert message.endswith(f"are unreachable; put the file at {final} or set HF_ENDPOINT to a mirror.")
+    assert not final.exists()
+
+
+def test_an_interrupted_hub_download_resumes(hub_server, monkeypatch):
+    """huggingface_hub resumes within the call, with a Range request from the last whole chunk it wrote
+    (chunks of 10 MB, made small here); it keeps no partial file between calls (each download writes to
+    a process-unique temporary file, removed when it fails)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
+    hub_server.mode = "truncate_once"
+    path = hub.download("fssam2_tiny", progress=False)
+    first, second = [r[2] for r in hub_server.requests if r[0] == "GET"]
+    resumed_at = int(second.removeprefix("bytes=").removesuffix("-"))
+    assert first is None and 0 < resumed_at <= len(hub_server.body) // 2
+    assert path.read_bytes() == hub_server.body and record_of(path)[0] == hub_server.published
+
+
+def test_url_fetches_that_url_only(hub_server, server):
+    handler, url = server
+    path = hub.download("fssam2_tiny", url=url, progress=False)
+    assert path.read_bytes() == handler.body and hub_server.requests == []
+    assert record_of(path)[1] == f"source: trusted on first use: the first complete download of {url}"
 
 
 def test_unknown_name_and_not_downloaded(tmp_path, monkeypatch):
@@ -225,8 +453,9 @@ def test_a_released_config_loads_its_released_weights_downloading_when_needed(se
     assert module.hparams["sam2_checkpoint"] == "fssam2_tiny"
 
 
-def test_unset_weights_are_never_silently_random(tmp_path, monkeypatch, capsys):
+def test_unset_weights_are_never_silently_random(tmp_path, monkeypatch, capsys, hf_cache, free_port):
     monkeypatch.setenv("FSSAM2_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port}")  # the Hub unreachable too
     monkeypatch.setitem(hub.CHECKPOINT_URLS, "sam2.1_hiera_b+", "http://127.0.0.1:9/sam2.1_hiera_base_plus.pt")
     config = str(Path(__file__).parent / "configs" / "tiny.yaml")
     offline = ["test", "--config", config, "--model.sam2_config", "sam2.1_hiera_b+", "--model.sam2_checkpoint", "null"]
@@ -234,7 +463,7 @@ def test_unset_weights_are_never_silently_random(tmp_path, monkeypatch, capsys):
         run_cli([*offline, f"--trainer.default_root_dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "127.0.0.1:9/sam2.1_hiera_base_plus.pt" in err and "Traceback" not in err, err
-    assert str(hub.cached_path("sam2.1_hiera_b+")) in err
+    assert str(hub.cached_path("sam2.1_hiera_b+")) in err and "facebook/sam2.1-hiera-base-plus" in err
     with pytest.raises(SystemExit) as exit_:
         run_cli(
             ["test", "--config", config, "--model.sam2_checkpoint", "null", f"--trainer.default_root_dir={tmp_path}"]

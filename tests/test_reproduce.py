@@ -37,3 +37,27 @@ def test_table_marks_missing_runs_and_differences(tmp_path):
     (run / "test_metrics.json").write_text('{"miou": 75.5}')
     table = reproduce.results_table(tmp_path, ["pascal"])
     assert "| 1 | 75.5 (+1.5) | – | – | – | – |" in table
+
+
+def test_prepare_order_puts_manual_and_quick_steps_first():
+    assert reproduce.prepare_order(["pascal", "coco", "fss1000", "coco2pascal"]) == [
+        "splits",
+        "fss1000",
+        "pascal",
+        "coco",
+    ]
+    assert reproduce.prepare_order(["coco2pascal", "coco"]) == ["splits", "pascal", "coco"]
+
+
+def test_no_data_options_prepare_the_data_home_before_any_run(tmp_path, monkeypatch, capsys):
+    """With an empty data home, the first prepare step (FSS-1000's archive needs a manual download)
+    stops the reproduction with one line naming what to fetch, before anything runs."""
+    monkeypatch.setenv("FSSAM2_DATA", str(tmp_path / "home"))
+    monkeypatch.setattr(reproduce, "fssam2", lambda *a: pytest.fail("a run started before the data was prepared"))
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--benchmarks", "fss1000", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fssam2: error:") and "fewshot_data.zip" in err[0]
+    assert f"[reproduce] fssam2 prepare fss1000 --root {tmp_path / 'home'}" in captured.out

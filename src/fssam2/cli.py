@@ -69,7 +69,7 @@ SUBCOMMAND_HELP = {
     "predict": "write each test episode's predicted mask to <run dir>/predictions/",
     "segment": "masks for your own images from a few annotated examples",
     "export": "an adapter file (LoRA weights + metadata) from a checkpoint, optionally a merged model",
-    "download": "fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)",
+    "download": "fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), verified",
     "prepare": "download, check and lay out PASCAL-5i, COCO-20i, FSS-1000 and the split lists",
     "episodes": "print the episodes a config would run, one JSON object a line",
 }
@@ -281,11 +281,12 @@ def prepare_command(args: list[str]) -> None:
 
 
 def download_command(args: list[str]) -> None:
-    """`fssam2 download NAME`: fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)."""
+    """`fssam2 download NAME`: fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), from the
+    Hugging Face Hub checked against its published SHA-256, else from Meta's URL."""
     parser = argparse.ArgumentParser(prog="fssam2 download", description=download_command.__doc__)
     parser.add_argument("name", help=f"one of {', '.join(hub.CHECKPOINT_URLS)}")
     parser.add_argument("--sha256", help="expected SHA-256 of the file, when you have one")
-    parser.add_argument("--url", help="fetch from this URL instead of Meta's")
+    parser.add_argument("--url", help="fetch from this URL only (no Hugging Face Hub, no Meta URL)")
     opts = parser.parse_args(args)
     path = hub.download(opts.name, sha256=opts.sha256, url=opts.url)
     if opts.name in hub.PACKAGED_CHECKPOINTS:  # verified, nothing fetched

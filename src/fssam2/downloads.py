@@ -39,6 +39,14 @@ class Archive(NamedTuple):
     size_mb: int  # about how large it is, for messages and the README
 
 
+class Unreachable(InputError):
+    """No bytes came from the URL (no connection, or an HTTP error status); `reason` says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -108,14 +116,17 @@ def fetch_url(url: str, part: Path, final: Path, *, progress: bool = True, timeo
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # the partial file is already whole
             return
-        raise InputError(
+        raise Unreachable(
             f"Downloading {url} failed: the server answered {err.code} {err.reason}; try again later, or put the "
-            f"file at {final}."
+            f"file at {final}.",
+            f"it answered {err.code} {err.reason}",
         ) from err
     except (urllib.error.URLError, OSError) as err:
-        raise InputError(
-            f"Cannot reach {url} ({getattr(err, 'reason', err)}): fetch it where the network is reachable and put "
-            f"it at {final}, or give a mirror or a folder of downloaded files."
+        reason = getattr(err, "reason", err)
+        raise Unreachable(
+            f"Cannot reach {url} ({reason}): fetch it where the network is reachable and put it at {final}, "
+            "or give a mirror or a folder of downloaded files.",
+            str(reason),
         ) from err
     with response:
         if offset and response.status != 206:

@@ -1,11 +1,15 @@
 """SAM2 checkpoints by name: download into a cache, resume, verify.
 
-`fssam2 download sam2.1_hiera_b+` fetches Meta's published file into `$FSSAM2_HOME` (default
-`~/.cache/fssam2`), resuming a partial download (`<name>.pt.part`) with an HTTP Range request. The
-file appears under its final name only when complete, checked (`--sha256`, or else the SHA-256
-recorded at the first complete download in `<name>.pt.sha256`) and loadable as a state dict of the
-named config. Meta publishes no checksums, so the first download's digest is trusted and every
-later load is verified against it.
+`fssam2 download sam2.1_hiera_b+` puts the released file at `$FSSAM2_HOME/<name>.pt` (default
+`~/.cache/fssam2`). It comes from the Hugging Face Hub (`HUB_CHECKPOINTS`, the repos sam2's own
+`build_sam2_hf` uses) through `huggingface_hub`, which resumes, caches (`$HF_HOME`) and honours
+`HF_HUB_OFFLINE` and `HF_ENDPOINT` mirrors; the file is checked against the SHA-256 the Hub publishes
+for it (its LFS object id) before it is used. When the Hub cannot be reached, Meta's URL
+(`CHECKPOINT_URLS`) is fetched instead, resuming `<name>.pt.part` with an HTTP Range request; Meta
+publishes no checksums, so that first download's digest is trusted. Either way the file appears
+under its final name only when complete, checked (also against `--sha256` when given) and loadable
+as a state dict of the named config; `<name>.pt.sha256` records its digest and where the digest came
+from, and every later load is verified against it.
 
 Checkpoints shipped inside a package (`PACKAGED_CHECKPOINTS`, e.g. `fssam2_tiny_tracking`) are
 loaded by name too, with no download: every load checks the file against the SHA-256 pinned here.
@@ -13,17 +17,19 @@ loaded by name too, with no download: every load checks the file against the SHA
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
 import os
-import urllib.error
-import urllib.request
+import re
+import shutil
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
+from uuid import uuid4
 
 from tqdm import tqdm
 
+from fssam2.downloads import Unreachable, fetch_url, file_digest
 from fssam2.errors import InputError
 
 RANDOM_INIT = "random"  # the checkpoint value that asks for a randomly initialised SAM2 (model.sam2_checkpoint)
@@ -34,7 +40,15 @@ CHECKPOINT_URLS = {
     "sam2.1_hiera_b+": f"{BASE_URL}/sam2.1_hiera_base_plus.pt",
     "sam2.1_hiera_l": f"{BASE_URL}/sam2.1_hiera_large.pt",
 }
-CHUNK = 1 << 20
+# The same files on the Hugging Face Hub: (repo id, file name), as sam2.build_sam.HF_MODEL_ID_TO_FILENAMES.
+HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "sam2.1_hiera_t": ("facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt"),
+    "sam2.1_hiera_s": ("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt"),
+    "sam2.1_hiera_b+": ("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
+    "sam2.1_hiera_l": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
+}
+HUB_REVISION = "main"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PackagedCheckpoint(NamedTuple):
@@ -79,17 +93,13 @@ def cached_path(name: str) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _verify(path: Path, expected: str | None) -> str:
     """Check the file against `expected` or its recorded digest (recording it if none); returns it."""
     record = path.with_name(path.name + ".sha256")
-    expected = expected or (record.read_text().strip() if record.is_file() else None)
+    expected = expected or (_recorded(record) if record.is_file() else None)
     actual = sha256_of(path)
     if expected and actual != expected.lower():
         raise InputError(
@@ -99,6 +109,12 @@ def _verify(path: Path, expected: str | None) -> str:
     if not record.is_file():
         record.write_text(actual + "\n")
     return actual
+
+
+def _recorded(record: Path) -> str | None:
+    """The digest in a `<name>.pt.sha256` record: its first word (a second line says where it came from)."""
+    words = record.read_text().split()
+    return words[0] if words else None
 
 
 def packaged_path(name: str) -> Path:
@@ -167,8 +183,11 @@ def download(
     name: str, *, sha256: str | None = None, url: str | None = None, progress: bool = True, timeout: float = 60.0
 ) -> Path:
     """Download (or resume) the checkpoint of a packaged config name; returns its cached path.
-    A packaged checkpoint name (`PACKAGED_CHECKPOINTS`) needs no download: its verified path is returned."""
-    from fssam2.build import PACKAGED_CONFIGS, load_checkpoint, load_model_config
+    Released names come from the Hugging Face Hub, verified against its published SHA-256, else from
+    Meta's URL; `url` fetches that URL directly. `timeout` is for Meta's URL (the Hub's are
+    huggingface_hub's: HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT). A packaged checkpoint name
+    (`PACKAGED_CHECKPOINTS`) needs no download: its verified path is returned."""
+    from fssam2.build import PACKAGED_CONFIGS
 
     if name in PACKAGED_CHECKPOINTS:
         if url is not None:
@@ -184,6 +203,7 @@ def download(
             f"Unknown SAM2 model {name!r}: use one of {', '.join(CHECKPOINT_URLS)} "
             f"(packaged, no download needed: {', '.join(PACKAGED_CHECKPOINTS)})."
         )
+    direct = url is not None  # --url: that URL only, no Hub
     url = url or CHECKPOINT_URLS.get(name)
     if url is None:
         packaged = [k for k, v in PACKAGED_CHECKPOINTS.items() if v.config == name]
@@ -195,59 +215,161 @@ def download(
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
-    _fetch(url, part, final, progress, timeout)
+    hub_failure: _HubUnavailable | None = None
+    if not direct and name in HUB_CHECKPOINTS:
+        try:
+            path = _download_from_hub(name, final, sha256, progress)
+        except _HubUnavailable as err:
+            hub_failure = err
+            trust = (
+                "checked against --sha256" if sha256 else "whose SHA-256 is trusted on first use (Meta publishes none)"
+            )
+            warnings.warn(
+                f"SAM2 checkpoint {name}: the Hugging Face Hub ({err.where}) is unavailable ({err}); "
+                f"fetching {url} instead, {trust}.",
+                stacklevel=2,
+            )
+        else:
+            part.unlink(missing_ok=True)  # a partial download of Meta's file from an earlier fallback
+            return path
+    try:
+        fetch_url(url, part, final, progress=progress, timeout=timeout)
+    except Unreachable as err:
+        if hub_failure is None:
+            raise
+        raise InputError(
+            f"Cannot fetch {name}: the Hugging Face Hub ({hub_failure.where}: {hub_failure}) and {url} "
+            f"({err.reason}) are unreachable; put the file at {final} or set HF_ENDPOINT to a mirror."
+        ) from err
     actual = sha256_of(part)
     if sha256 and actual != sha256.lower():
         part.unlink()
         raise InputError(
             f"Download of {url} has SHA-256 {actual}, expected {sha256}: it was discarded; check --sha256 and run again."
         )
-    from hydra.utils import instantiate
-
     try:
-        load_checkpoint(instantiate(load_model_config(name).model, _recursive_=True), part, name)
+        _check_loads(name, part)
     except InputError as err:
         part.unlink()
         raise InputError(f"Download of {url} is not a {name} checkpoint and was discarded: {err}") from err
-    os.replace(part, final)
-    final.with_name(final.name + ".sha256").write_text(actual + "\n")
+    source = f"--sha256 given for {url}" if sha256 else f"trusted on first use: the first complete download of {url}"
+    _place(part, final, actual, source)
     return final
 
 
-def _fetch(url: str, part: Path, final: Path, progress: bool, timeout: float) -> None:
-    offset = part.stat().st_size if part.is_file() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+class _HubUnavailable(Exception):
+    """The Hub (or, offline, its cache) did not provide the file; Meta's URL is tried next."""
+
+    def __init__(self, reason: str, where: str) -> None:
+        super().__init__(reason)
+        self.where = where  # "repo, file at endpoint"
+
+
+class _QuietTqdm(tqdm):
+    """huggingface_hub's progress bar, switched off (download(progress=False))."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.pop("name", None)
+        super().__init__(*args, **{**kwargs, "disable": True})
+
+
+def _brief(err: BaseException) -> str:
+    """An exception as a short one-line reason."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}" if text else type(err).__name__
+
+
+def _hub_fetch(repo_id: str, filename: str, progress: bool) -> tuple[Path, str, str]:
+    """The Hub's file in the Hugging Face cache (downloaded when absent), the SHA-256 the Hub publishes
+    for it, and where that digest came from. Raises _HubUnavailable when neither has the file."""
+    import httpx2  # huggingface_hub 2.x's HTTP client: its transport errors are not OSErrors
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")  # read now, not at import
+    where = f"{repo_id}, {filename} at {endpoint}"
+    download_file = {
+        "repo_id": repo_id,
+        "filename": filename,
+        "revision": HUB_REVISION,
+        "endpoint": endpoint,
+        "tqdm_class": None if progress else _QuietTqdm,
+    }
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - https by default, any URL by choice
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # the partial file is already whole
-            return
-        raise InputError(
-            f"Downloading {url} failed: the server answered {err.code} {err.reason}; try again later."
-        ) from err
-    except (urllib.error.URLError, OSError) as err:
-        raise InputError(
-            f"Cannot reach {url} ({getattr(err, 'reason', err)}): fetch it by hand and put it at {final}, "
-            f"or run `fssam2 download {final.stem}` where the network is reachable."
-        ) from err
-    with response:
-        if offset and response.status != 206:
-            offset = 0  # the server ignored the Range header: start again
-        total = response.headers.get("Content-Length")
-        total = int(total) + offset if total is not None else None
-        with (
-            open(part, "ab" if offset else "wb") as f,
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=final.name, disable=not progress) as bar,
-        ):
+        if constants.is_offline_mode():  # HF_HUB_OFFLINE: only what the Hugging Face cache holds
             try:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    f.write(block)
-                    bar.update(len(block))
-            except (http.client.IncompleteRead, OSError) as err:
-                raise InputError(
-                    f"Download of {url} was interrupted ({err}): run the same command again to resume."
+                pointer = Path(hf_hub_download(**download_file))
+            except FileNotFoundError as err:  # LocalEntryNotFoundError
+                raise _HubUnavailable(
+                    "HF_HUB_OFFLINE is set and the Hugging Face cache does not hold it", where
                 ) from err
-    if total is not None and part.stat().st_size < total:
+            # The cache names a blob by the ETag the Hub gave it, for an LFS file its SHA-256.
+            published = pointer.resolve().name
+            if not _SHA256.fullmatch(published):
+                raise _HubUnavailable(
+                    "HF_HUB_OFFLINE is set and the Hugging Face cache records no SHA-256 for it", where
+                )
+            return pointer, published, f"the Hugging Face Hub's published SHA-256 of {repo_id}/{filename}, as cached"
+        url = hf_hub_url(repo_id, filename, revision=HUB_REVISION, endpoint=endpoint)
+        metadata = get_hf_file_metadata(url)
+        # An LFS file's ETag is the SHA-256 of its content (its LFS object id).
+        published = (metadata.etag or "").lower()
+        if not _SHA256.fullmatch(published):
+            raise _HubUnavailable(f"it publishes no SHA-256 for the file (ETag {metadata.etag!r})", where)
+        pointer = Path(hf_hub_download(**download_file))
+    except (OSError, httpx2.HTTPError) as err:  # huggingface_hub's errors are OSErrors
+        raise _HubUnavailable(_brief(err), where) from err
+    commit = f" at commit {metadata.commit_hash}" if metadata.commit_hash else ""
+    return pointer, published, f"the Hugging Face Hub's published SHA-256 of {repo_id}/{filename}{commit} ({endpoint})"
+
+
+def _download_from_hub(name: str, final: Path, sha256: str | None, progress: bool) -> Path:
+    """Fetch `name` from the Hub, verify it against the published SHA-256 and place it at `final`."""
+    repo_id, filename = HUB_CHECKPOINTS[name]
+    pointer, published, source = _hub_fetch(repo_id, filename, progress)
+    blob = pointer.resolve()
+    actual = sha256_of(blob)
+    if actual != published:
+        for path in (pointer, blob):  # a corrupt download must not be found in the cache again
+            with contextlib.suppress(OSError):
+                path.unlink()
         raise InputError(
-            f"Download of {url} ended early ({part.stat().st_size} of {total} bytes): run the same command again to resume."
+            f"Hugging Face Hub file {repo_id}/{filename} arrived with SHA-256 {actual}, but the Hub publishes "
+            f"{published}: it was discarded; run `fssam2 download {name}` again (or unset HF_ENDPOINT if it names a mirror)."
         )
+    if sha256 and actual != sha256.lower():
+        raise InputError(
+            f"Hugging Face Hub file {repo_id}/{filename} has SHA-256 {actual} (as the Hub publishes), not the "
+            f"--sha256 {sha256} you gave: check --sha256."
+        )
+    temp = final.with_name(f".{final.name}.{uuid4().hex[:12]}.tmp")
+    try:
+        try:
+            os.link(blob, temp)  # no second copy of the file where the caches share a filesystem
+        except OSError:
+            shutil.copyfile(blob, temp)
+        try:
+            _check_loads(name, temp)
+        except InputError as err:
+            raise InputError(f"Hugging Face Hub file {repo_id}/{filename} is not a {name} checkpoint: {err}") from err
+        _place(temp, final, actual, source)
+    finally:
+        temp.unlink(missing_ok=True)
+    return final
+
+
+def _check_loads(name: str, path: Path) -> None:
+    """Refuse a file that is not a state dict of config `name` (InputError)."""
+    from hydra.utils import instantiate
+
+    from fssam2.build import load_checkpoint, load_model_config
+
+    load_checkpoint(instantiate(load_model_config(name).model, _recursive_=True), path, name)
+
+
+def _place(source_file: Path, final: Path, digest: str, source: str) -> None:
+    """Move a checked file to its final name, then record its digest and where the digest came from."""
+    os.replace(source_file, final)
+    record = final.with_name(final.name + ".sha256")
+    temp = record.with_name(f".{record.name}.{uuid4().hex[:12]}.tmp")
+    temp.write_text(f"{digest}\nsource: {source}\n")
+    os.replace(temp, record)
