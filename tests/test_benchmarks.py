@@ -245,11 +245,11 @@ def test_prepare_coco_renders_label_maps_resumably(tmp_path, capsys):
         "categories": [{"id": i, "name": f"c{i}"} for i in (1, 5, 90)],
     }
     (base / "instances_val2014.json").write_text(json.dumps(data))
-    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"])
+    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014", "--labels-only"])
     label = np.asarray(Image.open(base / "val2014" / "COCO_val2014_000000000007.png"))
     assert label.shape == (16, 20) and set(np.unique(label)) == {0, 3}  # id 90 is the 3rd category
     assert (label == 3).sum() >= 81
-    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"])
+    run_cli(["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014", "--labels-only"])
     assert "wrote 0 label maps" in capsys.readouterr().out.splitlines()[-1]
 
 
@@ -321,11 +321,11 @@ def test_coco_annotation_that_is_not_coco(tmp_path, capsys):
     (base / "instances_val2014.json").write_text(json.dumps({"info": {}}))
     bad(
         capsys,
-        ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"],
+        ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014", "--labels-only"],
         "is not a COCO instance annotation file",
     )
     (base / "instances_val2014.json").write_text("{not json")
-    bad(capsys, ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014"], "is not JSON")
+    bad(capsys, ["prepare", "coco", "--root", str(tmp_path), "--splits", "val2014", "--labels-only"], "is not JSON")
 
 
 def test_fold_options_are_checked(tmp_path):
