@@ -39,10 +39,10 @@ def test_table_marks_missing_runs_and_differences(tmp_path):
     assert "| 1 | 75.5 (+1.5) | – | – | – | – |" in table
 
 
-def test_prepare_order_puts_manual_and_quick_steps_first():
+def test_prepare_order_puts_the_manual_step_first():
     assert reproduce.prepare_order(["pascal", "coco", "fss1000", "coco2pascal"]) == [
-        "splits",
         "fss1000",
+        "splits",
         "pascal",
         "coco",
     ]
