@@ -67,6 +67,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "fssam2"
 
 
+def data_dir() -> Path:
+    """The data home: `$FSSAM2_DATA`, else `cache_dir() / "data"`. It holds the dataset roots the
+    benchmarks read (`VOC2012/`, `COCO2014/`, `FSS-1000/`) and their split lists (`splits/`);
+    `fssam2 prepare` writes there and the DataModules read there when `--data.root` is not given."""
+    if os.environ.get("FSSAM2_DATA"):
+        return Path(os.environ["FSSAM2_DATA"]).expanduser().absolute()
+    return cache_dir() / "data"
+
+
 def cached_path(name: str) -> Path:
     return cache_dir() / f"{name}.pt"
 
