@@ -30,6 +30,7 @@ from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_image
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
+from fssam2.doctor import doctor_command
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
 from fssam2.module import FSSAM2Module, stage_class_ids
@@ -72,6 +73,7 @@ SUBCOMMAND_HELP = {
     "download": "fetch Meta's SAM2 checkpoint into the cache ($FSSAM2_HOME)",
     "prepare": "render COCO label maps, or derive PASCAL-5i / COCO-20i split lists",
     "episodes": "print the episodes a config would run, one JSON object a line",
+    "doctor": "preflight: versions, devices, data, weights, disk, and the measured memory of --config's run",
 }
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
@@ -408,6 +410,7 @@ def export_command(args: list[str]) -> None:
 
 COMMANDS = {
     "episodes": episodes_command,
+    "doctor": doctor_command,
     "prepare": prepare_command,
     "download": download_command,
     "segment": segment_command,
