@@ -145,11 +145,19 @@ def test_a_config_asking_for_a_gpu_fails_without_one(homes, capsys):
     assert "not measured: the configured devices are not here" in line(lines, "memory")
 
 
-def test_doctor_measure_needs_a_config(homes, capsys):
+def test_doctor_bad_options_are_one_line(homes, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_cli(["doctor", "--measure"])
     out, err = capsys.readouterr()
     assert exit_.value.code == 2 and not out and err.startswith("fssam2: error: fssam2 doctor --measure measures")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["doctor", "--config", "/nowhere/fit.yaml"])
+    out, err = capsys.readouterr()
+    assert (
+        exit_.value.code == 2
+        and err
+        == "fssam2: error: --config /nowhere/fit.yaml does not exist: give a fit config (e.g. configs/pascal_fold0.yaml).\n"
+    )
 
 
 def test_doctor_is_listed(capsys):

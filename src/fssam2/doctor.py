@@ -522,6 +522,8 @@ def doctor_command(args: list[str]) -> None:
     opts, rest = parser.parse_known_args(args)
     if opts.measure and not opts.config:
         raise InputError("fssam2 doctor --measure measures the run of a config: give --config CONFIG.")
+    if opts.config and not Path(opts.config).expanduser().is_file():
+        raise InputError(f"--config {opts.config} does not exist: give a fit config (e.g. configs/pascal_fold0.yaml).")
     config = parse_config([*(["--config", opts.config] if opts.config else []), *rest]) if opts.config or rest else None
     failed = 0
     for check in doctor_checks(config, opts.measure):
