@@ -450,3 +450,83 @@ def test_an_empty_split_list_is_refused_naming_the_file(generated, tmp_path, cap
     empty = copy / "pascal" / "fss_list" / "val" / "data_list_0.txt"
     empty.write_text("\n")
     bad(capsys, episodes_args(root, copy), str(empty))
+
+
+# the data home: root and lists default to $FSSAM2_DATA (else a folder under the user's cache)
+TINY_MODEL = ["--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64"]
+
+
+def test_datamodules_default_to_the_data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSAM2_DATA", str(tmp_path / "home"))
+    for dm in (PascalDataModule(), CocoDataModule(fold=2), FSS1000DataModule()):
+        assert (dm.root, dm.splits_dir) == (str(tmp_path / "home"), str(tmp_path / "home" / "splits"))
+        assert (dm.hparams["root"], dm.hparams_initial["splits_dir"]) == (dm.root, dm.splits_dir)
+    given = PascalDataModule(root=str(tmp_path / "mine"))  # lists default to <root>/splits, as prepare writes them
+    assert given.splits_dir == str(tmp_path / "mine" / "splits")
+    monkeypatch.delenv("FSSAM2_DATA")
+    monkeypatch.setenv("FSSAM2_HOME", str(tmp_path / "cache"))
+    assert PascalDataModule().root == str(tmp_path / "cache" / "data")  # resolved when made, not at import
+
+
+@pytest.mark.slow
+def test_cli_tests_from_the_data_home_with_no_data_option(generated, tmp_path, monkeypatch):
+    root, _ = generated  # its lists are in <root>/splits: the data home's layout
+    monkeypatch.setenv("FSSAM2_DATA", str(root))
+    run_dir = tmp_path / "run"
+    run_cli([
+        "test", "--config", str(CONFIGS / "pascal_fold0.yaml"), *TINY_MODEL, "--data.test_episodes", "6",
+        "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(run_dir),
+    ])  # fmt: skip
+    results = json.loads((run_dir / "test_metrics.json").read_text())
+    assert (results["data_root"], results["splits_dir"]) == (str(root.resolve()), str((root / "splits").resolve()))
+    assert results["episodes"] == 6
+
+
+def test_missing_data_at_the_data_home_names_the_prepare_command(generated, tmp_path, monkeypatch, capsys):
+    root, _ = generated
+    home = tmp_path / "home"
+    monkeypatch.setenv("FSSAM2_DATA", str(home))
+    test = ["test", *TINY_MODEL, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run")]
+    for config, missing, command in (
+        ("pascal_fold0", home / "VOC2012" / "JPEGImages", "fssam2 prepare pascal"),
+        ("coco_fold1", home / "COCO2014" / "val2014", "fssam2 prepare coco"),
+        ("fss1000", home / "FSS-1000", "fssam2 prepare fss1000"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            run_cli([test[0], "--config", str(CONFIGS / f"{config}.yaml"), *test[1:]])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("fssam2: error: ") and "Traceback" not in err, err
+        assert f"is not prepared: {missing} is missing; run `{command}` (or give --data.root)." in err, err
+    assert not (tmp_path / "run").exists()  # nothing written by a run that did not start
+    # the dataset is there, its lists are not
+    home.mkdir()
+    (home / "VOC2012").symlink_to(root / "VOC2012")
+    bad(
+        capsys,
+        episodes_args(root, root)[:3] + ["--limit", "2"],
+        f"PASCAL-5i split lists are not prepared: {home / 'splits' / 'pascal' / 'fss_list' / 'val' / 'data_list_0.txt'} "
+        "is missing; run `fssam2 prepare splits` (or give --data.splits_dir).",
+    )
+
+
+def test_an_explicit_data_root_is_used_and_named_in_errors(generated, tmp_path, monkeypatch, capsys):
+    root, splits = generated
+    monkeypatch.setenv("FSSAM2_DATA", str(tmp_path / "empty"))
+    args = ["episodes", "--config", str(CONFIGS / "pascal_fold0.yaml"), "--limit", "2"]
+    run_cli([*args, "--data.root", str(root)])  # lists from <root>/splits
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    nowhere = tmp_path / "nowhere"
+    bad(
+        capsys,
+        [*args, "--data.root", str(nowhere)],
+        f"PASCAL-5i root {nowhere} does not exist: pass the folder holding VOC2012/JPEGImages as --data.root, "
+        f"or run `fssam2 prepare pascal --root {nowhere}`.",
+    )
+    bad(capsys, [*args, "--data.root", str(tmp_path)], "has no folder VOC2012/JPEGImages")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "VOC2012").symlink_to(root / "VOC2012")
+    bad(capsys, [*args, "--data.root", str(bare)], f"run `fssam2 prepare splits --root {bare}`")
+    bad(capsys, [*args, "--data.root", str(bare), "--data.splits_dir", str(tmp_path)], "point --data.splits_dir")

@@ -5,6 +5,10 @@
                <root>/COCO2014/annotations/{train2014,val2014}/<id>.png (values 1..80)
     FSS-1000   <root>/FSS-1000/<category>/<n>.jpg and <n>.png (pixel >= 128 is foreground)
 
+Both default to the data home (`fssam2.hub.data_dir()`: `$FSSAM2_DATA`, else a folder under the
+user's cache), where `fssam2 prepare` writes: `--data.root` defaults to it and `--data.splits_dir`
+to `<root>/splits`.
+
 Split lists come from `splits_dir` in the published format (see ../shared/data/splits/README.md
 in the development tree): `<benchmark>/fss_list/{train,val}/data_list_<fold>.txt` (one image id a
 line) and `sub_class_file_list_<fold>.txt` (a dict literal, parsed with ast.literal_eval), and
@@ -21,22 +25,110 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from fssam2.data import FewShotDataModule, ImageReader
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes
 from fssam2.errors import InputError
+from fssam2.hub import data_dir
 
 # Domain-shift folds: 0-based PASCAL classes held out for models trained on COCO-20i fold f - 10.
 PASCAL_DOMAIN_SHIFT = {10: [0, 3, 8, 10, 11, 14], 11: [12, 17, 1, 5], 12: [2, 6, 15, 16, 18, 19], 13: [4, 7, 9, 13]}
 FSS_NUMBERS = tuple(range(1, 11))
 FSS_SPLIT_FILES = {"train": "trn.txt", "val": "val.txt", "test": "test.txt"}
+# Written by `fssam2 prepare` into a dataset's folder (and a benchmark's split-list folder) once
+# it has checked what it wrote; `fssam2 doctor` reports "verified" where it is.
+PREPARED_MARKER = ".fssam2-prepared.json"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What a benchmark needs on disk, and the command that prepares it."""
+
+    name: str  # as in messages: "PASCAL-5i"
+    folder: str  # the dataset's folder under the root (holds PREPARED_MARKER)
+    folders: tuple[str, ...]  # folders under the root that must exist
+    lists: str  # its folder under the split-list folder
+    prepare: str  # `fssam2 prepare <prepare>` writes the dataset
+
+
+BENCHMARKS = {
+    "pascal": Benchmark(
+        "PASCAL-5i", "VOC2012", ("VOC2012/JPEGImages", "VOC2012/SegmentationClassAug"), "pascal", "pascal"
+    ),
+    "coco": Benchmark(
+        "COCO-20i",
+        "COCO2014",
+        ("COCO2014/train2014", "COCO2014/val2014", "COCO2014/annotations/train2014", "COCO2014/annotations/val2014"),
+        "coco",
+        "coco",
+    ),
+    "fss": Benchmark("FSS-1000", "FSS-1000", ("FSS-1000",), "fss", "fss1000"),
+}
+
+
+def split_list_files(
+    benchmark: str, folds: Sequence[int] | None = None, splits: Sequence[str] = ("train", "val")
+) -> list[str]:
+    """The split-list files (relative to the split-list folder) a benchmark's folds and splits read;
+    folds None = every published fold. "val" stands for test episodes too (they read the val lists)."""
+    if benchmark == "fss":
+        wanted = {"train": ["train"], "val": ["val", "test"]}
+        return [f"fss/{FSS_SPLIT_FILES[s]}" for split in splits for s in wanted[split]]
+    if folds is None:
+        folds = (0, 1, 2, 3, *PASCAL_DOMAIN_SHIFT) if benchmark == "pascal" else (0, 1, 2, 3)
+    files = []
+    for split in splits:
+        for fold in folds:
+            if split == "train" and fold in PASCAL_DOMAIN_SHIFT:
+                continue  # the COCO->PASCAL folds are test folds
+            files += [
+                f"{benchmark}/fss_list/{split}/{name}_{fold}.txt" for name in ("data_list", "sub_class_file_list")
+            ]
+    return files
+
+
+@dataclass(frozen=True)
+class DataPlace:
+    """Where a benchmark's files are read: the dataset root and the split-list folder, each as the
+    user gave it or, when not given, the data home (`fssam2.hub.data_dir()`) and `<root>/splits`
+    (where `fssam2 prepare` writes them). Errors about missing files name the command that writes them."""
+
+    root: Path
+    splits_dir: Path
+    root_given: bool
+    splits_given: bool
+
+    @classmethod
+    def locate(cls, root: str | Path | None, splits_dir: str | Path | None) -> DataPlace:
+        base = Path(root).expanduser() if root is not None else data_dir()
+        splits = Path(splits_dir).expanduser() if splits_dir is not None else base / "splits"
+        return cls(base, splits, root is not None, splits_dir is not None)
+
+    def check(self, benchmark: str, folders: Sequence[str] | None = None) -> Path:
+        """The root, once `folders` (default: all the benchmark's) exist under it; else one line naming
+        the first missing folder and `fssam2 prepare <benchmark>`."""
+        spec = BENCHMARKS[benchmark]
+        return check_layout(self.root, list(folders or spec.folders), spec.name, spec.prepare, self.root_given)
+
+    def missing_list(self, benchmark: str) -> Callable[[Path], str] | None:
+        """The message for a missing split list when its folder was not given (None: the default one,
+        naming --data.splits_dir)."""
+        if self.splits_given:
+            return None
+        name = BENCHMARKS[benchmark].name
+        command = "fssam2 prepare splits" + (f" --root {self.root}" if self.root_given else "")
+        return lambda path: (
+            f"{name} split lists are not prepared: {path} is missing; run `{command}` (or give --data.splits_dir)."
+        )
 
 
 # split lists
-def read_data_list(path: Path) -> list[str]:
-    """Image ids of a data list, in file order, empty lines dropped; an empty list is refused."""
-    lines = _read_text(path).splitlines()
+def read_data_list(path: Path, missing: Callable[[Path], str] | None = None) -> list[str]:
+    """Image ids of a data list, in file order, empty lines dropped; an empty list is refused.
+    `missing` makes the message for an absent file (see `_read_text`)."""
+    lines = _read_text(path, missing).splitlines()
     ids = [line.strip() for line in lines if line.strip()]
     if not ids:
         raise InputError(
@@ -45,10 +137,10 @@ def read_data_list(path: Path) -> list[str]:
     return ids
 
 
-def read_class_file(path: Path) -> dict[int, list[str]]:
+def read_class_file(path: Path, missing: Callable[[Path], str] | None = None) -> dict[int, list[str]]:
     """The class-file dict {1-based class: [image id, ...]} of a sub_class_file_list."""
     try:
-        data = ast.literal_eval(_read_text(path))
+        data = ast.literal_eval(_read_text(path, missing))
     except (ValueError, SyntaxError) as err:
         raise InputError(
             f"Split file {path} is not a Python dict literal ({err}): regenerate it with `fssam2 prepare splits`."
@@ -60,8 +152,11 @@ def read_class_file(path: Path) -> dict[int, list[str]]:
     return {k: [str(x) for x in v] for k, v in data.items()}
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, missing: Callable[[Path], str] | None = None) -> str:
+    """The text of a split-list file; an absent one is an InputError, `missing(path)` when given."""
     if not path.is_file():
+        if missing is not None:
+            raise InputError(missing(path))
         raise InputError(
             f"Split list {path} is missing: point --data.splits_dir at a folder with the published lists "
             "(pascal/, coco/, fss/), or create them with `fssam2 prepare splits`."
@@ -69,10 +164,15 @@ def _read_text(path: Path) -> str:
     return path.read_text()
 
 
-def fold_lists(splits_dir: str | Path, benchmark: str, split: str, fold: int) -> tuple[list[str], dict[int, list[str]]]:
+def fold_lists(
+    splits_dir: str | Path, benchmark: str, split: str, fold: int, missing: Callable[[Path], str] | None = None
+) -> tuple[list[str], dict[int, list[str]]]:
     """Data list and class-file dict of a PASCAL-5i or COCO-20i split and fold."""
     folder = Path(splits_dir).expanduser() / benchmark / "fss_list" / ("train" if split == "train" else "val")
-    return read_data_list(folder / f"data_list_{fold}.txt"), read_class_file(folder / f"sub_class_file_list_{fold}.txt")
+    return (
+        read_data_list(folder / f"data_list_{fold}.txt", missing),
+        read_class_file(folder / f"sub_class_file_list_{fold}.txt", missing),
+    )
 
 
 # readers
@@ -200,18 +300,31 @@ class FSS1000Reader:
         return image, np.where(mask >= 128, self.class_of[category], 0).astype(np.uint8)
 
 
-def check_layout(root: str | Path, folders: list[str], benchmark: str) -> Path:
-    """Fail early, naming the folder, when the dataset root is missing or laid out differently."""
+def check_layout(
+    root: str | Path, folders: list[str], benchmark: str, prepare: str | None = None, root_given: bool = True
+) -> Path:
+    """Fail early, naming the folder, when the dataset root is missing or laid out differently.
+    `prepare` names the `fssam2 prepare` command that writes the dataset; a root not given by the
+    user (`root_given` False: the data home) is reported as not prepared."""
     path = Path(root).expanduser()
+    if not root_given:
+        for folder in folders:
+            if not (path / folder).is_dir():
+                raise InputError(
+                    f"{benchmark} is not prepared: {path / folder} is missing; run `fssam2 prepare {prepare}` "
+                    "(or give --data.root)."
+                )
+        return path
+    also = f", or run `fssam2 prepare {prepare} --root {path}`" if prepare else ""
     if not path.is_dir():
         raise InputError(
-            f"{benchmark} root {path} does not exist: pass the folder holding {folders[0]} as --data.root."
+            f"{benchmark} root {path} does not exist: pass the folder holding {folders[0]} as --data.root{also}."
         )
     for folder in folders:
         if not (path / folder).is_dir():
             raise InputError(
                 f"{benchmark} root {path} has no folder {folder}: expected {', '.join(folders)} under --data.root "
-                "(see the README, 'Datasets')."
+                f"(see the README, 'Datasets'){also}."
             )
     return path
 
@@ -226,24 +339,44 @@ def check_ids_on_disk(ids: list[str], paths: Callable[[str], Sequence[Path]], wh
         )
 
 
-class PascalDataModule(FewShotDataModule):
+class OnDiskDataModule(FewShotDataModule):
+    """A benchmark read from disk (`benchmark`, a key of BENCHMARKS): its root and split-list
+    folder, as given or defaulted to the data home (see `DataPlace`), are resolved when the
+    DataModule is made, and recorded in its hyperparameters (checkpoints, the W&B config)."""
+
+    benchmark = ""
+
+    def _locate(self, root: str | None, splits_dir: str | None) -> None:
+        self.place = DataPlace.locate(root, splits_dir)
+        self.root, self.splits_dir = str(self.place.root), str(self.place.splits_dir)
+        self.save_hyperparameters({"root": self.root, "splits_dir": self.splits_dir})
+
+    def setup(self, stage: str | None = None) -> None:
+        super().setup(stage)
+        given = "" if self.place.root_given else " (the data home)"
+        rank_zero_info(f"{BENCHMARKS[self.benchmark].name} data: {self.root}{given}, split lists {self.splits_dir}")
+
+
+class PascalDataModule(OnDiskDataModule):
     """PASCAL-5i: 20 classes, folds 0-3 hold out classes 5f+1..5f+5; folds 10-13 are the
     COCO->PASCAL domain-shift test folds (test and validation only).
 
     Args:
-        root: the folder holding VOC2012/ (JPEGImages, SegmentationClassAug).
-        splits_dir: the folder holding pascal/fss_list/.
+        root: the folder holding VOC2012/ (JPEGImages, SegmentationClassAug); None = the data
+            home (`$FSSAM2_DATA`, else `~/.cache/fssam2/data`), where `fssam2 prepare pascal` writes.
+        splits_dir: the folder holding pascal/fss_list/; None = `<root>/splits`.
         **kwargs: see `FewShotDataModule`.
     """
 
     full_label_maps = True
+    benchmark = "pascal"
 
-    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+    def __init__(self, root: str | None = None, splits_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.fold not in (0, 1, 2, 3, *PASCAL_DOMAIN_SHIFT):
             raise InputError(f"data.fold={self.fold}: PASCAL-5i folds are 0-3, and 10-13 for COCO->PASCAL testing.")
-        self.root, self.splits_dir = root, splits_dir
-        self.reader = LabelMapReader(root, "pascal")
+        self._locate(root, splits_dir)
+        self.reader = LabelMapReader(self.root, "pascal")
 
     def class_ids(self, split: str) -> list[int]:
         if self.fold in PASCAL_DOMAIN_SHIFT:
@@ -256,8 +389,8 @@ class PascalDataModule(FewShotDataModule):
         return held_out if split != "train" else [c for c in range(1, 21) if c not in held_out]
 
     def episodes(self, split: str) -> QueryCycleEpisodes:
-        check_layout(self.root, ["VOC2012/JPEGImages", "VOC2012/SegmentationClassAug"], "PASCAL-5i")
-        images, by_class = fold_lists(self.splits_dir, "pascal", split, self.fold)
+        self.place.check("pascal")
+        images, by_class = fold_lists(self.splits_dir, "pascal", split, self.fold, self.place.missing_list("pascal"))
         check_ids_on_disk(images, self.reader.paths, f"PASCAL-5i fold {self.fold} {split}")
         length = {"train": None, "val": self.val_episodes, "test": self.test_episodes}[split]
         return QueryCycleEpisodes(
@@ -268,31 +401,34 @@ class PascalDataModule(FewShotDataModule):
         return self.reader
 
 
-class CocoDataModule(FewShotDataModule):
+class CocoDataModule(OnDiskDataModule):
     """COCO-20i: 80 classes, fold f holds out classes f + 4v + 1 (v = 0..19).
 
     Args:
-        root: the folder holding COCO2014/ (train2014, val2014, annotations/{train2014,val2014}).
-        splits_dir: the folder holding coco/fss_list/.
+        root: the folder holding COCO2014/ (train2014, val2014, annotations/{train2014,val2014});
+            None = the data home (`$FSSAM2_DATA`, else `~/.cache/fssam2/data`), where
+            `fssam2 prepare coco` writes.
+        splits_dir: the folder holding coco/fss_list/; None = `<root>/splits`.
         **kwargs: see `FewShotDataModule`.
     """
 
     full_label_maps = True
+    benchmark = "coco"
 
-    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+    def __init__(self, root: str | None = None, splits_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if self.fold not in (0, 1, 2, 3):
             raise InputError(f"data.fold={self.fold}: COCO-20i folds are 0-3.")
-        self.root, self.splits_dir = root, splits_dir
-        self.reader = LabelMapReader(root, "coco")
+        self._locate(root, splits_dir)
+        self.reader = LabelMapReader(self.root, "coco")
 
     def class_ids(self, split: str) -> list[int]:
         return sorted(coco_classes(split, self.fold))
 
     def episodes(self, split: str) -> ClassFirstEpisodes:
         sub = "train2014" if split == "train" else "val2014"
-        check_layout(self.root, [f"COCO2014/{sub}", f"COCO2014/annotations/{sub}"], "COCO-20i")
-        images, by_class = fold_lists(self.splits_dir, "coco", split, self.fold)
+        self.place.check("coco", [f"COCO2014/{sub}", f"COCO2014/annotations/{sub}"])
+        images, by_class = fold_lists(self.splits_dir, "coco", split, self.fold, self.place.missing_list("coco"))
         check_ids_on_disk(images, self.reader.paths, f"COCO-20i fold {self.fold} {split}")
         length = {"train": len(images), "val": self.val_episodes, "test": self.test_episodes}[split]
         return ClassFirstEpisodes(by_class, coco_classes(split, self.fold), self.shot, self.split_seed(split), length)
@@ -301,28 +437,33 @@ class CocoDataModule(FewShotDataModule):
         return self.reader
 
 
-class FSS1000DataModule(FewShotDataModule):
+class FSS1000DataModule(OnDiskDataModule):
     """FSS-1000: 520 / 240 / 240 categories for train / val / test, no folds; a test run scores
     every test image once (2400 episodes), whatever `test_episodes` says.
 
     Args:
-        root: the folder holding FSS-1000/<category>/.
-        splits_dir: the folder holding fss/{trn,val,test}.txt.
+        root: the folder holding FSS-1000/<category>/; None = the data home (`$FSSAM2_DATA`,
+            else `~/.cache/fssam2/data`), where `fssam2 prepare fss1000` writes.
+        splits_dir: the folder holding fss/{trn,val,test}.txt; None = `<root>/splits`.
         **kwargs: see `FewShotDataModule`.
     """
 
-    def __init__(self, root: str, splits_dir: str, **kwargs: Any) -> None:
+    benchmark = "fss"
+
+    def __init__(self, root: str | None = None, splits_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.root, self.splits_dir = root, splits_dir
+        self._locate(root, splits_dir)
 
     def categories(self, split: str) -> list[str]:
-        return sorted(read_data_list(Path(self.splits_dir).expanduser() / "fss" / FSS_SPLIT_FILES[split]))
+        self.place.check("fss")  # the dataset before its lists: a missing dataset names its own command
+        path = Path(self.splits_dir) / "fss" / FSS_SPLIT_FILES[split]
+        return sorted(read_data_list(path, self.place.missing_list("fss")))
 
     def class_ids(self, split: str) -> list[int]:
         return list(range(1, len(self.categories(split)) + 1))
 
     def episodes(self, split: str) -> FolderEpisodes:
-        root = check_layout(self.root, ["FSS-1000"], "FSS-1000")
+        root = self.place.check("fss")
         categories = self.categories(split)
         ids = [f"{c}/{n}" for c in categories for n in FSS_NUMBERS]
         check_ids_on_disk(

@@ -108,6 +108,9 @@ class TestResults(L.Callback):
             "fbiou": metrics.get("test/fbiou"),
             "per_class": {k.rsplit("_", 1)[-1]: v for k, v in metrics.items() if k.startswith("test/iou_class_")},
             "data": type(dm).__name__,
+            # The folders the episodes were read from, resolved (a default root is the data home).
+            "data_root": _resolved(getattr(dm, "root", None)),
+            "splits_dir": _resolved(getattr(dm, "splits_dir", None)),
             "fold": getattr(dm, "fold", None),
             "shot": getattr(dm, "shot", None),
             "episodes": len(dm.dataset("test")) if dm is not None else None,
@@ -123,6 +126,10 @@ class TestResults(L.Callback):
         }
         path = write_new(Path(trainer.default_root_dir) / "test_metrics.json", json.dumps(result, indent=2))
         rank_zero_info(f"test results written to {path}")
+
+
+def _resolved(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:

@@ -30,6 +30,7 @@ from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import read_image
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
+from fssam2.doctor import doctor_command
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
 from fssam2.module import FSSAM2Module, stage_class_ids
@@ -72,6 +73,7 @@ SUBCOMMAND_HELP = {
     "download": "fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), verified",
     "prepare": "download, check and lay out PASCAL-5i, COCO-20i, FSS-1000 and the split lists",
     "episodes": "print the episodes a config would run, one JSON object a line",
+    "doctor": "preflight: versions, devices, data, weights, disk, and the measured memory of --config's run",
 }
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
@@ -363,6 +365,7 @@ def export_command(args: list[str]) -> None:
 
 COMMANDS = {
     "episodes": episodes_command,
+    "doctor": doctor_command,
     "prepare": prepare_command,
     "download": download_command,
     "segment": segment_command,

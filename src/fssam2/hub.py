@@ -82,9 +82,11 @@ def cache_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """The data home: `$FSSAM2_DATA`, else `<cache_dir()>/data` (VOC2012/, COCO2014/, FSS-1000/, splits/)."""
+    """The data home: `$FSSAM2_DATA`, else `cache_dir() / "data"`. It holds the dataset roots the
+    benchmarks read (`VOC2012/`, `COCO2014/`, `FSS-1000/`) and their split lists (`splits/`);
+    `fssam2 prepare` writes there and the DataModules read there when `--data.root` is not given."""
     if os.environ.get("FSSAM2_DATA"):
-        return Path(os.environ["FSSAM2_DATA"]).expanduser()
+        return Path(os.environ["FSSAM2_DATA"]).expanduser().absolute()
     return cache_dir() / "data"
 
 

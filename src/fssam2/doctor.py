@@ -1,0 +1,535 @@
+"""`fssam2 doctor`: a preflight, one line per check, so that a run is known to be able to finish
+before it starts: versions, devices, the data at the data home (or the config's --data.root),
+the SAM2 weights the config loads, free disk, and, with `--config`, the memory of the configured
+run, measured with one training step of 1 and of 2 episodes and extrapolated to data.batch_size.
+
+Nothing is downloaded or written. The exit status is 1 when something the config needs (without
+a config: every benchmark's data) is missing or does not fit, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import platform
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from fssam2 import hub
+from fssam2.benchmarks import (
+    BENCHMARKS,
+    PASCAL_DOMAIN_SHIFT,
+    PREPARED_MARKER,
+    DataPlace,
+    OnDiskDataModule,
+    read_class_file,
+    read_data_list,
+    split_list_files,
+)
+from fssam2.data import FewShotDataModule
+from fssam2.errors import InputError
+
+if TYPE_CHECKING:
+    from fssam2.module import FSSAM2Module
+
+Status = Literal["ok", "--", "warn", "FAIL"]  # "--": not needed by this run; FAIL: the exit status is 1
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    status: Status
+    topic: str
+    text: str
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.topic:<8}  {self.text}"
+
+
+# versions and devices
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> Check:
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU build"
+    return Check(
+        "ok",
+        "versions",
+        f"python {platform.python_version()}, torch {torch.__version__} ({cuda}), torchvision "
+        f"{_version('torchvision')}, sam2 {_version('sam2')}, lightning {_version('lightning')}, fssam2 {_version('fssam2')}",
+    )
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a new allocation can take now: the GPU's free memory, or the system's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_checks() -> list[Check]:
+    if not torch.cuda.is_available():
+        free = available_memory(torch.device("cpu")) / GiB
+        return [
+            Check(
+                "ok",
+                "device",
+                f"no GPU: CPU only ({cpu_cores()} core{'s' if cpu_cores() != 1 else ''}, {free:.1f} GiB memory available)",
+            )
+        ]
+    checks = []
+    for index in range(torch.cuda.device_count()):
+        device = torch.device("cuda", index)
+        free, total = torch.cuda.mem_get_info(device)
+        with torch.cuda.device(device):
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        checks.append(
+            Check(
+                "ok",
+                "device",
+                f"cuda:{index} {torch.cuda.get_device_name(device)}: {total / GiB:.1f} GiB total, "
+                f"{free / GiB:.1f} GiB free, bf16 {'supported' if bf16 else 'NOT supported (use precision 16-mixed or 32-true)'}",
+            )
+        )
+    return checks
+
+
+# data
+def _marker(folder: Path) -> str:
+    return (
+        "verified by fssam2 prepare"
+        if (folder / PREPARED_MARKER).is_file()
+        else "present, not verified by fssam2 prepare"
+    )
+
+
+def dataset_check(key: str, place: DataPlace, needed: bool) -> Check:
+    spec = BENCHMARKS[key]
+    try:
+        place.check(key)  # the one layout check the DataModules use, with their message
+    except InputError as err:
+        return Check("FAIL" if needed else "--", "data", str(err))
+    return Check("ok", "data", f"{spec.name}: {_marker(place.root / spec.folder)} ({place.root / spec.folder})")
+
+
+def lists_check(key: str, place: DataPlace, needed: bool, files: list[str]) -> Check:
+    spec = BENCHMARKS[key]
+    try:
+        for name in files:  # read as the DataModules read them: an empty or broken list fails here too
+            reader = read_class_file if "sub_class_file_list" in name else read_data_list
+            reader(place.splits_dir / name, place.missing_list(key))
+    except InputError as err:
+        return Check("FAIL" if needed else "--", "splits", str(err))
+    folder = place.splits_dir / spec.lists
+    return Check("ok", "splits", f"{spec.name} split lists: {_marker(folder)} ({len(files)} files in {folder})")
+
+
+def data_checks(datamodule: FewShotDataModule | None) -> list[Check]:
+    """The data home, then each benchmark's dataset and lists: at the config's root and lists for
+    its benchmark, at the data home for the others. Without a config every benchmark is needed."""
+    source = "$FSSAM2_DATA" if os.environ.get("FSSAM2_DATA") else "default; set $FSSAM2_DATA to move it"
+    checks = [Check("ok", "data", f"data home {hub.data_dir()} ({source})")]
+    used = datamodule.benchmark if isinstance(datamodule, OnDiskDataModule) else None
+    for key in BENCHMARKS:
+        needed = datamodule is None or key == used
+        place = datamodule.place if key == used else DataPlace.locate(None, None)
+        files = split_list_files(key)
+        if key == used and key != "fss":
+            fold = datamodule.fold
+            files = split_list_files(key, [fold], ("val",) if fold in PASCAL_DOMAIN_SHIFT else ("train", "val"))
+        checks += [dataset_check(key, place, needed), lists_check(key, place, needed, files)]
+    if datamodule is not None and used is None:
+        checks.append(own_data_check(datamodule))
+    return checks
+
+
+def own_data_check(datamodule: FewShotDataModule) -> Check:
+    name = type(datamodule).__name__
+    root = getattr(datamodule, "root", None)
+    if root is None:
+        return Check("ok", "data", f"{name}: generated in memory, no files needed")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        return Check("FAIL", "data", f"{name}: --data.root {path} does not exist: give the folder of your data.")
+    return Check("ok", "data", f"{name}: {path}")
+
+
+# weights
+def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
+    """What the module would load (see fssam2.module.base_checkpoint), without downloading or hashing."""
+    if sam2_checkpoint == hub.RANDOM_INIT:
+        return Check("ok", "weights", f"{sam2_config}: random initialisation (model.sam2_checkpoint={hub.RANDOM_INIT})")
+    name = str(sam2_checkpoint if sam2_checkpoint is not None else sam2_config)
+    path = Path(name).expanduser()
+    if name in hub.PACKAGED_CHECKPOINTS and not path.exists():
+        entry, packaged = hub.PACKAGED_CHECKPOINTS[name], hub.packaged_path(name)
+        if not packaged.is_file():
+            return Check(
+                "FAIL", "weights", f"packaged {name} is missing ({packaged}): regenerate it with `{entry.regenerate}`."
+            )
+        return Check("ok", "weights", f"{name}: packaged with fssam2 ({packaged}; SHA-256 pinned, checked on load)")
+    if name in hub.CHECKPOINT_URLS and not path.exists():
+        cached = hub.cached_path(name)
+        released = "released " if sam2_checkpoint is None else ""
+        if cached.is_file():
+            digest = cached.with_name(cached.name + ".sha256").is_file()
+            recorded = "SHA-256 recorded" if digest else "no SHA-256 recorded yet: recorded at the first load"
+            return Check("ok", "weights", f"{released}{name}: cached at {cached} ({recorded})")
+        part = cached.with_name(cached.name + ".part")
+        partial = f", {part.stat().st_size / 2**20:.0f} MB of it in {part.name}" if part.is_file() else ""
+        return Check(
+            "warn",
+            "weights",
+            f"{released}{name}: not cached{partial}; the run downloads {hub.CHECKPOINT_URLS[name]} first "
+            f"(needs the network), or run `fssam2 download {name}` now",
+        )
+    if sam2_checkpoint is None:
+        return Check(
+            "FAIL",
+            "weights",
+            f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
+            f"checkpoint, or model.sam2_checkpoint={hub.RANDOM_INIT}.",
+        )
+    if not path.is_file():
+        return Check("FAIL", "weights", f"model.sam2_checkpoint {path} does not exist: give a SAM2 .pt file or a name.")
+    return Check("ok", "weights", f"{path} ({path.stat().st_size / 2**20:.0f} MB)")
+
+
+# disk
+def disk_check(what: str, folder: Path) -> Check:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    usage = shutil.disk_usage(existing)
+    return Check(
+        "ok", "disk", f"{what} {folder}: {usage.free / GiB:.1f} GiB free of {usage.total / GiB:.1f} GiB (on {existing})"
+    )
+
+
+# memory
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+
+
+def _status_bytes(field: str) -> int:
+    """A memory line of /proc/self/status (given in kB) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak memory since the last `start()`, above the level at construction: allocated tensors on
+    CUDA; on CPU the process's peak RSS (VmHWM, reset through /proc/self/clear_refs), as
+    experiments/bench_episode.py measures it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
+            raise InputError("Measuring CPU memory needs Linux's /proc/self: run fssam2 doctor with --no-measure here.")
+        self._settle()
+        self.baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else _status_bytes("VmRSS")
+
+    def _settle(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif LIBC is not None:
+            LIBC.malloc_trim(0)  # give freed heap pages back, so RSS counts live memory only
+
+    def start(self) -> None:
+        self._settle()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - self.baseline
+        return _status_bytes("VmHWM") - self.baseline
+
+
+def precision_context(precision: Any, device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
+    """(autocast context factory, dtype for the whole model or None) of a Lightning precision value."""
+    value = str(precision)
+    mixed = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
+    true = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64, "64": torch.float64}
+    if value in mixed:
+        return lambda: torch.autocast(device.type, dtype=mixed[value]), None
+    if value in true:
+        return contextlib.nullcontext, true[value]
+    if value in ("32-true", "32", "None"):
+        return contextlib.nullcontext, None
+    raise InputError(f"trainer.precision={value} cannot be measured by fssam2 doctor: run it with --no-measure.")
+
+
+def measure_step_memory(
+    build: Callable[[], FSSAM2Module], device: torch.device, precision: Any, shot: int
+) -> tuple[int | None, int | None, int]:
+    """Peak memory (bytes) of one training step (forward, loss, backward, AdamW step on the
+    trainable parameters, optimiser state already allocated) with 1 and with 2 episodes of random
+    images at the model's input size, counting the model, its gradients and the optimiser state;
+    returns (1-episode peak, 2-episode peak, input size), a peak None where the GPU ran out of memory."""
+    from fssam2.module import bce_dice_loss
+
+    autocast, dtype = precision_context(precision, device)
+    meter = PeakMemory(device)
+    module = build().to(device)
+    size = module.model.image_size
+    if dtype is not None:
+        module = module.to(dtype)
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    for p in params:  # allocate the optimiser state, as every step after a run's first holds it
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    peaks: list[int | None] = [None, None]
+    for batch in (1, 2):
+        generator = torch.Generator().manual_seed(batch)
+        kind = dtype or torch.float32
+        support = torch.randn(batch, shot, 3, size, size, generator=generator)
+        masks = torch.rand(batch, shot, size, size, generator=generator) > 0.5
+        query = torch.randn(batch, 3, size, size, generator=generator)
+        target = (torch.rand(batch, size, size, generator=generator) > 0.5).long()
+        meter.start()
+        try:
+            with autocast():
+                logits = module(support.to(device, kind), masks.to(device, kind), query.to(device, kind))
+            bce_dice_loss(logits[:, 0].float(), target.to(device)).backward()
+            optimizer.step()
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+            logits = None
+        peaks[batch - 1] = meter.peak()
+    del module, optimizer, params
+    meter._settle()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return peaks[0], peaks[1], size
+
+
+def memory_verdict(one: int | None, two: int | None, batch_size: int, available: int, setting: str) -> Check:
+    """The linear extrapolation of the 1- and 2-episode peaks to batch_size, against `available`
+    (a peak None: that step ran out of memory)."""
+    if one is None or two is None:
+        episodes = "1 episode" if one is None else "2 episodes"
+        fits = "not even 1 episode fits" if one is None else "at most data.batch_size=1 fits"
+        status: Status = "ok" if one is not None and batch_size == 1 else "FAIL"
+        return Check(status, "memory", f"one training step ({setting}) with {episodes} ran out of memory: {fits}")
+    per_episode = max(two - one, 0)
+    need = one + (batch_size - 1) * per_episode
+    measured = (
+        f"measured one training step ({setting}): peak {one / GiB:.2f} GiB with 1 episode, {two / GiB:.2f} GiB "
+        f"with 2 -> data.batch_size={batch_size} needs about {need / GiB:.2f} GiB"
+    )
+    if need <= available:
+        return Check("ok", "memory", f"{measured}: fits in {available / GiB:.2f} GiB free")
+    if one > available:
+        fix = "not even 1 episode fits: a smaller model.image_size or sam2_config, or a larger device"
+    else:
+        fix = f"at most data.batch_size={1 + (available - one) // per_episode} fits"
+    return Check("FAIL", "memory", f"{measured}: does NOT fit in {available / GiB:.2f} GiB free; {fix}")
+
+
+def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check | None]:
+    """(the device to measure on, the devices the run uses, a FAIL check when the config asks for
+    devices this machine lacks)."""
+    accelerator = str(getattr(trainer, "accelerator", "auto") or "auto")
+    devices = getattr(trainer, "devices", "auto")
+    cpu = torch.device("cpu")
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        return cpu, [cpu], None
+    if accelerator not in ("auto", "gpu", "cuda"):
+        return (
+            cpu,
+            [cpu],
+            Check("warn", "device", f"trainer.accelerator={accelerator}: fssam2 doctor checks CPUs and CUDA GPUs only"),
+        )
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return (
+            cpu,
+            [cpu],
+            Check("FAIL", "device", f"trainer.accelerator={accelerator} but no CUDA device is visible here"),
+        )
+    if isinstance(devices, str) and devices not in ("auto", "-1"):
+        devices = [int(d) for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices in ("auto", "-1", -1):
+        indices = list(range(count))
+    elif isinstance(devices, int):
+        indices = list(range(devices))
+    else:
+        indices = list(devices)
+    if not indices or max(indices) >= count:
+        return (
+            torch.device("cuda", 0),
+            [torch.device("cuda", 0)],
+            Check("FAIL", "device", f"trainer.devices={devices} but {count} CUDA device(s) are visible here"),
+        )
+    used = [torch.device("cuda", i) for i in indices]
+    return used[0], used, None
+
+
+# the command
+def parse_config(args: list[str]) -> Any:
+    """The fit config of `args` (`--config` and overrides), parsed by the fssam2 CLI's own parser
+    and defaults, nothing instantiated."""
+    from fssam2.callbacks import RunConfig
+    from fssam2.cli import FSSAM2CLI, OneLineErrorParser
+    from fssam2.module import FSSAM2Module
+
+    class ConfigOnly(FSSAM2CLI):
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _set_seed(self) -> None:
+            pass
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args come from doctor's own
+        cli = ConfigOnly(
+            FSSAM2Module,
+            FewShotDataModule,
+            subclass_mode_data=True,
+            parser_class=OneLineErrorParser,
+            seed_everything_default=42,
+            save_config_callback=RunConfig,
+            parser_kwargs={"prog": "fssam2 doctor"},
+            auto_configure_optimizers=False,
+            args=args,
+            run=False,
+        )
+    return cli.config
+
+
+def make_datamodule(data: Any) -> FewShotDataModule:
+    from jsonargparse import Namespace
+
+    module, _, name = data.class_path.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    kwargs = data.init_args.as_dict() if isinstance(data.init_args, Namespace) else dict(data.init_args or {})
+    return cls(**kwargs)
+
+
+def doctor_checks(config: Any | None, measure: bool | None) -> Iterator[Check]:
+    """Every check, in report order (the memory measurement last: it takes longest)."""
+    from fssam2.cli import DEFAULT_RUN_DIR
+
+    yield versions()
+    yield from device_checks()
+    datamodule = make_datamodule(config.data) if config is not None else None
+    device, used, device_problem = run_devices(config.trainer) if config is not None else (None, [], None)
+    if device_problem is not None:
+        yield device_problem
+    yield from data_checks(datamodule)
+    model = config.model if config is not None else None
+    sam2_config = model.sam2_config if model is not None else "sam2.1_hiera_b+"
+    yield weights_check(sam2_config, model.sam2_checkpoint if model is not None else None)
+    given = isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given
+    yield disk_check("data root" if given else "data home", datamodule.place.root if given else hub.data_dir())
+    run_dir = config.trainer.default_root_dir if config is not None else None
+    yield disk_check("run folder", Path(run_dir or DEFAULT_RUN_DIR).expanduser().resolve())
+    if config is None:
+        return
+    if measure is None:
+        measure = device.type == "cuda"
+    if not measure:
+        why = (
+            "--no-measure"
+            if device.type == "cuda"
+            else "on CPU it takes a while and as much memory as a step: add --measure"
+        )
+        yield Check("--", "memory", f"not measured ({why})")
+        return
+    if device_problem is not None and device_problem.status == "FAIL":
+        yield Check("--", "memory", "not measured: the configured devices are not here")
+        return
+    yield measure_check(config, datamodule, device, used)
+
+
+def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.device, used: list[torch.device]) -> Check:
+    """The measured memory of the configured run against the free memory of its devices (the least)."""
+    from fssam2.module import FSSAM2Module
+
+    kwargs = {**config.model.as_dict(), "sam2_checkpoint": hub.RANDOM_INIT, "compile": False}
+
+    def build() -> FSSAM2Module:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the random-initialisation warning: memory does not depend on weights
+            return FSSAM2Module(**kwargs)
+
+    available = min(available_memory(d) for d in used)
+    precision = config.trainer.precision
+    one, two, image_size = measure_step_memory(build, device, precision, datamodule.shot)
+    counted = "allocated tensors" if device.type == "cuda" else "the process's peak RSS increase"
+    setting = (
+        f"{device}, {precision}, {config.model.sam2_config} at {image_size} px, {datamodule.shot}-shot, "
+        f"trainable {config.model.trainable}; {counted}"
+    )
+    return memory_verdict(one, two, datamodule.batch_size, available, setting)
+
+
+def doctor_command(args: list[str]) -> None:
+    """`fssam2 doctor [--config CONFIG] [--measure | --no-measure]`: can a run start and finish here?"""
+    parser = argparse.ArgumentParser(
+        prog="fssam2 doctor",
+        description=doctor_command.__doc__,
+        epilog="Other options (--data.root DIR, --model.image_size N, ...) override the config, as for fit.",
+    )
+    parser.add_argument("--config", help="a fit config (configs/pascal_fold0.yaml): check what it needs")
+    parser.add_argument(
+        "--measure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure one training step's memory at the config's batch size (default: on a GPU, yes; on CPU, no)",
+    )
+    opts, rest = parser.parse_known_args(args)
+    if opts.measure and not opts.config:
+        raise InputError("fssam2 doctor --measure measures the run of a config: give --config CONFIG.")
+    if opts.config and not Path(opts.config).expanduser().is_file():
+        raise InputError(f"--config {opts.config} does not exist: give a fit config (e.g. configs/pascal_fold0.yaml).")
+    config = parse_config([*(["--config", opts.config] if opts.config else []), *rest]) if opts.config or rest else None
+    failed = 0
+    for check in doctor_checks(config, opts.measure):
+        print(check.line(), flush=True)
+        failed += check.status == "FAIL"
+    if failed:
+        print(f"fssam2 doctor: {failed} problem(s) above (FAIL); fix them before the run.", flush=True)
+        raise SystemExit(1)
+    print("fssam2 doctor: ready" + (f" for {opts.config}" if opts.config else ""), flush=True)

@@ -1,0 +1,166 @@
+"""`fssam2 doctor`: one line per check, exit status 1 when what the run needs is missing."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import TESTS
+from fssam2.cli import run_cli
+from test_benchmarks import CONFIGS, generated  # noqa: F401 - the generated datasets and their lists
+
+TINY = str(TESTS / "configs" / "tiny.yaml")
+GiB = 2**30
+
+
+def doctor(capsys, *args):
+    """(exit status, stdout lines) of `fssam2 doctor ARGS`."""
+    try:
+        run_cli(["doctor", *args])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().out.splitlines()
+
+
+def line(lines, topic, *words):
+    """The one line of `topic` (its second column) holding every word."""
+    found = [ln for ln in lines if ln.split()[1:2] == [topic] and all(w in ln for w in words)]
+    assert len(found) == 1, (topic, words, lines)
+    return found[0]
+
+
+@pytest.fixture
+def homes(tmp_path, monkeypatch):
+    """An empty data home and SAM2 cache; neither exists yet."""
+    monkeypatch.setenv("FSSAM2_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FSSAM2_HOME", str(tmp_path / "cache"))
+    return tmp_path / "data", tmp_path / "cache"
+
+
+def link_home(home, root, *names):
+    """A data home holding `names` of the generated root (VOC2012, COCO2014, FSS-1000, splits) as links."""
+    home.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (home / name).symlink_to(root / name)
+
+
+def test_doctor_names_what_is_missing_and_exits_1(homes, capsys):
+    data, cache = homes
+    code, lines = doctor(capsys)
+    assert code == 1
+    versions = line(lines, "versions")
+    for name in ("python", "torch", "torchvision", "sam2", "lightning", "fssam2"):
+        assert f"{name} " in versions
+    if not torch.cuda.is_available():
+        assert line(lines, "device").startswith("ok") and "no GPU: CPU only (" in line(lines, "device")
+    assert f"data home {data} ($FSSAM2_DATA)" in line(lines, "data", "data home")
+    for name, missing, command in (
+        ("PASCAL-5i", data / "VOC2012" / "JPEGImages", "pascal"),
+        ("COCO-20i", data / "COCO2014" / "train2014", "coco"),
+        ("FSS-1000", data / "FSS-1000", "fss1000"),
+    ):
+        assert line(lines, "data", f"{name} is not prepared").startswith("FAIL")
+        assert f"{missing} is missing; run `fssam2 prepare {command}`" in line(lines, "data", name)
+        assert "run `fssam2 prepare splits`" in line(lines, "splits", f"{name} split lists are not prepared")
+    weights = line(lines, "weights")
+    assert weights.startswith("warn") and "sam2.1_hiera_b+: not cached" in weights and "fssam2 download" in weights
+    assert "GiB free" in line(lines, "disk", "data home") and "GiB free" in line(lines, "disk", "run folder")
+    assert "6 problem(s)" in lines[-1]
+    assert not data.exists() and not cache.exists()  # nothing written
+
+
+def test_doctor_passes_once_the_data_is_there(generated, homes, capsys):  # noqa: F811
+    root, _ = generated
+    data, _ = homes
+    link_home(data, root, "COCO2014", "FSS-1000", "splits")
+    (data / "VOC2012").mkdir()
+    for name in ("JPEGImages", "SegmentationClassAug"):
+        (data / "VOC2012" / name).symlink_to(root / "VOC2012" / name)
+    (data / "VOC2012" / ".fssam2-prepared.json").write_text(json.dumps({"dataset": "pascal"}))
+    code, lines = doctor(capsys)
+    assert code == 0 and lines[-1] == "fssam2 doctor: ready", lines
+    assert not [ln for ln in lines if ln.startswith("FAIL")]
+    assert f"PASCAL-5i: verified by fssam2 prepare ({data / 'VOC2012'})" in line(lines, "data", "PASCAL-5i:")
+    assert "COCO-20i: present, not verified by fssam2 prepare" in line(lines, "data", "COCO-20i:")
+    assert "FSS-1000 split lists: present, not verified" in line(lines, "splits", "FSS-1000")
+
+
+def test_doctor_with_a_config_needs_only_its_benchmark(generated, homes, tmp_path, capsys):  # noqa: F811
+    root, _ = generated
+    data, _ = homes
+    link_home(data, root, "VOC2012", "splits")
+    pascal = str(CONFIGS / "pascal_fold0.yaml")
+    code, lines = doctor(capsys, "--config", pascal)
+    assert code == 0, lines
+    assert line(lines, "data", "COCO-20i is not prepared").startswith("--")  # not needed by this config
+    assert "(4 files in" in line(lines, "splits", "PASCAL-5i")  # fold 0: train and val, data list and class file
+    assert line(lines, "memory").startswith("--") or torch.cuda.is_available()  # CPU: only with --measure
+    nowhere = tmp_path / "nowhere"
+    code, lines = doctor(capsys, "--config", pascal, "--data.root", str(nowhere), "--no-measure")
+    assert code == 1
+    assert f"run `fssam2 prepare pascal --root {nowhere}`" in line(lines, "data", "FAIL", "PASCAL-5i root")
+    assert f"data root {nowhere}" in line(lines, "disk", "data root")
+    code, lines = doctor(capsys, "--config", pascal, "--model.sam2_config", "fssam2_tiny", "--no-measure")
+    assert code == 1 and "has no released weights" in line(lines, "weights", "FAIL")
+    code, lines = doctor(capsys, "--config", pascal, "--model.sam2_checkpoint", "fssam2_tiny_tracking", "--no-measure")
+    assert "fssam2_tiny_tracking: packaged with fssam2" in line(lines, "weights")
+
+
+def test_doctor_measures_the_configured_run(homes, capsys, monkeypatch):
+    code, lines = doctor(capsys, "--config", TINY, "--measure")
+    assert code == 0, lines
+    assert line(lines, "data", "SyntheticDataModule").startswith("ok")
+    memory = line(lines, "memory")
+    found = re.search(r"peak (\d+\.\d+) GiB with 1 episode, (\d+\.\d+) GiB with 2 -> data.batch_size=4 needs", memory)
+    assert found and float(found.group(1)) > 0 and memory.endswith("GiB free") and ": fits in " in memory, memory
+    assert "fssam2_tiny at 64 px, 1-shot" in memory
+    monkeypatch.setattr("fssam2.doctor.available_memory", lambda device: 1 << 10)
+    code, lines = doctor(capsys, "--config", TINY, "--measure")
+    assert code == 1 and "does NOT fit in 0.00 GiB free; not even 1 episode fits" in line(lines, "memory", "FAIL")
+    if not torch.cuda.is_available():
+        code, lines = doctor(capsys, "--config", TINY)
+        assert code == 0 and "not measured" in line(lines, "memory")
+
+
+def test_memory_verdict_extrapolates_linearly():
+    from fssam2.doctor import memory_verdict
+
+    ok = memory_verdict(2 * GiB, 3 * GiB, 8, 9 * GiB, "cpu")
+    assert ok.status == "ok" and "data.batch_size=8 needs about 9.00 GiB: fits in 9.00 GiB free" in ok.text
+    short = memory_verdict(2 * GiB, 3 * GiB, 8, 6 * GiB, "cpu")
+    assert short.status == "FAIL" and short.text.endswith(
+        "does NOT fit in 6.00 GiB free; at most data.batch_size=5 fits"
+    )
+    out_of_memory = memory_verdict(2 * GiB, None, 8, 6 * GiB, "cuda:0")  # the 2-episode step ran out
+    assert out_of_memory.status == "FAIL" and out_of_memory.text.endswith("at most data.batch_size=1 fits")
+    assert memory_verdict(None, None, 1, 6 * GiB, "cuda:0").text.endswith("not even 1 episode fits")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer of a machine without a GPU")
+def test_a_config_asking_for_a_gpu_fails_without_one(homes, capsys):
+    code, lines = doctor(capsys, "--config", TINY, "--trainer.accelerator", "gpu", "--measure")
+    assert code == 1 and "trainer.accelerator=gpu but no CUDA device is visible" in line(lines, "device", "FAIL")
+    assert "not measured: the configured devices are not here" in line(lines, "memory")
+
+
+def test_doctor_bad_options_are_one_line(homes, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["doctor", "--measure"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and not out and err.startswith("fssam2: error: fssam2 doctor --measure measures")
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(["doctor", "--config", "/nowhere/fit.yaml"])
+    out, err = capsys.readouterr()
+    assert (
+        exit_.value.code == 2
+        and err
+        == "fssam2: error: --config /nowhere/fit.yaml does not exist: give a fit config (e.g. configs/pascal_fold0.yaml).\n"
+    )
+
+
+def test_doctor_is_listed(capsys):
+    with pytest.raises(SystemExit):
+        run_cli(["--help"])
+    assert any(ln.split()[:1] == ["doctor"] for ln in capsys.readouterr().out.splitlines())
