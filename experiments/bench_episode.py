@@ -367,7 +367,7 @@ def compare_paths(model: FewShotSAM2, episodes: Episodes, device: torch.device, 
         tolerance = f"atol = rtol = {CHECK_TOLERANCE:g}"
     else:
         passed = diff <= BF16_RELATIVE_TOLERANCE * scale
-        tolerance = f"max diff <= {BF16_RELATIVE_TOLERANCE:g} x max |logit|"
+        tolerance = f"max diff <= {BF16_RELATIVE_TOLERANCE:g} x max abs logit"
     agreement = float(((seq > 0) == (batched > 0)).float().mean())
     return Check(precision, diff, scale, agreement, tolerance, bool(passed))
 
@@ -411,6 +411,10 @@ def bench_latency(
         episodes = make_episodes(1, k, model.image_size, gen, device)
         fns = {name: in_precision(partial(fwd, model, episodes), device, precision) for name, fwd in FORWARDS.items()}
         results[k] = measure(fns, reps, warmup, device)
+        # As it goes, so that a run cut short (a timeout) still shows what it measured.
+        print(
+            f"- measured K = {k}: " + ", ".join(f"{n} {m.median_ms:.1f} ms" for n, m in results[k].items()), flush=True
+        )
     return results
 
 
@@ -427,7 +431,9 @@ def bench_training(
     """(episodes a step, measurements); on a CUDA out-of-memory error the batch is halved."""
     while True:
         try:
-            return batch, _bench_training(model, batch, shots, reps, warmup, gen, device, precision)
+            results = _bench_training(model, batch, shots, reps, warmup, gen, device, precision)
+            print(f"- measured training, {batch} episodes a step: " + ", ".join(f"{n} {m.median_ms:.0f} ms" for n, m in results.items()), flush=True)  # fmt: skip
+            return batch, results
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise

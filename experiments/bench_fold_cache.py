@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -160,6 +161,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the numbers here (rewritten after each run)")
     args = parser.parse_args()
+    sys.argv[1:] = []  # LightningCLI gets its arguments from run(): it would warn about these on every run
     if args.num_workers == "auto":
         args.num_workers, why = auto_workers(args)
         print(f"data-loading workers: {args.num_workers} ({why})", flush=True)
