@@ -21,9 +21,10 @@
 # albumentations, loralib, iopath) gets them from the wheels in GPU_CHECK_WHEELS (default .whl,
 # carried along), installed with --no-deps into GPU_CHECK_SITE (default /tmp/site) ahead of
 # PYTHONPATH; typing_extensions only where the machine's is older than pydantic needs, and no
-# torch, numpy or anything else the machine has. fssam2 itself runs from src/. PYTHON picks the
-# interpreter (default python3). wandb, pycocotools and torchvision are not needed. The wheels
-# (~10 MB; the versions of `make install`'s .venv), made for Python 3.12 x86_64 with
+# torch, numpy or anything else the machine has; wandb, pycocotools and torchvision are not
+# needed. fssam2 itself runs from src/. PYTHON picks the interpreter (default python3; for the
+# smoke test .venv/bin/python where it exists). The wheels (~10 MB; the versions of
+# `make install`'s .venv) were made for Python 3.12 x86_64 with
 #   echo /.whl/ >>.git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -42,6 +43,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SMOKE=${GPU_CHECK_SMOKE:-}
 PY=${PYTHON:-python3}
+if [ -n "$SMOKE" ] && [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then
+    PY=.venv/bin/python  # `make install`'s, which has every dependency
+fi
 WHEELS=${GPU_CHECK_WHEELS:-.whl}
 SITE=${GPU_CHECK_SITE:-/tmp/site}
 export NO_ALBUMENTATIONS_UPDATE=1 WANDB_MODE=offline PYTHONUNBUFFERED=1
