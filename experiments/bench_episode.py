@@ -14,7 +14,17 @@ Measured, with random weights and LoRA inserted (the published setting), in one 
 2. training throughput (episodes/s) of a LoRA-only AdamW step on a batch of episodes (1-shot by
    default); the sequential step runs each episode through the loop and averages the losses.
 CPU peak memory is the process's peak RSS (VmHWM, reset through /proc/self/clear_refs) above
-the RSS before the timed repetitions; on CUDA it is the peak of allocated tensor memory.
+the RSS before the timed repetitions; on CUDA it is the peak of allocated tensor memory
+(torch.cuda.max_memory_allocated after reset_peak_memory_stats), also given in total.
+
+--precision bf16 times both paths under torch.autocast(bfloat16), as `fssam2 fit/test` run on a
+GPU (bf16-mixed); the equality check then runs twice: in float32 first (TF32 off, tolerance
+CHECK_TOLERANCE: the check that both paths compute the same function), then in bf16, where only a
+tolerance suited to bf16 rounding can hold (reported, never fatal). On CUDA, float32 matmuls left
+under autocast use TF32, as FSSAM2Module does. A CUDA out-of-memory error in the training step
+halves the batch and tries again (the batch used is reported).
+
+    python experiments/bench_episode.py --device cuda --models b+ --image-size 1024 --precision bf16
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import pairwise
@@ -47,7 +58,11 @@ from fssam2.module import bce_dice_loss
 MEAN = torch.from_numpy(IMAGENET_MEAN / 255).view(3, 1, 1)  # the normalisation of fssam2.data, on [0, 1] pixels
 STD = torch.from_numpy(IMAGENET_STD / 255).view(3, 1, 1)
 CHECK_SHOTS = 3  # shots of the episode on which both paths must agree
-CHECK_TOLERANCE = 1e-4  # atol and rtol of that check
+CHECK_TOLERANCE = 1e-4  # atol and rtol of that check (float32, TF32 off)
+# bf16 keeps 8 significant bits (0.4% per rounding), compounded over the network's layers and
+# taken in a different order by a batch of 1 and of K+1: the bf16 paths agree when their largest
+# logit difference is at most this share of the largest |logit| (reported, not fatal).
+BF16_RELATIVE_TOLERANCE = 5e-2
 LATENCY_TARGET = 0.9  # 1-shot sequential/fssam2 latency ratio fssam2 must reach
 # Growth reads as "at most linear" in K when an extra shot at the largest K (the last step between
 # measured K) costs at most this multiple of the least-squares slope; y = K^2 over K = 1, 5, 10, 20
@@ -167,9 +182,15 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[FewShotSAM2, Episodes], torch.Tensor],
     episodes: Episodes,
+    device: torch.device,
+    precision: str,
 ) -> None:
+    """One AdamW step; the forward pass and loss under `precision`'s autocast, backward outside
+    it (as Lightning's bf16-mixed)."""
     optimizer.zero_grad(set_to_none=True)
-    loss_fn(model, episodes).backward()
+    with autocast(device, precision):
+        loss = loss_fn(model, episodes)
+    loss.backward()
     optimizer.step()
 
 
@@ -199,18 +220,24 @@ class PeakMemory:
         Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
         self.baseline = status_bytes("VmRSS")
 
-    def extra_mb(self) -> float:
+    def peak_bytes(self) -> int:
         if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            peak = status_bytes("VmHWM")
-        return (peak - self.baseline) / 2**20
+            return torch.cuda.max_memory_allocated(self.device)
+        return status_bytes("VmHWM")
+
+    def extra_mb(self) -> float:
+        return (self.peak_bytes() - self.baseline) / 2**20
+
+    def total_mb(self) -> float:
+        """The whole peak: allocated tensors on CUDA (weights included), the process's RSS on CPU."""
+        return self.peak_bytes() / 2**20
 
 
 @dataclass
 class Measurement:
     times_ms: list[float]
-    peak_mb: float
+    peak_mb: float  # above the level before the call
+    peak_total_mb: float  # the whole peak during the call
 
     @property
     def median_ms(self) -> float:
@@ -227,6 +254,36 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def autocast(device: torch.device, precision: str) -> Any:
+    """The precision context every timed call runs in: bf16 autocast (as Lightning's bf16-mixed)
+    or none (float32)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def in_precision(fn: Callable[[], Any], device: torch.device, precision: str) -> Callable[[], Any]:
+    def run() -> Any:
+        with autocast(device, precision):
+            return fn()
+
+    return run
+
+
+@contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """TF32 off on CUDA (it rounds float32 matmuls and convolutions to 10-bit mantissas)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def measure(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: torch.device) -> dict[str, Measurement]:
     """Each path: warm up, then one call alone for its peak memory above the level before it;
     then `reps` timed calls per path, interleaved (ABBA...) so that drifting machine load hits
@@ -240,7 +297,7 @@ def measure(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: t
         meter.reset()
         fn()
         synchronize(device)
-        peaks[name] = meter.extra_mb()
+        peaks[name] = meter.extra_mb(), meter.total_mb()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for rep in range(reps):
         for name in list(fns)[:: 1 if rep % 2 == 0 else -1]:
@@ -248,7 +305,7 @@ def measure(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: t
             fns[name]()
             synchronize(device)
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: Measurement(times[name], peaks[name]) for name in fns}
+    return {name: Measurement(times[name], *peaks[name]) for name in fns}
 
 
 @dataclass
@@ -280,48 +337,136 @@ def build_model(spec: ModelSpec, image_size: int, device: torch.device, encoder_
     return FewShotSAM2(sam2, LoRAConfig(), encoder_batch=encoder_batch).to(device).eval()
 
 
-@torch.inference_mode()
-def check_same_function(model: FewShotSAM2, gen: torch.Generator, device: torch.device) -> float:
-    """Both paths on one episode; raises unless their logits agree. Returns the max abs difference."""
-    episodes = make_episodes(1, CHECK_SHOTS, model.image_size, gen, device)
-    seq, batched = sequential_forward(model, episodes), fssam2_forward(model, episodes)
-    diff = float((seq - batched).abs().max())
-    if not torch.allclose(seq, batched, atol=CHECK_TOLERANCE, rtol=CHECK_TOLERANCE):
-        raise RuntimeError(
-            f"sequential and fssam2 logits differ by up to {diff:.3g} on a {CHECK_SHOTS}-shot episode: "
-            "the two paths do not compute the same function, so timing them would compare nothing."
+@dataclass
+class Check:
+    """Both paths' logits on one episode, in one precision."""
+
+    precision: str
+    max_abs_diff: float
+    max_abs_logit: float
+    mask_agreement: float  # share of pixels where both paths' logits have the same sign
+    tolerance: str
+    passed: bool
+
+    def line(self) -> str:
+        verdict = "agree" if self.passed else "DIFFER"
+        return (
+            f"{self.precision}: paths {verdict} on a {CHECK_SHOTS}-shot episode: max |logit diff| = "
+            f"{self.max_abs_diff:.2e} (max |logit| {self.max_abs_logit:.3g}; tolerance {self.tolerance}); "
+            f"masks (logit > 0) agree on {self.mask_agreement:.4%} of pixels"
         )
-    return diff
+
+
+@torch.inference_mode()
+def compare_paths(model: FewShotSAM2, episodes: Episodes, device: torch.device, precision: str) -> Check:
+    with autocast(device, precision):
+        seq, batched = sequential_forward(model, episodes).float(), fssam2_forward(model, episodes).float()
+    diff, scale = float((seq - batched).abs().max()), float(seq.abs().max())
+    if precision == "fp32":
+        passed = torch.allclose(seq, batched, atol=CHECK_TOLERANCE, rtol=CHECK_TOLERANCE)
+        tolerance = f"atol = rtol = {CHECK_TOLERANCE:g}"
+    else:
+        passed = diff <= BF16_RELATIVE_TOLERANCE * scale
+        tolerance = f"max diff <= {BF16_RELATIVE_TOLERANCE:g} x max abs logit"
+    agreement = float(((seq > 0) == (batched > 0)).float().mean())
+    return Check(precision, diff, scale, agreement, tolerance, bool(passed))
+
+
+def check_same_function(
+    model: FewShotSAM2, gen: torch.Generator, device: torch.device, precision: str, on_mismatch: str
+) -> list[Check]:
+    """Both paths on one episode: in float32 with TF32 off (the check that they compute the same
+    function; a mismatch raises unless on_mismatch is "warn"), then, for bf16, under autocast
+    (reported only: bf16 rounding differs between a batch of 1 and of K+1)."""
+    episodes = make_episodes(1, CHECK_SHOTS, model.image_size, gen, device)
+    with exact_float32(device):
+        checks = [compare_paths(model, episodes, device, "fp32")]
+    if precision != "fp32":
+        checks.append(compare_paths(model, episodes, device, precision))
+    strict = checks[0]
+    if not strict.passed:
+        message = (
+            f"sequential and fssam2 logits differ by up to {strict.max_abs_diff:.3g} in float32 on a "
+            f"{CHECK_SHOTS}-shot episode: the two paths do not compute the same function, so timing "
+            "them would compare nothing."
+        )
+        if on_mismatch == "stop":
+            raise RuntimeError(message)
+        print(f"\nWARNING: {message} (--on-mismatch warn: timed anyway)", flush=True)
+    return checks
 
 
 @torch.inference_mode()
 def bench_latency(
-    model: FewShotSAM2, shots: list[int], reps: int, warmup: int, gen: torch.Generator, device: torch.device
+    model: FewShotSAM2,
+    shots: list[int],
+    reps: int,
+    warmup: int,
+    gen: torch.Generator,
+    device: torch.device,
+    precision: str,
 ) -> dict[int, dict[str, Measurement]]:
     results = {}
     for k in shots:
         episodes = make_episodes(1, k, model.image_size, gen, device)
-        results[k] = measure(
-            {name: partial(forward, model, episodes) for name, forward in FORWARDS.items()}, reps, warmup, device
+        fns = {name: in_precision(partial(fwd, model, episodes), device, precision) for name, fwd in FORWARDS.items()}
+        results[k] = measure(fns, reps, warmup, device)
+        # As it goes, so that a run cut short (a timeout) still shows what it measured.
+        print(
+            f"- measured K = {k}: " + ", ".join(f"{n} {m.median_ms:.1f} ms" for n, m in results[k].items()), flush=True
         )
     return results
 
 
 def bench_training(
-    model: FewShotSAM2, batch: int, shots: int, reps: int, warmup: int, gen: torch.Generator, device: torch.device
+    model: FewShotSAM2,
+    batch: int,
+    shots: int,
+    reps: int,
+    warmup: int,
+    gen: torch.Generator,
+    device: torch.device,
+    precision: str,
+) -> tuple[int, dict[str, Measurement]]:
+    """(episodes a step, measurements); on a CUDA out-of-memory error the batch is halved."""
+    while True:
+        try:
+            results = _bench_training(model, batch, shots, reps, warmup, gen, device, precision)
+            print(f"- measured training, {batch} episodes a step: " + ", ".join(f"{n} {m.median_ms:.0f} ms" for n, m in results.items()), flush=True)  # fmt: skip
+            return batch, results
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+        # Outside the except block, whose traceback holds the failed step's tensors.
+        model.zero_grad(set_to_none=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+        print(f"\n- CUDA out of memory with {batch} training episodes a step: trying {batch // 2}", flush=True)
+        batch //= 2
+
+
+def _bench_training(
+    model: FewShotSAM2,
+    batch: int,
+    shots: int,
+    reps: int,
+    warmup: int,
+    gen: torch.Generator,
+    device: torch.device,
+    precision: str,
 ) -> dict[str, Measurement]:
     model.train()
-    mark_only_lora_trainable(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    episodes = make_episodes(batch, shots, model.image_size, gen, device)
-    results = measure(
-        {name: partial(train_step, model, optimizer, loss_fn, episodes) for name, loss_fn in LOSSES.items()},
-        reps,
-        warmup,
-        device,
-    )
-    model.eval()
-    return results
+    try:
+        mark_only_lora_trainable(model)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        episodes = make_episodes(batch, shots, model.image_size, gen, device)
+        fns = {
+            name: partial(train_step, model, optimizer, loss_fn, episodes, device, precision)
+            for name, loss_fn in LOSSES.items()
+        }
+        return measure(fns, reps, warmup, device)
+    finally:
+        model.eval()
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -336,7 +481,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "load_average_1min": os.getloadavg()[0],
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gpu_memory_gb": torch.cuda.get_device_properties(device).total_memory / 2**30
+        if device.type == "cuda"
+        else None,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
     }
+
+
+def device_label(machine: dict[str, Any], precision: str) -> str:
+    """What every table names: the GPU (else the CPU) and the precision."""
+    where = machine["gpu"] or f"CPU {machine['cpu']}, {machine['threads']} threads"
+    return f"{where}, {precision}"
 
 
 def fmt_fit(fit: LineFit | None, unit: str) -> str:
@@ -348,33 +503,37 @@ def fmt_fit(fit: LineFit | None, unit: str) -> str:
 
 def print_model_report(name: str, spec: ModelSpec, result: dict[str, Any]) -> None:
     latency: dict[int, dict[str, Measurement]] = result["latency_measurements"]
+    label = result["device_label"]
     print(
         f"\n## {name}: {spec.config} at {result['image_size']} px, {result['params'] / 1e6:.1f}M params "
-        f"({result['lora_params'] / 1e3:.0f}k LoRA), {result['reps']} reps after {result['warmup']} warmup"
+        f"({result['lora_params'] / 1e3:.0f}k LoRA), {result['reps']} reps after {result['warmup']} warmup; {label}"
     )
-    print(f"\npaths agree on a {CHECK_SHOTS}-shot episode: max |logit diff| = {result['check_max_abs_diff']:.2e}")
-    print("\n### Episode latency (1 episode, eval, inference mode)\n")
+    print()
+    for check in result["checks"]:
+        print(f"- {check.line()}")
+    print(f"\n### Episode latency (1 episode, eval, inference mode; {label})\n")
     print(
         "| K | images | sequential ms | fssam2 ms | seq/fssam2 | seq ms/img | fssam2 ms/img "
-        "| seq peak MB | fssam2 peak MB |"
+        "| seq peak MB | fssam2 peak MB | total peak MB seq / fssam2 |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k, paths in latency.items():
         seq, bat = paths["sequential"], paths["fssam2"]
         print(
             f"| {k} | {k + 1} | {seq.median_ms:.1f} | {bat.median_ms:.1f} | {seq.median_ms / bat.median_ms:.2f}x "
-            f"| {seq.median_ms / (k + 1):.1f} | {bat.median_ms / (k + 1):.1f} | {seq.peak_mb:.0f} | {bat.peak_mb:.0f} |"
+            f"| {seq.median_ms / (k + 1):.1f} | {bat.median_ms / (k + 1):.1f} | {seq.peak_mb:.0f} | {bat.peak_mb:.0f} "
+            f"| {seq.peak_total_mb:.0f} / {bat.peak_total_mb:.0f} |"
         )
     spread = max(m.spread for paths in latency.values() for m in paths.values())
     print(f"\nlargest (max - min) / median over the timed reps of any cell: {spread:.0%}")
-    print("\n### Growth with K (least-squares line over the K above)\n")
+    print(f"\n### Growth with K (least-squares line over the K above; {label})\n")
     print("| path | time fit | R^2 | max dev | memory fit | R^2 | max dev |")
     print("|---|---|---:|---:|---|---:|---:|")
     for path, fits in result["fits"].items():
         print(f"| {path} | {fmt_fit(fits['ms'], 'ms')} | {fmt_fit(fits['mb'], 'MB')} |")
     ks = list(latency)
     if len(ks) > 1:
-        print("\nms per extra shot between consecutive K (constant if linear):\n")
+        print(f"\nms per extra shot between consecutive K (constant if linear; {label}):\n")
         print("| path | " + " | ".join(f"K {a}->{b}" for a, b in pairwise(ks)) + " |")
         print("|---|" + "---:|" * (len(ks) - 1))
         for path in FORWARDS:
@@ -384,11 +543,13 @@ def print_model_report(name: str, spec: ModelSpec, result: dict[str, Any]) -> No
     train: dict[str, Measurement] = result["training_measurements"]
     b, k = result["train_batch"], result["train_shots"]
     seq_eps, bat_eps = (b / (train[p].median_ms / 1e3) for p in ("sequential", "fssam2"))
-    print(f"\n### Training step ({b} episodes x {k}-shot, LoRA-only AdamW, train mode)\n")
-    print("| path | ms/step | episodes/s | peak MB |")
-    print("|---|---:|---:|---:|")
+    asked = "" if b == result["train_batch_requested"] else f", {result['train_batch_requested']} ran out of memory"
+    print(f"\n### Training step ({b} episodes x {k}-shot{asked}, LoRA-only AdamW, train mode; {label})\n")
+    print("| path | ms/step | episodes/s | peak MB | total peak MB |")
+    print("|---|---:|---:|---:|---:|")
     for path, eps in (("sequential", seq_eps), ("fssam2", bat_eps)):
-        print(f"| {path} | {train[path].median_ms:.0f} | {eps:.2f} | {train[path].peak_mb:.0f} |")
+        m = train[path]
+        print(f"| {path} | {m.median_ms:.0f} | {eps:.2f} | {m.peak_mb:.0f} | {m.peak_total_mb:.0f} |")
     print(f"\nfssam2/sequential throughput: {bat_eps / seq_eps:.2f}x", flush=True)
 
 
@@ -426,7 +587,8 @@ def to_json(machine: dict[str, Any], settings: dict[str, Any], results: dict[str
 
     models = {}
     for name, result in results.items():
-        plain = {k: v for k, v in result.items() if not k.endswith("_measurements") and k != "fits"}
+        plain = {k: v for k, v in result.items() if not k.endswith("_measurements") and k not in ("fits", "checks")}
+        plain["checks"] = [asdict(c) for c in result["checks"]]
         plain["latency"] = {
             str(k): {p: measurement(m) for p, m in paths.items()} for k, paths in result["latency_measurements"].items()
         }
@@ -448,6 +610,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-shots", type=int, default=1)
     parser.add_argument("--train-batch", type=int, help="episodes per training step (default: tiny 8, b+ 2)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: both paths timed under bfloat16 autocast (as bf16-mixed); the equality check runs in fp32 first",
+    )
+    parser.add_argument(
+        "--on-mismatch",
+        default="stop",
+        choices=["stop", "warn"],
+        help="when the fp32 equality check fails: stop, or warn and time anyway",
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
         "--encoder-batch", type=int, help="fssam2: at most this many images per encoder call (default: all)"
@@ -462,6 +636,9 @@ def main(argv: list[str] | None = None) -> None:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
+    if device.type == "cuda":  # as FSSAM2Module.setup: float32 matmuls left under autocast use TF32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     start = time.perf_counter()
 
     machine = machine_info(device)
@@ -470,21 +647,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- torch {machine['torch']}, {machine['threads']} threads, device {machine['device']}")
     print(f"- load average (1 min) at start: {machine['load_average_1min']:.2f} (other processes skew timings)")
     if machine["gpu"]:
-        print(f"- GPU: {machine['gpu']}")
+        print(f"- GPU: {machine['gpu']}, {machine['gpu_memory_gb']:.0f} GiB, CUDA {machine['cuda']}")
+    print(
+        f"- precision: {opts.precision}"
+        + (" (torch.autocast bfloat16; equality checked in fp32 first)" if opts.precision == "bf16" else "")
+        + ("; TF32 on for float32 matmuls" if device.type == "cuda" else "")
+    )
     print("- random weights, LoRA inserted (default LoRAConfig), synthetic episodes, seed", opts.seed)
     print(f"- fssam2 image-encoder calls: at most {opts.encoder_batch or 'all K+1'} images each")
 
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     models = {name: build_model(MODELS[name], opts.image_size, device, opts.encoder_batch) for name in opts.models}
-    checks = {name: check_same_function(model, gen, device) for name, model in models.items()}
+    checks = {
+        name: check_same_function(model, gen, device, opts.precision, opts.on_mismatch)
+        for name, model in models.items()
+    }
 
     results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         spec = MODELS[name]
         reps, warmup = opts.reps or spec.reps, opts.warmup if opts.warmup is not None else spec.warmup
         train_batch = opts.train_batch or spec.train_batch
-        latency = bench_latency(model, sorted(opts.shots), reps, warmup, gen, device)
+        latency = bench_latency(model, sorted(opts.shots), reps, warmup, gen, device, opts.precision)
         ks = list(latency)
         fits = {
             path: {
@@ -493,7 +678,9 @@ def main(argv: list[str] | None = None) -> None:
             }
             for path in FORWARDS
         }
-        training = bench_training(model, train_batch, opts.train_shots, reps, warmup, gen, device)
+        used_batch, training = bench_training(
+            model, train_batch, opts.train_shots, reps, warmup, gen, device, opts.precision
+        )
         results[name] = {
             "config": spec.config,
             "image_size": model.image_size,
@@ -501,8 +688,12 @@ def main(argv: list[str] | None = None) -> None:
             "lora_params": sum(p.numel() for n, p in model.named_parameters() if is_lora_parameter(n)),
             "reps": reps,
             "warmup": warmup,
-            "check_max_abs_diff": checks[name],
-            "train_batch": train_batch,
+            "device_label": device_label(machine, opts.precision),
+            "precision": opts.precision,
+            "check_max_abs_diff": checks[name][0].max_abs_diff,
+            "checks": checks[name],
+            "train_batch": used_batch,
+            "train_batch_requested": train_batch,
             "train_shots": opts.train_shots,
             "latency_measurements": latency,
             "fits": fits,

@@ -7,13 +7,23 @@ encoder's inputs are counted by a forward hook, independently of the cache's own
 
     python experiments/bench_fold_cache.py                        # tiny model, 128 px
     python experiments/bench_fold_cache.py --sam2 sam2.1_hiera_b+ --image-size 256
+    python experiments/bench_fold_cache.py --sam2 sam2.1_hiera_b+ --image-size 1024 --device cuda \
+        --num-workers auto --cache-mb 16384 --json runs/fold.json
+
+The precision is `fssam2 test`'s default (bf16-mixed on a GPU, 32-true on a CPU) unless
+--precision names one; the output says which ran. --num-workers auto takes the CPU cores less
+two, as many as /dev/shm can hold two batches each for (a batch of B+ at 1024 px is ~0.8 GB).
+--json is rewritten after each run, so a run cut short still leaves the runs before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,8 +73,34 @@ RUNS = {  # name -> (feature cache, decoded-image cache)
 }
 
 
+def batch_bytes(args: argparse.Namespace) -> int:
+    """One collated batch: K+1 float images, K float support masks, a long query mask per episode."""
+    pixels = args.image_size**2
+    return args.batch_size * ((args.shot + 1) * 3 * 4 + args.shot * 4 + 8) * pixels
+
+
+def auto_workers(args: argparse.Namespace) -> tuple[int, str]:
+    """Data-loading workers for --num-workers auto, and why: workers hand batches over through
+    /dev/shm, two batches in flight each (the DataLoader's prefetch)."""
+    cores = len(os.sched_getaffinity(0))
+    by_cores = max(0, min(cores - 2, 12))
+    try:
+        shm = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return 0, "no /dev/shm"
+    by_shm = int(shm // (2.5 * batch_bytes(args)))
+    workers = min(by_cores, by_shm)
+    return workers, (
+        f"{cores} cores, /dev/shm {shm / 2**30:.1f} GiB free for batches of {batch_bytes(args) / 2**30:.2f} GiB: "
+        f"{'cores' if by_cores <= by_shm else '/dev/shm'} allow {workers}"
+    )
+
+
 def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
     feature_cache, image_cache_mb = RUNS[name]
+    if feature_cache != "null" and args.cache_mb is not None:
+        feature_cache = json.dumps({"max_megabytes": args.cache_mb})
+    precision = ["--trainer.precision", args.precision] if args.precision else []
     cli = run_cli(
         [
             "--config", str(Path(__file__).parents[1] / "configs" / "pascal_fold0.yaml"),
@@ -76,15 +112,29 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
             "--model.feature_cache", feature_cache, "--data.image_cache_mb", image_cache_mb,
             "--trainer.default_root_dir", str(root / "runs" / str(len(name))),
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.accelerator", args.device,
+            "--trainer.accelerator", args.device, *precision,
         ],
         run=False,
     )  # fmt: skip
     encoded = [0]
     cli.model.model.sam2.image_encoder.register_forward_hook(lambda m, inp, out: encoded.__setitem__(0, encoded[0] + len(inp[0])))  # fmt: skip
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    return {"seconds": time.perf_counter() - start, "passes": encoded[0], **metrics}
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    result = {"seconds": seconds, "passes": encoded[0], "precision": str(cli.trainer.precision), **metrics}
+    print(
+        f"- {name}: {seconds:.1f} s, {encoded[0]} encoder passes, precision {result['precision']}"
+        + (f", peak GPU memory {peak:.1f} GiB" if cuda else ""),
+        flush=True,
+    )
+    del cli
+    if cuda:
+        torch.cuda.empty_cache()
+    return {**result, "peak_gpu_gib": peak}
 
 
 def main() -> None:
@@ -95,25 +145,51 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--shot", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=0, help="0: decoding timed in the main process")
+    parser.add_argument(
+        "--num-workers",
+        default="0",
+        help="data-loading workers; 0: decoding timed in the main process; auto: see above",
+    )
     parser.add_argument("--image-side", type=int, default=384, help="side of the generated images (VOC: ~500x375)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--precision", help="--trainer.precision, e.g. bf16-mixed or 32-true (default: fssam2 test's, see above)"
+    )
+    parser.add_argument(
+        "--cache-mb", type=float, help="feature-cache budget in MB (default: the module's); size it to hold the fold"
+    )
+    parser.add_argument("--json", type=Path, help="write the numbers here (rewritten after each run)")
     args = parser.parse_args()
+    sys.argv[1:] = []  # LightningCLI gets its arguments from run(): it would warn about these on every run
+    if args.num_workers == "auto":
+        args.num_workers, why = auto_workers(args)
+        print(f"data-loading workers: {args.num_workers} ({why})", flush=True)
+    else:
+        args.num_workers = int(args.num_workers)
     if args.threads:
         torch.set_num_threads(args.threads)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())  # fmt: skip
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"  # fmt: skip
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fssam2-fold-") as tmp:
         root = Path(tmp)
         per_class = write_fold(root, args.queries, args.image_side, seed=0)
-        results = {name: run(root, args, name) for name in RUNS}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())  # fmt: skip
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"  # fmt: skip
-    print(f"\nmachine: {device}; torch {torch.__version__}")
+        for name in RUNS:
+            results[name] = run(root, args, name)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                record = {"device": device, "torch": torch.__version__, "settings": settings, "per_class": per_class}
+                args.json.write_text(json.dumps({**record, "runs": results}, indent=2))
+    precision = ", ".join(sorted({r["precision"] for r in results.values()}))
+    print(f"\nmachine: {device}; torch {torch.__version__}; precision {precision}")
     print(
         f"fold: {sum(1 for _ in per_class)} classes, {args.queries} generated images ({per_class} per class), "
-        f"{args.episodes} episodes, {args.shot}-shot; model {args.sam2} at {args.image_size} px, batch {args.batch_size}"
+        f"{args.episodes} episodes, {args.shot}-shot; model {args.sam2} at {args.image_size} px, batch {args.batch_size}, "
+        f"{args.num_workers} data-loading workers"
     )
-    print("\n| evaluation | encoder passes | wall time (s) | vs published | mIoU | FB-IoU |")
+    print(f"\n| evaluation ({device}, {precision}) | encoder passes | wall time (s) | vs published | mIoU | FB-IoU |")
     print("|---|---:|---:|---:|---:|---:|")
     base = results["published loop (no cache)"]
     for name, r in results.items():

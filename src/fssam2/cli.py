@@ -25,7 +25,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from fssam2 import hub, prepare
+from fssam2 import hub
 from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import read_image
 from fssam2.callbacks import RunConfig
@@ -279,6 +279,10 @@ def episodes_command(args: list[str]) -> None:
 
 def prepare_command(args: list[str]) -> None:
     """`fssam2 prepare pascal|coco|fss1000|splits`: the benchmarks and split lists, checked."""
+    # Imported here: prepare pascal needs torchvision (its archives' URLs and MD5s), which
+    # fit / test / segment do not, e.g. on a GPU machine that has torch alone.
+    from fssam2 import prepare
+
     prepare.main(args)
 
 
