@@ -14,8 +14,9 @@
 #      (bf16-mixed, its GPU default), feature cache off vs on. 1000 episodes unless part 1's
 #      5-shot latency says three runs would not fit FOLD_BUDGET_S (then fewer, for all three
 #      runs alike, and the output says so); FOLD_EPISODES=N forces N.
-# Everything lands in OUT (default runs/gpu_check), 7 files: setup.log, status.tsv, each part's
-# .log and .json, summary.md; the last lines printed are one summary table.
+#   3. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
+# Everything lands in OUT (default runs/gpu_check), 8 files: setup.log, status.tsv, each part's
+# .log (and .json), summary.md; the last lines printed are one summary table.
 #
 # A bare GPU machine (torch, lightning, numpy, ... but no sam2, hydra, jsonargparse,
 # albumentations, loralib, iopath) gets them from the wheels in GPU_CHECK_WHEELS (default .whl,
@@ -164,6 +165,11 @@ if [ "$EPISODES" -lt "$MAX_EPISODES" ]; then
 fi
 part bench_fold_cache "$FOLD_TIMEOUT" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
     --episodes "$EPISODES" "${FOLD_ARGS[@]}" --json "$OUT/bench_fold_cache.json"
+
+# 3. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
+#    step (1 and 2 episodes, extrapolated to the config's batch). No data here, so it exits 1.
+if [ -n "${GPU_CHECK_SMOKE:-}" ]; then DOCTOR=(--config tests/configs/tiny.yaml --measure); else DOCTOR=(--config configs/pascal_fold0.yaml); fi
+part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
 
 # ---- summary: one table from the JSON files ----------------------------------------------------
 echo
