@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,7 +85,19 @@ def test_doctor_passes_once_the_data_is_there(generated, homes, capsys):  # noqa
     assert not [ln for ln in lines if ln.startswith("FAIL")]
     assert f"PASCAL-5i: verified by fssam2 prepare ({data / 'VOC2012'})" in line(lines, "data", "PASCAL-5i:")
     assert "COCO-20i: present, not verified by fssam2 prepare" in line(lines, "data", "COCO-20i:")
-    assert "FSS-1000 split lists: present, not verified" in line(lines, "splits", "FSS-1000")
+    assert "FSS-1000 split lists: NOT the published lists" in line(lines, "splits", "FSS-1000")  # generated ones
+
+
+SHARED_LISTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
+
+
+@pytest.mark.skipif(not SHARED_LISTS.is_dir(), reason="the published split lists (../shared/data/splits) are absent")
+def test_doctor_recognises_the_published_lists_by_their_digests(homes, capsys):
+    data, _ = homes
+    (data / "splits").mkdir(parents=True)
+    (data / "splits" / "fss").symlink_to(SHARED_LISTS / "fss")
+    _, lines = doctor(capsys)
+    assert "FSS-1000 split lists: the published lists (SHA-256 checked)" in line(lines, "splits", "FSS-1000")
 
 
 def test_doctor_with_a_config_needs_only_its_benchmark(generated, homes, tmp_path, capsys):  # noqa: F811

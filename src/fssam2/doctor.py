@@ -148,7 +148,21 @@ def lists_check(key: str, place: DataPlace, needed: bool, files: list[str]) -> C
     except InputError as err:
         return Check("FAIL" if needed else "--", "splits", str(err))
     folder = place.splits_dir / spec.lists
-    return Check("ok", "splits", f"{spec.name} split lists: {_marker(folder)} ({len(files)} files in {folder})")
+    return Check(
+        "ok",
+        "splits",
+        f"{spec.name} split lists: {_lists_origin(place.splits_dir, files)} ({len(files)} files in {folder})",
+    )
+
+
+def _lists_origin(splits_dir: Path, files: list[str]) -> str:
+    """Whether the lists are the published ones, by the SHA-256 `fssam2 prepare splits` pins."""
+    from fssam2.downloads import file_digest
+    from fssam2.prepare.splits import PUBLISHED_LISTS
+
+    if all(PUBLISHED_LISTS.get(name) == file_digest(splits_dir / name, "sha256") for name in files):
+        return "the published lists (SHA-256 checked)"
+    return "NOT the published lists (derived or changed; `fssam2 prepare splits` fetches those)"
 
 
 def data_checks(datamodule: FewShotDataModule | None) -> list[Check]:

@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fssam2.benchmarks import PREPARED_MARKER
 from fssam2.errors import InputError
 
-MARKER = ".fssam2-prepared.json"
+MARKER = PREPARED_MARKER  # what `fssam2 doctor` looks for
 GB = 1e9
 
 

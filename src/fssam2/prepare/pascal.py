@@ -40,6 +40,7 @@ from tqdm import tqdm
 from fssam2.benchmarks import read_label, write_png
 from fssam2.downloads import Archive, extract, fetch_archive
 from fssam2.errors import InputError
+from fssam2.prepare.marker import MARKER
 
 HELP = "PASCAL-5i: download VOC2012 trainval + SBD, build and check VOC2012/SegmentationClassAug"
 
@@ -54,7 +55,6 @@ EXPANSION = {VOC_ARCHIVE.filename: 1.0, SBD_ARCHIVE.filename: 1.2}
 LABEL_MAPS_MB = 100  # the built SegmentationClassAug, about
 PUBLISHED_COUNTS = {"sbd": 11355, "voc": 2913, "union": 12031, "train_aug": 10582, "val": 1449}
 
-MARKER = ".fssam2-prepared.json"
 EXTRACTED = ".fssam2-extracted.json"  # archives already extracted into place, across interrupted runs
 PARTIAL = ".SegmentationClassAug.partial"
 SBD_WORK = ".pascal-sbd"  # <root>/.pascal-sbd: SBD's dataset folder while building, removed at the end
