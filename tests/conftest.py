@@ -48,3 +48,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def one_line_error(capsys, args: list[str], message: str) -> str:
+    """Run the CLI expecting exit 2 with one stderr line that holds `message`; returns stderr."""
+    from fssam2.cli import run_cli
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    return err

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from conftest import one_line_error
 from fssam2.benchmarks import fold_lists, read_label
 from fssam2.cli import run_cli
 from fssam2.downloads import Archive
@@ -132,13 +133,7 @@ def prepare(root: Path, *extra: str) -> None:
     run_cli(["prepare", "coco", "--root", str(root), "--quiet", *extra])
 
 
-def bad(capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli(args)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
+bad = one_line_error
 
 
 def test_prepare_coco_end_to_end_then_lists_and_test(server, published, tmp_path, capsys):

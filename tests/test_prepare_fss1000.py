@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import one_line_error
 from fssam2.cli import run_cli
 from fssam2.prepare import fss1000
 from fssam2.synthetic import SyntheticBenchmark, write_fss_layout
@@ -63,13 +64,7 @@ def write_lists(root: Path, names=NAMES) -> Path:
     return root / "splits"
 
 
-def bad(capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli(args)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
+bad = one_line_error
 
 
 def test_absent_archive_prints_the_manual_step(tmp_path, capsys):

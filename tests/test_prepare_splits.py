@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED
+from conftest import SHARED, one_line_error
 from fssam2.benchmarks import FSS1000DataModule, fold_lists, read_class_file, read_data_list
 from fssam2.cli import run_cli
 from fssam2.prepare import splits
@@ -35,13 +35,7 @@ def published() -> dict[str, bytes]:
     return shared_files()
 
 
-def bad(capsys, args, message):
-    with pytest.raises(SystemExit) as exit_:
-        run_cli(args)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    return err
+bad = one_line_error
 
 
 def test_the_table_pins_every_published_file(published):

@@ -377,6 +377,16 @@ COMMANDS = {
 }
 
 
+# LightningCLI's settings, shared by every command that parses a run's config (fssam2 doctor too).
+CLI_SETTINGS = {
+    "subclass_mode_data": True,
+    "parser_class": OneLineErrorParser,
+    "seed_everything_default": 42,
+    "save_config_callback": RunConfig,
+    "auto_configure_optimizers": False,
+}
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None:
     """Parse `args` (default sys.argv[1:]), build everything and run the subcommand.
 
@@ -391,12 +401,8 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None
         return FSSAM2CLI(
             FSSAM2Module,
             FewShotDataModule,
-            subclass_mode_data=True,
-            parser_class=OneLineErrorParser,
-            seed_everything_default=42,
-            save_config_callback=RunConfig,
+            **CLI_SETTINGS,
             parser_kwargs={"description": "Few-shot segmentation with SAM2 (FS-SAM2). Subcommands:"},
-            auto_configure_optimizers=False,
             args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
             run=run,
         )

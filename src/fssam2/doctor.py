@@ -421,8 +421,7 @@ def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check |
 def parse_config(args: list[str]) -> Any:
     """The fit config of `args` (`--config` and overrides), parsed by the fssam2 CLI's own parser
     and defaults, nothing instantiated."""
-    from fssam2.callbacks import RunConfig
-    from fssam2.cli import FSSAM2CLI, OneLineErrorParser
+    from fssam2.cli import CLI_SETTINGS, FSSAM2CLI
     from fssam2.module import FSSAM2Module
 
     class ConfigOnly(FSSAM2CLI):
@@ -440,12 +439,8 @@ def parse_config(args: list[str]) -> Any:
         cli = ConfigOnly(
             FSSAM2Module,
             FewShotDataModule,
-            subclass_mode_data=True,
-            parser_class=OneLineErrorParser,
-            seed_everything_default=42,
-            save_config_callback=RunConfig,
+            **CLI_SETTINGS,
             parser_kwargs={"prog": "fssam2 doctor"},
-            auto_configure_optimizers=False,
             args=args,
             run=False,
         )
