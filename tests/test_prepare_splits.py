@@ -60,6 +60,7 @@ def test_fetched_lists_are_the_published_ones_and_read(published, monkeypatch, t
     assert len(images) == 364 and sorted(by_class) == [1, 2, 3, 4, 5]
     train, _ = fold_lists(out, "coco", "train", 3)
     assert train[0].startswith("COCO_train2014_")
+    (tmp_path / "FSS-1000").mkdir()  # the DataModule looks for the dataset before its lists
     assert len(FSS1000DataModule(root=str(tmp_path), splits_dir=str(out)).categories("test")) == 240
 
 
