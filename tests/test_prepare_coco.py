@@ -136,9 +136,10 @@ def prepare(root: Path, *extra: str) -> None:
 bad = one_line_error
 
 
-def test_prepare_coco_end_to_end_then_lists_and_test(server, published, tmp_path, capsys):
+def test_prepare_coco_end_to_end_then_lists_and_test(server, published, tmp_path, capsys, monkeypatch):
     _, splits = published
     root = tmp_path / "data"
+    monkeypatch.setenv("FSSAM2_DATA", str(root))  # the data home: the fssam2 test below takes no data option
     prepare(root)
     base = root / "COCO2014"
     out = capsys.readouterr().out
@@ -164,8 +165,8 @@ def test_prepare_coco_end_to_end_then_lists_and_test(server, published, tmp_path
     assert len(train) == 12  # folds 1 and 3's images; fold 2's show a speck of a fold-0 class
 
     cli = run_cli([
-        "test", "--config", str(TINY), "--data", "fssam2.benchmarks.CocoDataModule", "--data.root", str(root),
-        "--data.splits_dir", str(root / "splits"), "--data.fold", "0", "--data.test_episodes", "4",
+        "test", "--config", str(TINY), "--data", "fssam2.benchmarks.CocoDataModule",
+        "--data.fold", "0", "--data.test_episodes", "4",
         "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "run"),
     ])  # fmt: skip
     assert 0 <= cli.trainer.callback_metrics["test/miou"] <= 100

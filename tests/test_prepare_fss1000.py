@@ -24,16 +24,20 @@ def fewshot_zip(source: Path, top: str = "fewshot_data/fewshot_data", drop: str 
     """The category folders under `source` zipped under `top/` (HSNet's: fewshot_data/fewshot_data),
     with macOS resource forks beside them as such zips often carry; `drop` leaves a member out."""
     buffer = io.BytesIO()
+
+    def put(name: str, data: bytes) -> None:  # a fixed timestamp: two calls give the same bytes
+        z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+
     with zipfile.ZipFile(buffer, "w") as z:
         prefix = f"{top}/" if top else ""
         if top:
-            z.writestr(f"{top.split('/')[0]}/README.txt", "FSS-1000")
+            put(f"{top.split('/')[0]}/README.txt", b"FSS-1000")
         for path in sorted(source.rglob("*.*")):
             member = f"{prefix}{path.relative_to(source).as_posix()}"
             if drop and member.endswith(drop):
                 continue
-            z.write(path, member)
-            z.writestr(f"__MACOSX/{prefix}{path.parent.name}/._{path.name}", b"\0\5\26\7")
+            put(member, path.read_bytes())
+            put(f"__MACOSX/{prefix}{path.parent.name}/._{path.name}", b"\0\5\26\7")
     return buffer.getvalue()
 
 
@@ -76,14 +80,15 @@ def test_absent_archive_prints_the_manual_step(tmp_path, capsys):
     assert not root.exists() or not any(root.iterdir())
 
 
-def test_archive_in_a_folder_is_prepared_then_tested(categories, pinned_to, tmp_path, capsys):
+def test_archive_in_a_folder_is_prepared_then_tested(categories, pinned_to, tmp_path, capsys, monkeypatch):
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "fewshot_data.zip").write_bytes(fewshot_zip(categories))
     pinned_to((keep / "fewshot_data.zip").read_bytes())
     root = tmp_path / "data"
-    splits = write_lists(root)
-    run_cli(["prepare", "fss1000", "--root", str(root), "--archives", str(keep), "--quiet"])
+    monkeypatch.setenv("FSSAM2_DATA", str(root))  # the data home: no --root, no data option below
+    write_lists(root)
+    run_cli(["prepare", "fss1000", "--archives", str(keep), "--quiet"])
     base = root / "FSS-1000"
     assert sorted(p.name for p in base.iterdir()) == [".fssam2-prepared.json", *sorted(sum(NAMES.values(), []))]
     assert sorted(p.name for p in (base / "test_cat1").iterdir()) == sorted(
@@ -95,8 +100,8 @@ def test_archive_in_a_folder_is_prepared_then_tested(categories, pinned_to, tmp_
     assert "FSS-1000 ready" in capsys.readouterr().out
 
     cli = run_cli([
-        "test", "--config", str(TINY), "--data", "fssam2.benchmarks.FSS1000DataModule", "--data.root", str(root),
-        "--data.splits_dir", str(splits), "--data.batch_size", "4", "--data.num_workers", "0",
+        "test", "--config", str(TINY), "--data", "fssam2.benchmarks.FSS1000DataModule",
+        "--data.batch_size", "4", "--data.num_workers", "0",
         "--trainer.default_root_dir", str(tmp_path / "run"),
     ])  # fmt: skip
     assert len(cli.datamodule.dataset("test")) == 20  # every test image once

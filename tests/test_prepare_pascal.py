@@ -238,24 +238,26 @@ def test_prepare_builds_the_union_with_vocs_maps_winning(reference, generated):
 
 
 @pytest.mark.slow
-def test_prepared_data_derives_lists_and_runs_fssam2_test(reference, tmp_path):
-    # (No FSSAM2_DATA-only variant: data.root / data.splits_dir have no default on this branch.)
-    aug = reference / "VOC2012" / "ImageSets" / "SegmentationAug"
-    splits = tmp_path / "splits"
+def test_prepared_data_derives_lists_and_runs_fssam2_test(reference, tmp_path, monkeypatch):
+    home = tmp_path / "home"  # the data home, holding the prepared VOC2012: no --root, no data option below
+    home.mkdir()
+    (home / "VOC2012").symlink_to(reference / "VOC2012")
+    monkeypatch.setenv("FSSAM2_DATA", str(home))
+    aug = home / "VOC2012" / "ImageSets" / "SegmentationAug"
     run_cli([
-        "prepare", "splits", "--benchmark", "pascal", "--root", str(reference), "--out", str(splits),
+        "prepare", "splits", "--benchmark", "pascal",
         "--train-ids", str(aug / "train_aug.txt"), "--val-ids", str(aug / "val.txt"), "--min-pixels", "4",
     ])  # fmt: skip
-    assert (splits / "pascal" / "fss_list" / "val" / "data_list_0.txt").read_text().split()
+    assert (home / "splits" / "pascal" / "fss_list" / "val" / "data_list_0.txt").read_text().split()
     cli = run_cli([
         "test", "--config", str(Path(__file__).parent.parent / "configs" / "pascal_fold0.yaml"),
-        "--data.root", str(reference), "--data.splits_dir", str(splits),
         "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64",
         "--data.test_episodes", "4", "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
     ])  # fmt: skip
     assert 0 <= cli.trainer.callback_metrics["test/miou"] <= 100
     assert len(cli.datamodule.dataset("test")) == 4
+    assert cli.datamodule.root == str(home)
 
 
 def test_second_run_is_a_no_op(reference, monkeypatch, capsys, tmp_path):
