@@ -29,6 +29,7 @@ import torch
 from fssam2.errors import InputError
 
 Entry = tuple[torch.Tensor, ...]  # one image's maps (or one support's memory), no batch dimension
+Dtypes = tuple[torch.dtype, ...]  # an entry's dtypes as computed (under autocast they may differ)
 
 
 @dataclass
@@ -158,7 +159,7 @@ class FeatureCache:
         self.max_bytes = int(config.max_megabytes * 2**20)
         self.stats: dict[str, CacheStats] = {}  # per kind of entry
         self.residency = Residency(self.max_bytes)
-        self._memory: dict[Hashable, tuple[Entry, torch.dtype]] = {}
+        self._memory: dict[Hashable, tuple[Entry, Dtypes]] = {}  # as kept, and each tensor's dtype as computed
         self._on_disk: dict[Hashable, tuple[Path, torch.device]] = {}
         self._spill: Path | None = None
         if config.spill_dir is not None:
@@ -227,8 +228,8 @@ class FeatureCache:
 
     def _get(self, key: Hashable, stats: CacheStats) -> Entry | None:
         if self.residency.touch(key):
-            stored, dtype = self._memory[key]
-            return tuple(t.to(dtype) for t in stored)
+            stored, dtypes = self._memory[key]
+            return tuple(t.to(d) for t, d in zip(stored, dtypes, strict=True))
         spilled = self._on_disk.pop(key, None)
         if spilled is None:
             return None
@@ -236,39 +237,40 @@ class FeatureCache:
         stored = torch.load(path, map_location=device, weights_only=True)
         path.unlink()
         stats.disk_reads += 1
-        entry, dtype = tuple(stored["tensors"]), getattr(torch, stored["dtype"])
-        self._keep(key, entry, dtype)
-        return tuple(t.to(dtype) for t in entry)
+        entry, dtypes = tuple(stored["tensors"]), tuple(getattr(torch, d) for d in stored["dtypes"])
+        self._keep(key, entry, dtypes)
+        return tuple(t.to(d) for t, d in zip(entry, dtypes, strict=True))
 
     def _put(self, key: Hashable, entry: Entry) -> None:
-        dtype = entry[0].dtype
+        dtypes = tuple(t.dtype for t in entry)
         # A copy, not a view: a view would keep its whole batch alive, beyond the byte budget.
         # Features are kept in the precision they were computed in (bfloat16 under bf16 autocast);
         # `half` narrows only float32 / float64 ones.
         stored = tuple(
             t.detach().to(torch.float16, copy=True) if self._narrow(t) else t.detach().clone() for t in entry
         )
-        self._keep(key, stored, dtype)
+        self._keep(key, stored, dtypes)
 
     def _narrow(self, t: torch.Tensor) -> bool:
         return self.config.half and t.dtype in (torch.float32, torch.float64)
 
-    def _keep(self, key: Hashable, entry: Entry, dtype: torch.dtype) -> None:
+    def _keep(self, key: Hashable, entry: Entry, dtypes: Dtypes) -> None:
         dropped = self.residency.admit(key, sum(t.numel() * t.element_size() for t in entry))
         if dropped is None:
-            self._evict(key, entry, dtype)
+            self._evict(key, entry, dtypes)
             return
         for old in dropped:
             self._evict(old, *self._memory.pop(old))
-        self._memory[key] = (entry, dtype)
+        self._memory[key] = (entry, dtypes)
 
-    def _evict(self, key: Hashable, entry: Entry, dtype: torch.dtype) -> None:
+    def _evict(self, key: Hashable, entry: Entry, dtypes: Dtypes) -> None:
         self.stats.setdefault(key[0], CacheStats()).evictions += 1
         if self._spill is None or self.residency.next_use(key) == math.inf:
             return  # nothing to spill to, or (planned) never needed again
         name = hashlib.sha1(repr(key).encode()).hexdigest()
         path = self._spill / f"{name}.pt"
-        torch.save({"tensors": [t.cpu() for t in entry], "dtype": str(dtype).removeprefix("torch.")}, path)
+        names = [str(d).removeprefix("torch.") for d in dtypes]
+        torch.save({"tensors": [t.cpu() for t in entry], "dtypes": names}, path)
         self._on_disk[key] = (path, entry[0].device)
 
     def close(self) -> None:
