@@ -22,12 +22,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from fssam2.cache import Residency, Uses
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
+from fssam2.model import FewShotSAM2
 
 MIN_UNIT_BATCHES = 4  # consecutive small classes (FSS-1000: 10 episodes each) share a unit up to this many batches
 
@@ -232,19 +234,35 @@ def distinct_images(episodes: Sequence[Shown]) -> int:
     return len({e.query for e in episodes} | {s for e in episodes for s in e.supports})
 
 
-def entry_bytes(model, image_size: int, element_size: int) -> tuple[int, int]:  # noqa: ANN001 - a FewShotSAM2
-    """Bytes of one image's cached features and of one support's memory at `image_size`, from the
-    model's structure (no forward pass): the embedding (hidden_dim at S/16), the decoder's
-    conv_s0 / conv_s1 maps (at S/4 and S/8) and the memory (mem_dim at S/16); `element_size`:
-    4 for float32, 2 for bf16 autocast or feature_cache.half."""
-    sam2 = model.sam2
-    stride = int(sam2.backbone_stride)
-    decoder = sam2.sam_mask_decoder
-    embedding = int(sam2.hidden_dim) * (image_size // stride) ** 2
-    high_res = int(decoder.conv_s0.out_channels) * (image_size * 4 // stride) ** 2
-    high_res += int(decoder.conv_s1.out_channels) * (image_size * 2 // stride) ** 2
-    memory = int(sam2.mem_dim) * (image_size // stride) ** 2
-    return (embedding + high_res) * element_size, memory * element_size
+PROBE_SIZE = 64  # input side of the one small forward pass that measures entry shapes and dtypes
+
+
+def entry_bytes(
+    model: FewShotSAM2, image_size: int, autocast: torch.dtype | None = None, half: bool = False
+) -> tuple[int, int]:
+    """Bytes the feature cache keeps for one image's features and for one support's memory at
+    `image_size`, as a run under `autocast` (None: float32) keeps them: measured by one forward
+    of the image and memory encoders at PROBE_SIZE px (every cached map is at S/4,
+    S/8 or S/16, so its size scales with the area), then narrowed as feature_cache.half does."""
+    if image_size % PROBE_SIZE:
+        raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
+    scale = (image_size // PROBE_SIZE) ** 2
+
+    def nbytes(tensors: Sequence[torch.Tensor]) -> int:
+        narrow = [2 if half and t.dtype in (torch.float32, torch.float64) else t.element_size() for t in tensors]
+        return sum(t.numel() * size * scale for t, size in zip(tensors, narrow, strict=True))
+
+    device = next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
+        maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
+    return nbytes(feats.per_image(0)), nbytes([maps[0]])
+
+
+def autocast_dtype(precision: str | int | None) -> torch.dtype | None:
+    """The autocast dtype of a Trainer precision ("bf16-mixed" -> bfloat16; "32-true" -> None)."""
+    text = str(precision or "32-true")
+    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else None
 
 
 @dataclass(frozen=True)
@@ -306,7 +324,7 @@ def report_row(r: PlanReport) -> str:
     mb = 2**20
     return (
         f"| {r.episodes} | {r.floor} | {r.planned.passes} | {r.planned.passes / max(r.floor, 1):.3f} "
-        f"| {r.planned.peak_bytes / mb:.0f} | {r.unplanned.passes} | {r.unplanned.passes / max(r.floor, 1):.3f} |"
+        f"| {r.planned.peak_bytes / mb:.4g} | {r.unplanned.passes} | {r.unplanned.passes / max(r.floor, 1):.3f} |"
     )
 
 
@@ -315,10 +333,41 @@ def format_report(r: PlanReport, title: str) -> str:
     lines = [
         title,
         f"entries: {r.image_bytes / mb:.3g} MB an image's features, {r.memory_bytes / mb:.3g} MB a support memory; "
-        f"budget {r.budget_bytes / mb:.0f} MB; {r.world_size} process{'es' if r.world_size > 1 else ''}",
+        f"budget {r.budget_bytes / mb:.4g} MB; {r.world_size} process{'es' if r.world_size > 1 else ''}",
         "",
         REPORT_HEADER,
         "|---:|---:|---:|---:|---:|---:|---:|",
         report_row(r),
     ]
     return "\n".join(lines)
+
+
+def describe(
+    datamodule: Any,  # a FewShotDataModule
+    split: str,
+    sam2_config: str,
+    image_size: int | None,
+    precision: str | int | None,
+    max_megabytes: float,
+    half: bool = False,
+    world_size: int = 1,
+) -> str:
+    """The plan report `--model.feature_cache.plan_only true` prints: the split's episodes, the
+    floor, planned encoder passes and peak cache bytes under the budget, and the unplanned figure
+    beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
+    from fssam2.build import build_sam2
+
+    plan = datamodule.eval_plan(split)
+    if plan is None:
+        dataset = datamodule.dataset(split)
+        plan = build_plan([dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))], datamodule.batch_size)
+    model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
+    size = model.image_size
+    image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
+    found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
+    title = (
+        f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "
+        f"{datamodule.shot}-shot, batch {datamodule.batch_size}; {sam2_config} at {size} px, "
+        f"precision {precision or '32-true'}{', half' if half else ''}"
+    )
+    return format_report(found, title)
