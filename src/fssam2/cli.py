@@ -40,7 +40,7 @@ DEFAULT_RUN_DIR = "runs/fssam2"
 def _trainer_defaults() -> dict:
     return {
         "trainer.default_root_dir": DEFAULT_RUN_DIR,
-        "trainer.use_distributed_sampler": False,  # EpisodeSampler shards episodes, without padding
+        "trainer.use_distributed_sampler": False,  # fssam2 shards episodes itself (PlanSampler, EpisodeSampler), without padding
         "trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
         "trainer.logger": {
             "class_path": "lightning.pytorch.loggers.WandbLogger",
