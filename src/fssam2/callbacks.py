@@ -160,11 +160,12 @@ class PredictionWriter(L.Callback):
 
 class WandbTestReport(L.Callback):
     """On W&B only: the test's per-class IoU as a table, and overlays (supports with their masks,
-    query, prediction, ground truth) for the first `episodes` test episodes, always the same ones."""
+    query, prediction, ground truth) of test episodes 0 .. `episodes` - 1, captioned with their
+    index: always the same ones, whichever order and process ran them (see data.eval_order)."""
 
     def __init__(self, episodes: int = 8) -> None:
         self.episodes = episodes
-        self.rows: list[np.ndarray] = []
+        self.rows: list[tuple[int, np.ndarray]] = []  # (episode index, overlay row) from this process
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = []
@@ -178,17 +179,12 @@ class WandbTestReport(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if (
-            not trainer.is_global_zero
-            or not self._logger(trainer)
-            or len(self.rows) >= self.episodes
-            or outputs is None
-        ):
+        if not self._logger(trainer) or outputs is None:
             return
         size = batch["query_image"].shape[-1]
-        for i, pred in enumerate(outputs["preds"]):
-            if len(self.rows) >= self.episodes:
-                break
+        for i, (index, pred) in enumerate(zip(batch["index"].tolist(), outputs["preds"], strict=True)):
+            if index >= self.episodes:
+                continue
             pred = F.interpolate(pred[None, None].float(), size=(size, size), mode="nearest")[0, 0].bool().cpu().numpy()
             truth = (batch["query_mask"][i] == 1).cpu().numpy()
             query = _to_rgb(batch["query_image"][i])
@@ -197,11 +193,18 @@ class WandbTestReport(L.Callback):
                 for img, m in zip(batch["support_images"][i], batch["support_masks"][i], strict=True)
             ]
             tiles += [query, tint(query, pred, (255, 60, 60)), tint(query, truth, (60, 255, 60))]
-            self.rows.append(np.concatenate(tiles, axis=1))
+            self.rows.append((index, np.concatenate(tiles, axis=1)))
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = self._logger(trainer)
-        if not trainer.is_global_zero or logger is None:
+        if logger is None:
+            return
+        rows = self.rows
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * trainer.world_size if trainer.is_global_zero else None
+            torch.distributed.gather_object(rows, gathered, dst=0)  # every process calls it
+            rows = [row for part in gathered or [] for row in part]
+        if not trainer.is_global_zero:
             return
         per_class = [
             [k.rsplit("_", 1)[-1], float(v)]
@@ -209,13 +212,14 @@ class WandbTestReport(L.Callback):
             if k.startswith("test/iou_class_")
         ]
         logger.log_table("test/per_class_iou", columns=["class", "iou"], data=per_class)
-        if self.rows:
+        if rows:
+            rows = sorted(rows, key=lambda row: row[0])
             control = getattr(trainer.datamodule, "support_control", "none")
             shown = "supports (blue)" if control == "none" else f"supports (blue, support_control={control})"
             logger.log_image(
                 "test/episodes",
-                images=self.rows,
-                caption=[f"{shown} | query | prediction (red) | ground truth (green)"] * len(self.rows),
+                images=[row for _, row in rows],
+                caption=[f"episode {i}: {shown} | query | prediction (red) | ground truth (green)" for i, _ in rows],
             )
 
     @staticmethod

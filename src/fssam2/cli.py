@@ -41,7 +41,7 @@ DEFAULT_RUN_DIR = "runs/fssam2"
 def _trainer_defaults() -> dict:
     return {
         "trainer.default_root_dir": DEFAULT_RUN_DIR,
-        "trainer.use_distributed_sampler": False,  # EpisodeSampler shards episodes, without padding
+        "trainer.use_distributed_sampler": False,  # fssam2 shards episodes itself (PlanSampler, EpisodeSampler), without padding
         "trainer.precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
         "trainer.logger": {
             "class_path": "lightning.pytorch.loggers.WandbLogger",
@@ -186,6 +186,22 @@ class FSSAM2CLI(LightningCLI):
                     os.environ[var] = str(run_dir / "wandb" / sub)
                 self._wandb_dir = run_dir / "wandb"  # created once the run is known to start
 
+    def _plan_only(self) -> bool:
+        model = self.config[self.subcommand].model if self.subcommand else None
+        return bool(model is not None and (_plain(model.get("feature_cache")) or {}).get("plan_only"))
+
+    def instantiate_classes(self) -> None:
+        if not self._plan_only():
+            super().instantiate_classes()
+            return
+        # The plan report: no model weights are read and no episode runs.
+        print(plan_report(self.config[self.subcommand], self.subcommand))
+        self.datamodule = self.model = self.trainer = None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if not self._plan_only():
+            super()._run_subcommand(subcommand)
+
     def _before_run(self) -> None:
         """Checks that need the instances, before the Trainer writes anything: a run that fails
         here leaves the run folder as it was."""
@@ -275,6 +291,37 @@ def episodes_command(args: list[str]) -> None:
     for index in range(count):
         ep = rule.episode(index, cfg.epoch)
         print(json.dumps({"index": index, "query": ep.query, "class": ep.class_id, "supports": list(ep.supports)}))
+
+
+def plan_report(config: Namespace, subcommand: str) -> str:
+    """What `--model.feature_cache.plan_only true` prints for a test / validate / predict config."""
+    from fssam2.plan import describe
+
+    split = {"test": "test", "predict": "test", "validate": "val"}.get(subcommand)
+    if split is None:
+        raise InputError(f"model.feature_cache.plan_only is for test, validate and predict, not {subcommand}.")
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(FewShotDataModule, "data", required=True)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    datamodule = instantiate(parser.parse_object({"data": config.data})).data
+    trainer, model = config.trainer, config.model
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, str) and devices.lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices < 0 or devices == "auto":
+        devices = max(torch.cuda.device_count(), 1) if trainer.get("accelerator") != "cpu" else 1
+    world = (len(devices) if isinstance(devices, list) else int(devices)) * int(trainer.get("num_nodes") or 1)
+    cache = _plain(model.feature_cache)
+    return describe(
+        datamodule,
+        split,
+        model.sam2_config,
+        model.image_size,
+        trainer.get("precision"),
+        cache["max_megabytes"],
+        half=cache["half"],
+        world_size=world,
+    )
 
 
 def prepare_command(args: list[str]) -> None:

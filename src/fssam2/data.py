@@ -18,8 +18,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fssam2.cache import CacheConfig, FeatureCache
-from fssam2.episodes import Episode, EpisodeRule, EpisodeSampler, QueryCycleEpisodes, check_shot, episode_rng
+from fssam2.episodes import (
+    EVAL_EPOCH,
+    Episode,
+    EpisodeRule,
+    EpisodeSampler,
+    QueryCycleEpisodes,
+    check_shot,
+    episode_rng,
+)
 from fssam2.errors import InputError
+from fssam2.plan import EvalPlan, PlanSampler, Shown, build_plan
 from fssam2.synthetic import SyntheticBenchmark
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -27,6 +36,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
+EvalOrder = Literal["planned", "index"]
 
 
 def check_support_control(control: str) -> None:
@@ -133,13 +143,20 @@ class EpisodeDataset(Dataset):
             f"the split's {n} episodes: swap needs >= 2 classes; use none or blank."
         )
 
+    def shown(self, index: int, epoch: int) -> tuple[Episode, Episode, Shown]:
+        """(the episode, the episode whose supports it shows, what it asks of the encoders): the
+        items and the evaluation plan (fssam2.plan) both come from here."""
+        episode = self.episodes.episode(index, epoch)
+        shown = self.donor(index, epoch) if self.support_control == "swap" else episode
+        support_class = 0 if self.support_control == "blank" else shown.class_id
+        return episode, shown, Shown(index, episode.query, episode.class_id, shown.supports, support_class)
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
-        episode = self.episodes.episode(index, epoch)
+        episode, shown, asked = self.shown(index, epoch)
         if self.augmentation is not None:
             # Drawn after the protocol's draws, so augmentation never changes the episode.
             self.augmentation.set_random_seed(int(episode_rng(self.episodes.seed, index, epoch).integers(2**31)))
-        shown = self.donor(index, epoch) if self.support_control == "swap" else episode
         supports = [self._prepare(s, shown.class_id) for s in shown.supports]
         masks = np.stack([s[1] == 1 for s in supports])
         if self.support_control == "blank":
@@ -153,7 +170,7 @@ class EpisodeDataset(Dataset):
             "query_target": torch.from_numpy(query_target).long(),
             "class_id": episode.class_id,
             # What the masks show: the feature cache keys support memories by it.
-            "support_class": 0 if self.support_control == "blank" else shown.class_id,
+            "support_class": asked.support_class,
             "index": index,
             "query": episode.query,
             "supports": shown.supports,
@@ -192,6 +209,12 @@ class FewShotDataModule(L.LightningDataModule):
             masks) of another episode of a different class, the same one in every run (see
             `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
             The gap true minus swap is how much the support decides the mask.
+        eval_order: how evaluation episodes (val, test, predict) are run; the episodes and the
+            metric are the same either way. "planned": grouped by class and query, so the
+            feature cache reuses what it holds, and under DDP each process gets whole groups
+            (balanced by the images they need) and runs exactly the batches one process runs
+            (see `fssam2.plan`); predictions keep their episode index. "index": episode order,
+            process r of N running episodes r, r + N, ... (the published loop's order).
     """
 
     # Whether image_reader's label maps hold every object of an image (not one binary mask):
@@ -210,12 +233,16 @@ class FewShotDataModule(L.LightningDataModule):
         augment: bool = True,
         image_cache_mb: float = 512.0,
         support_control: SupportControl = "none",
+        eval_order: EvalOrder = "planned",
     ) -> None:
         super().__init__()
         check_shot(shot)
         check_support_control(support_control)
         if batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
+        if eval_order not in get_args(EvalOrder):
+            raise InputError(f"data.eval_order={eval_order!r} is not one of planned, index: pick one of those.")
+        self.eval_order = eval_order
         self.fold, self.shot, self.batch_size = fold, shot, batch_size
         self.num_workers, self.seed, self.augment = num_workers, seed, augment
         self.image_cache_mb, self.support_control = image_cache_mb, support_control
@@ -233,6 +260,7 @@ class FewShotDataModule(L.LightningDataModule):
             }
         )
         self._datasets: dict[str, EpisodeDataset] = {}
+        self._plans: dict[str, EvalPlan] = {}
 
     # what a benchmark provides
     def episodes(self, split: str) -> EpisodeRule:
@@ -276,9 +304,29 @@ class FewShotDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
+    def eval_plan(self, split: str) -> EvalPlan | None:
+        """The plan of an evaluation split's episodes (None under eval_order=index or for train);
+        made once, from the supports the dataset shows (support controls included)."""
+        if split == "train" or self.eval_order != "planned":
+            return None
+        if split not in self._plans:
+            dataset = self.dataset(split)
+            shown = [dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))]
+            self._plans[split] = build_plan(shown, self.batch_size)
+        return self._plans[split]
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        plan = self.eval_plan(split)
+        if plan is not None:
+            return DataLoader(
+                dataset,
+                batch_sampler=PlanSampler(plan, rank, world),
+                num_workers=self.num_workers,
+                collate_fn=collate_episodes,
+                persistent_workers=self.num_workers > 0,
+            )
         sampler = EpisodeSampler(
             len(dataset), shuffle=split == "train", seed=self.split_seed(split), rank=rank, world_size=world
         )

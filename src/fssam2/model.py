@@ -50,7 +50,9 @@ class ImageFeatures:
 
     embedding: torch.Tensor  # [N, C, S/16, S/16] lowest-resolution FPN map (pix_feat)
     position: torch.Tensor  # [N, C, S/16, S/16] its sine position encoding
-    high_res: list[torch.Tensor]  # [N, C/8, S/4, S/4], [N, C/4, S/8, S/8] raw FPN maps
+    # [N, C/8, S/4, S/4], [N, C/4, S/8, S/8]: the FPN maps after the mask decoder's conv_s0 / conv_s1
+    # (as SAM2's forward_image does), 5.5x smaller than the raw 256-channel maps a cache would keep.
+    high_res: list[torch.Tensor]
 
     def select(self, index: slice) -> ImageFeatures:
         return ImageFeatures(self.embedding[index], self.position[index], [f[index] for f in self.high_res])
@@ -151,7 +153,9 @@ class FewShotSAM2(nn.Module):
         levels = self.sam2.num_feature_levels
         fpn = out["backbone_fpn"][-levels:]
         pos = out["vision_pos_enc"][-levels:]
-        return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=list(fpn[:-1]))
+        decoder = self.sam2.sam_mask_decoder
+        high_res = [decoder.conv_s0(fpn[0]), decoder.conv_s1(fpn[1])]
+        return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=high_res)
 
     def memory_maps(self, support: ImageFeatures, support_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 2 per support: features [N] and masks [N, S, S] in {0, 1} -> memory and its
@@ -187,7 +191,6 @@ class FewShotSAM2(nn.Module):
             num_obj_ptr_tokens=0,
         )
         conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
-        decoder = self.sam2.sam_mask_decoder
         points = torch.zeros(b, 1, 2, device=emb.device)
         labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
         sparse, dense = self.sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
@@ -196,7 +199,7 @@ class FewShotSAM2(nn.Module):
             "image_pe": self.sam2.sam_prompt_encoder.get_dense_pe(),
             "sparse_prompt_embeddings": sparse,
             "dense_prompt_embeddings": dense,
-            "high_res_features": [decoder.conv_s0(query.high_res[0]), decoder.conv_s1(query.high_res[1])],
+            "high_res_features": query.high_res,
         }
 
     def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
@@ -228,16 +231,27 @@ class FewShotSAM2(nn.Module):
             memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), masks, b)
             return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
         keys.check(b, k)
-
-        def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
-            feats = self.encode_images(supports[positions], [keys.supports[i] for i in positions])
-            maps, pos = self.memory_maps(feats, masks[positions])
-            self._memory_position = pos[:1].clone()
-            return [(m,) for m in maps]
-
-        maps = torch.stack([m for (m,) in self.feature_cache.fetch("memory", keys.memories, compute)])
+        cache = self.feature_cache
+        # Step 2 needs a support's image features only when its memory is not held; the images
+        # those memories need and the queries then go through the image encoder in one call.
+        held = cache.lookup("memory", keys.memories)
+        missing: dict[Hashable, int] = {}
+        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
+            if entry is None:
+                missing.setdefault(key, i)
+        new = list(missing.values())
+        feats = self.encode_images(
+            torch.cat([supports[new], query_images]), [keys.supports[i] for i in new] + list(keys.queries)
+        )
+        if new:
+            maps, pos = self.memory_maps(feats.select(slice(0, len(new))), masks[new])
+            self._memory_position = pos[:1].clone()  # not a view: it would hold the whole batch
+            fresh = dict(zip(missing, maps, strict=True))
+            cache.store("memory", list(fresh), [(m,) for m in maps])
+            held = [(fresh[key],) if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
+        maps = torch.stack([m for (m,) in held])
         pos = self._memory_position.expand(b * k, -1, -1, -1)
-        query = self.encode_images(query_images, keys.queries)
+        query = feats.select(slice(len(new), None))
         return self.decode(query, memory_tokens(maps, b), memory_tokens(pos, b))
 
     def _check_inputs(

@@ -19,6 +19,7 @@ from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
 from fssam2.metric import FewShotIoU
 from fssam2.model import EpisodeKeys, FewShotSAM2
+from fssam2.plan import image_key, memory_key, trace
 
 IGNORE = 255
 
@@ -178,6 +179,7 @@ class FSSAM2Module(L.LightningModule):
             for part in ("image_encoder", "memory_attention", "sam_mask_decoder"):
                 self.model.sam2.get_submodule(part).compile(backend=backend)  # in place: same parameter names
         self.metrics = torch.nn.ModuleDict()
+        self._plan_steps: dict[int, int] = {}  # first episode index of a planned batch -> its step on this process
         self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
 
     def forward(
@@ -190,15 +192,18 @@ class FSSAM2Module(L.LightningModule):
         and a support memory by that and the class its mask shows (support_class: under a
         support control it is not the query's class_id)."""
         keys = None
-        if self.model.feature_cache is not None:
+        cache = self.model.feature_cache
+        if cache is not None:
             size = self.model.image_size
-            supports = [(split, s, size) for episode in batch["supports"] for s in episode]
+            supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
             classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
             keys = EpisodeKeys(
                 supports=supports,
-                memories=[(key, c) for key, c in zip(supports, classes, strict=True)],
-                queries=[(split, q, size) for q in batch["query"]],
+                memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
+                queries=[image_key(split, q, size) for q in batch["query"]],
             )
+            # The batch's step in this process's plan, which the cache's next uses count in.
+            cache.clock = self._plan_steps.get(int(batch["index"][0]), cache.clock)
         return self.model(batch["support_images"], batch["support_masks"], batch["query_image"], keys)
 
     def setup(self, stage: str) -> None:
@@ -288,12 +293,21 @@ class FSSAM2Module(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
-    def _start_evaluation(self) -> None:
-        """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a cache."""
+    def _start_evaluation(self, split: str) -> None:
+        """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
+        cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
         if self.hparams.merge_lora:
             merge_lora_(self.model)
-        if self.cache_config is not None:
-            self.model.feature_cache = FeatureCache(self.cache_config)
+        if self.cache_config is None:
+            return
+        cache = self.model.feature_cache = FeatureCache(self.cache_config)
+        self._plan_steps = {}
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        plan = datamodule.eval_plan(split) if isinstance(datamodule, FewShotDataModule) else None
+        if plan is not None:
+            batches = plan.rank_batches(self.global_rank, self.trainer.world_size)
+            cache.plan(trace(batches, split, self.model.image_size))
+            self._plan_steps = {batch[0].index: step for step, batch in enumerate(batches)}
 
     def _end_evaluation(self, split: str) -> None:
         cache, self.model.feature_cache = self.model.feature_cache, None
@@ -301,18 +315,22 @@ class FSSAM2Module(L.LightningModule):
         if cache is None:
             return
         image, memory = (cache.stats.get(kind, CacheStats()) for kind in ("image", "memory"))
+        peak = cache.peak_bytes
         cache.close()
+        self._plan_steps = {}
         counts = torch.tensor([image.lookups, image.computed, memory.lookups, memory.computed], device=self.device)
         images, image_passes, memories, memory_passes = (
             int(x) for x in self.trainer.strategy.reduce(counts, reduce_op="sum")
         )
+        peak = int(self.trainer.strategy.reduce(torch.tensor(peak, device=self.device), reduce_op="max"))
         # Without a cache every episode encodes its K supports and its query; with one, a
         # support image is asked for only when its memory is not cached.
         uncached = memories + images - memory_passes
         rank_zero_info(
             f"{split} feature cache: {image_passes} image-encoder passes instead of {uncached} "
             f"({uncached / max(image_passes, 1):.1f}x fewer, {images - image_passes} cache hits), "
-            f"{memory_passes} memory-encoder passes instead of {memories} ({memories - memory_passes} cache hits)"
+            f"{memory_passes} memory-encoder passes instead of {memories} ({memories - memory_passes} cache hits); "
+            f"at most {peak / 2**20:.3g} MB held by a process"
         )
         if split != "predict":
             self.log(f"{split}/encoder_passes", float(image_passes))
@@ -324,7 +342,7 @@ class FSSAM2Module(L.LightningModule):
             checkpoint["state_dict"][f"model.{name}"] = weight
 
     def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("val")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -334,7 +352,7 @@ class FSSAM2Module(L.LightningModule):
         self._end_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
         return {"preds": self._step(batch, "test")[1]}
@@ -344,7 +362,7 @@ class FSSAM2Module(L.LightningModule):
         self._end_evaluation("test")
 
     def on_predict_epoch_start(self) -> None:
-        self._start_evaluation()
+        self._start_evaluation("test")
 
     def on_predict_epoch_end(self) -> None:
         self._end_evaluation("predict")

@@ -1,0 +1,373 @@
+"""The plan of an evaluation: which batches run, in which order, on which process, and what each
+batch will ask of the feature cache.
+
+The episodes of an evaluation are fixed before it starts (seeded by index, see fssam2.episodes)
+and the metric is a sum over episodes, so the order in which they run is free. The plan runs
+them grouped by class (episodes of one class draw their queries and supports from one pool of
+images), inside a group by query (an image's turns as a query come together), cut into batches
+of `batch_size` episodes that never depend on the number of processes. Under DDP each process
+gets whole units (a class, or several small classes), balanced by the images they need, so the
+processes together encode about the fold's distinct images rather than N times them, and N
+processes run exactly the batches one process runs.
+
+`trace` lists, for one process's batches, the steps at which each image's features and each
+support's memory will be asked for; the feature cache evicts by it (Belady's rule, see
+`fssam2.cache.Residency`). `simulate` replays a plan through the same policy without tensors:
+the encoder passes and the peak cache bytes a run will have, which is what
+`--model.feature_cache.plan_only true` prints.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fssam2.cache import Residency, Uses
+from fssam2.episodes import EVAL_EPOCH
+from fssam2.errors import InputError
+from fssam2.model import FewShotSAM2
+
+MIN_UNIT_BATCHES = 4  # consecutive small classes (FSS-1000: 10 episodes each) share a unit up to this many batches
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What episode `index` asks of the encoders: its query (scored for `class_id`) and the
+    supports it shows, whose masks show `support_class` (under a support control these are not
+    the episode's own; see `fssam2.data.EpisodeDataset.shown`)."""
+
+    index: int
+    query: str
+    class_id: int
+    supports: tuple[str, ...]
+    support_class: int
+
+
+def image_key(split: str, image_id: str, size: int) -> tuple[str, str, int]:
+    """The feature-cache key of an image's encoder features."""
+    return (split, image_id, size)
+
+
+def memory_key(image: Hashable, support_class: int) -> tuple[Hashable, int]:
+    """The feature-cache key of a support's memory: its image and the class its mask shows."""
+    return (image, int(support_class))
+
+
+@dataclass
+class EvalPlan:
+    """Batches of episode indices in run order, and the units processes get whole.
+
+    episodes: every episode of the split, `episodes[i].index == i`.
+    batches: episode indices of each batch, in the order one process runs them.
+    units: consecutive runs of batch positions; a process gets whole units.
+    """
+
+    episodes: list[Shown]
+    batches: list[tuple[int, ...]]
+    units: list[range]
+
+    def images(self, positions: Sequence[int]) -> set[str]:
+        """The distinct images (queries and supports) the batches at `positions` show."""
+        found: set[str] = set()
+        for p in positions:
+            for i in self.batches[p]:
+                found.add(self.episodes[i].query)
+                found.update(self.episodes[i].supports)
+        return found
+
+    def shard(self, rank: int, world_size: int) -> list[int]:
+        """Positions of the batches process `rank` of `world_size` runs, in plan order.
+
+        Units go whole to the process with the least work so far, largest first (longest
+        processing time first), work being the distinct images a unit needs (its encoder passes
+        on a process that has seen none of them). With fewer units than processes, the largest
+        are halved at a batch boundary first. Batch contents never change."""
+        if not 0 <= rank < world_size:
+            raise InputError(f"Process rank {rank} is not in 0..{world_size - 1}.")
+        if world_size > len(self.batches):
+            raise InputError(
+                f"{len(self.episodes)} evaluation episodes make {len(self.batches)} batches, fewer than the "
+                f"{world_size} processes: use at most {len(self.batches)} processes, or a smaller data.batch_size."
+            )
+        units = [list(u) for u in self.units]
+        while len(units) < world_size:
+            big = max(range(len(units)), key=lambda u: (len(units[u]), -u))
+            half = len(units[big]) // 2
+            units[big : big + 1] = [units[big][:half], units[big][half:]]
+        costs = [len(self.images(u)) for u in units]
+        loads, owner = [0] * world_size, [0] * len(units)
+        for u in sorted(range(len(units)), key=lambda u: (-costs[u], u)):
+            owner[u] = min(range(world_size), key=lambda r: (loads[r], r))
+            loads[owner[u]] += costs[u]
+        return [p for u, unit in enumerate(units) if owner[u] == rank for p in unit]
+
+    def rank_batches(self, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
+        """The episodes of each batch process `rank` runs, in its order."""
+        return [[self.episodes[i] for i in self.batches[p]] for p in self.shard(rank, world_size)]
+
+
+def build_plan(episodes: Sequence[Shown], batch_size: int) -> EvalPlan:
+    """Group by class (ascending), order a group by (query, index), merge consecutive small
+    groups into units of at least MIN_UNIT_BATCHES batches, and cut each unit into batches."""
+    episodes = list(episodes)
+    if [e.index for e in episodes] != list(range(len(episodes))):
+        raise ValueError("build_plan needs every episode of the split, in index order.")
+    if batch_size < 1:
+        raise InputError(f"data.batch_size={batch_size} must be >= 1.")
+    groups: dict[int, list[Shown]] = defaultdict(list)
+    for e in episodes:
+        groups[e.class_id].append(e)
+    merged: list[list[Shown]] = []
+    for c in sorted(groups):
+        group = sorted(groups[c], key=lambda e: (e.query, e.index))
+        if merged and len(merged[-1]) < MIN_UNIT_BATCHES * batch_size:
+            merged[-1].extend(group)
+        else:
+            merged.append(group)
+    batches: list[tuple[int, ...]] = []
+    units: list[range] = []
+    for unit in merged:
+        start = len(batches)
+        batches += [tuple(e.index for e in unit[i : i + batch_size]) for i in range(0, len(unit), batch_size)]
+        units.append(range(start, len(batches)))
+    return EvalPlan(episodes, batches, units)
+
+
+class PlanSampler(torch.utils.data.Sampler):
+    """A DataLoader batch sampler: the planned batches of process `rank` of `world_size`, each a
+    list of (episode index, epoch) pairs as `EpisodeDataset` takes them."""
+
+    def __init__(self, plan: EvalPlan, rank: int = 0, world_size: int = 1) -> None:
+        self.batches = [plan.batches[p] for p in plan.shard(rank, world_size)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter([[(i, EVAL_EPOCH) for i in batch] for batch in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
+    """The unplanned order (data.eval_order=index): process `rank` runs episodes rank, rank + N,
+    ... in batches of `batch_size`."""
+    mine = list(episodes)[rank::world_size]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def _batch_keys(batch: Sequence[Shown], split: str, size: int) -> tuple[list, list, list]:
+    """(support image keys, memory keys, query image keys) of a batch, as FSSAM2Module._logits makes them."""
+    supports, memories = [], []
+    for e in batch:
+        for s in e.supports:
+            supports.append(image_key(split, s, size))
+            memories.append(memory_key(supports[-1], e.support_class))
+    return supports, memories, [image_key(split, e.query, size) for e in batch]
+
+
+def trace(batches: Sequence[Sequence[Shown]], split: str, size: int) -> Uses:
+    """{(kind, key): the steps (batch positions) that will ask for it} for a process running
+    `batches`: every support's memory at each of its batches; a query's image features at each
+    of its batches; a support's image features only at the first batch showing its memory (the
+    memory is then kept and the features are not needed again)."""
+    uses: dict[Hashable, list[int]] = defaultdict(list)
+    seen: set[Hashable] = set()
+    for step, batch in enumerate(batches):
+        supports, memories, queries = _batch_keys(batch, split, size)
+        for image, memory in zip(supports, memories, strict=True):
+            _add(uses, ("memory", memory), step)
+            if memory not in seen:
+                seen.add(memory)
+                _add(uses, ("image", image), step)
+        for image in queries:
+            _add(uses, ("image", image), step)
+    return dict(uses)
+
+
+def _add(uses: dict[Hashable, list[int]], key: Hashable, step: int) -> None:
+    steps = uses[key]
+    if not steps or steps[-1] != step:
+        steps.append(step)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    passes: int  # image-encoder passes (images encoded)
+    memory_passes: int  # memory-encoder passes (support memories computed)
+    peak_bytes: int  # the most bytes the cache held at once
+
+
+def simulate(
+    batches: Sequence[Sequence[Shown]], image_bytes: int, memory_bytes: int, budget_bytes: int, planned: bool = True
+) -> Simulation:
+    """Replay one process's `batches` through the feature cache's policy (`Residency`) as
+    `FewShotSAM2.forward` asks for entries: memories first; then, in one encoder call, the images
+    of the memories not held and the queries; then the new images are kept, then the new
+    memories. planned: Belady's rule by `trace(batches)`; else least recently used."""
+    residency = Residency(budget_bytes)
+    if planned:
+        residency.plan(trace(batches, "", 0))
+    passes = memory_passes = 0
+    for step, batch in enumerate(batches):
+        residency.clock = step
+        supports, memories, queries = _batch_keys(batch, "", 0)
+        missing = {}
+        for image, memory in zip(supports, memories, strict=True):
+            if not residency.touch(("memory", memory)):
+                missing.setdefault(memory, image)
+        images = list(missing.values()) + queries
+        encode = list(dict.fromkeys(k for k in images if not residency.touch(("image", k))))
+        passes += len(encode)
+        memory_passes += len(missing)
+        for k in encode:
+            residency.admit(("image", k), image_bytes)
+        for k in missing:
+            residency.admit(("memory", k), memory_bytes)
+    return Simulation(passes, memory_passes, residency.peak)
+
+
+def distinct_images(episodes: Sequence[Shown]) -> int:
+    """The floor: each image the episodes show, encoded once."""
+    return len({e.query for e in episodes} | {s for e in episodes for s in e.supports})
+
+
+PROBE_SIZE = 64  # input side of the one small forward pass that measures entry shapes and dtypes
+
+
+def entry_bytes(
+    model: FewShotSAM2, image_size: int, autocast: torch.dtype | None = None, half: bool = False
+) -> tuple[int, int]:
+    """Bytes the feature cache keeps for one image's features and for one support's memory at
+    `image_size`, as a run under `autocast` (None: float32) keeps them: measured by one forward
+    of the image and memory encoders at PROBE_SIZE px (every cached map is at S/4,
+    S/8 or S/16, so its size scales with the area), then narrowed as feature_cache.half does."""
+    if image_size % PROBE_SIZE:
+        raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
+    scale = (image_size // PROBE_SIZE) ** 2
+
+    def nbytes(tensors: Sequence[torch.Tensor]) -> int:
+        narrow = [2 if half and t.dtype in (torch.float32, torch.float64) else t.element_size() for t in tensors]
+        return sum(t.numel() * size * scale for t, size in zip(tensors, narrow, strict=True))
+
+    device = next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
+        maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
+    return nbytes(feats.per_image(0)), nbytes([maps[0]])
+
+
+def autocast_dtype(precision: str | int | None) -> torch.dtype | None:
+    """The autocast dtype of a Trainer precision ("bf16-mixed" -> bfloat16; "32-true" -> None)."""
+    text = str(precision or "32-true")
+    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else None
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    episodes: int
+    floor: int  # distinct images
+    planned: Simulation  # all processes together (passes summed, peak the largest)
+    unplanned: Simulation  # index order, least recently used (fssam2 before planning)
+    image_bytes: int
+    memory_bytes: int
+    budget_bytes: int
+    world_size: int
+
+
+def report(
+    plan: EvalPlan, batch_size: int, image_bytes: int, memory_bytes: int, budget_bytes: int, world_size: int = 1
+) -> PlanReport:
+    """Planned and unplanned encoder passes of `plan` over `world_size` processes."""
+
+    def total(runs: list[Simulation]) -> Simulation:
+        return Simulation(
+            sum(r.passes for r in runs), sum(r.memory_passes for r in runs), max(r.peak_bytes for r in runs)
+        )
+
+    planned = total(
+        [simulate(plan.rank_batches(r, world_size), image_bytes, memory_bytes, budget_bytes) for r in range(world_size)]
+    )
+    unplanned = total(
+        [
+            simulate(
+                index_batches(plan.episodes, batch_size, r, world_size),
+                image_bytes,
+                memory_bytes,
+                budget_bytes,
+                planned=False,
+            )
+            for r in range(world_size)
+        ]
+    )
+    return PlanReport(
+        len(plan.episodes),
+        distinct_images(plan.episodes),
+        planned,
+        unplanned,
+        image_bytes,
+        memory_bytes,
+        budget_bytes,
+        world_size,
+    )
+
+
+REPORT_HEADER = (
+    "| episodes | distinct images (floor) | planned encoder passes | x floor | peak cache MB "
+    "| unplanned (index order, LRU) passes | x floor |"
+)
+
+
+def report_row(r: PlanReport) -> str:
+    mb = 2**20
+    return (
+        f"| {r.episodes} | {r.floor} | {r.planned.passes} | {r.planned.passes / max(r.floor, 1):.3f} "
+        f"| {r.planned.peak_bytes / mb:.4g} | {r.unplanned.passes} | {r.unplanned.passes / max(r.floor, 1):.3f} |"
+    )
+
+
+def format_report(r: PlanReport, title: str) -> str:
+    mb = 2**20
+    lines = [
+        title,
+        f"entries: {r.image_bytes / mb:.3g} MB an image's features, {r.memory_bytes / mb:.3g} MB a support memory; "
+        f"budget {r.budget_bytes / mb:.4g} MB; {r.world_size} process{'es' if r.world_size > 1 else ''}",
+        "",
+        REPORT_HEADER,
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        report_row(r),
+    ]
+    return "\n".join(lines)
+
+
+def describe(
+    datamodule: Any,  # a FewShotDataModule
+    split: str,
+    sam2_config: str,
+    image_size: int | None,
+    precision: str | int | None,
+    max_megabytes: float,
+    half: bool = False,
+    world_size: int = 1,
+) -> str:
+    """The plan report `--model.feature_cache.plan_only true` prints: the split's episodes, the
+    floor, planned encoder passes and peak cache bytes under the budget, and the unplanned figure
+    beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
+    from fssam2.build import build_sam2
+
+    plan = datamodule.eval_plan(split)
+    if plan is None:
+        dataset = datamodule.dataset(split)
+        plan = build_plan([dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))], datamodule.batch_size)
+    model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
+    size = model.image_size
+    image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
+    found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
+    title = (
+        f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "
+        f"{datamodule.shot}-shot, batch {datamodule.batch_size}; {sam2_config} at {size} px, "
+        f"precision {precision or '32-true'}{', half' if half else ''}"
+    )
+    return format_report(found, title)
