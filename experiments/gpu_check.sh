@@ -139,9 +139,13 @@ part() {
     echo "===== $name: exit $status after $((SECONDS - start))s$([ "$status" = 124 ] && echo ' (TIMED OUT)')"
 }
 
+# GPU_CHECK_PARTS picks parts (default all): e.g. "fold" reruns the fold alone.
+PARTS=" ${GPU_CHECK_PARTS:-episode fold doctor} "
+wants() { [[ "$PARTS" == *" $1 "* ]]; }
+
 # ---- 1. episode latency, training throughput, peak memory -------------------------------------
 rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json"
-part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
+wants episode && part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
     --on-mismatch warn "${EPISODE_ARGS[@]}" --json "$OUT/bench_episode.json"
 
 # ---- 2. a whole 5-shot fold, feature cache off vs on ------------------------------------------
@@ -163,13 +167,13 @@ if [ "$EPISODES" -lt "$MAX_EPISODES" ]; then
     echo
     echo "NOTE: the fold runs $EPISODES of $MAX_EPISODES episodes (all three runs alike): by part 1's latency, $MAX_EPISODES would not fit ${FOLD_BUDGET_S}s"
 fi
-part bench_fold_cache "$FOLD_TIMEOUT" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
+wants fold && part bench_fold_cache "$FOLD_TIMEOUT" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
     --episodes "$EPISODES" "${FOLD_ARGS[@]}" --json "$OUT/bench_fold_cache.json"
 
 # 3. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
 #    step (1 and 2 episodes, extrapolated to the config's batch). No data here, so it exits 1.
 if [ -n "${GPU_CHECK_SMOKE:-}" ]; then DOCTOR=(--config tests/configs/tiny.yaml --measure); else DOCTOR=(--config configs/pascal_fold0.yaml); fi
-part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
+wants doctor && part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
 
 # ---- summary: one table from the JSON files ----------------------------------------------------
 echo
