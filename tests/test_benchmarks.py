@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED
-from fssam2 import InputError
+from fssam2 import InputError, module
 from fssam2.benchmarks import (
     CocoDataModule,
     FSS1000DataModule,
@@ -509,6 +509,22 @@ def test_missing_data_at_the_data_home_names_the_prepare_command(generated, tmp_
         f"PASCAL-5i split lists are not prepared: {home / 'splits' / 'pascal' / 'fss_list' / 'val' / 'data_list_0.txt'} "
         "is missing; run `fssam2 prepare splits` (or give --data.splits_dir).",
     )
+
+
+def test_missing_data_is_said_before_released_weights_are_fetched(generated, tmp_path, monkeypatch, capsys):
+    """A fresh machine: the published config (SAM2.1 B+, weights fetched by name on first use) with
+    no data prepared names the missing data without downloading or building the model first."""
+    root, _ = generated
+    home = tmp_path / "home"
+    monkeypatch.setenv("FSSAM2_DATA", str(home))
+    monkeypatch.setattr(module, "download", lambda *a, **k: pytest.fail("weights fetched before the data check"))
+    run = ["--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "run")]
+    for subcommand in ("fit", "test"):
+        bad(capsys, [subcommand, "--config", str(CONFIGS / "pascal_fold0.yaml"), *run], "run `fssam2 prepare pascal`")
+    home.mkdir()
+    (home / "VOC2012").symlink_to(root / "VOC2012")  # the dataset, not its lists
+    bad(capsys, ["fit", "--config", str(CONFIGS / "pascal_fold0.yaml"), *run], "run `fssam2 prepare splits`")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_explicit_data_root_is_used_and_named_in_errors(generated, tmp_path, monkeypatch, capsys):

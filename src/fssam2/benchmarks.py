@@ -351,6 +351,21 @@ class OnDiskDataModule(FewShotDataModule):
         self.root, self.splits_dir = str(self.place.root), str(self.place.splits_dir)
         self.save_hyperparameters({"root": self.root, "splits_dir": self.splits_dir})
 
+    def folders(self, split: str) -> list[str] | None:
+        """The folders under the root that `split` reads; None = all of the benchmark's."""
+        return None
+
+    def check_prepared(self, splits: Sequence[str]) -> None:
+        """The dataset's folders and the split lists `splits` read exist; else one line naming the
+        first missing one and the command that prepares it. Cheap: the CLI runs it before the model
+        is built, so a missing dataset is said before SAM2's weights are downloaded."""
+        for split in splits:
+            self.place.check(self.benchmark, self.folders(split))
+        lists = sorted({"train" if split == "train" else "val" for split in splits})
+        folds = None if self.benchmark == "fss" else [self.fold]
+        for name in split_list_files(self.benchmark, folds, lists):
+            _read_text(self.place.splits_dir / name, self.place.missing_list(self.benchmark))
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         given = "" if self.place.root_given else " (the data home)"
@@ -425,9 +440,12 @@ class CocoDataModule(OnDiskDataModule):
     def class_ids(self, split: str) -> list[int]:
         return sorted(coco_classes(split, self.fold))
 
+    def folders(self, split: str) -> list[str]:
+        sub = "train2014" if split == "train" else "val2014"  # test episodes read the val images
+        return [f"COCO2014/{sub}", f"COCO2014/annotations/{sub}"]
+
     def episodes(self, split: str) -> ClassFirstEpisodes:
-        sub = "train2014" if split == "train" else "val2014"
-        self.place.check("coco", [f"COCO2014/{sub}", f"COCO2014/annotations/{sub}"])
+        self.place.check("coco", self.folders(split))
         images, by_class = fold_lists(self.splits_dir, "coco", split, self.fold, self.place.missing_list("coco"))
         check_ids_on_disk(images, self.reader.paths, f"COCO-20i fold {self.fold} {split}")
         length = {"train": len(images), "val": self.val_episodes, "test": self.test_episodes}[split]

@@ -27,13 +27,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fssam2 import hub
 from fssam2.adapters import module_kwargs
-from fssam2.benchmarks import read_image
+from fssam2.benchmarks import OnDiskDataModule, read_image
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.doctor import doctor_command
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.module import FSSAM2Module, stage_class_ids
+from fssam2.module import STAGE_SPLITS, FSSAM2Module, stage_class_ids
 
 DEFAULT_RUN_DIR = "runs/fssam2"
 
@@ -166,6 +166,10 @@ class FSSAM2CLI(LightningCLI):
         if self.subcommand and self.subcommand != "fit":
             self.save_config_kwargs["config_filename"] = f"{self.subcommand}_config.yaml"
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in STAGE_SPLITS:
+            datamodule = datamodule_of(config)
+            if isinstance(datamodule, OnDiskDataModule):  # before the model, which may download weights
+                datamodule.check_prepared(STAGE_SPLITS[self.subcommand])
         trainer = config.trainer
         run_dir = Path(trainer.default_root_dir or DEFAULT_RUN_DIR).expanduser().resolve()
         check_run_dir(run_dir)
@@ -293,6 +297,14 @@ def episodes_command(args: list[str]) -> None:
         print(json.dumps({"index": index, "query": ep.query, "class": ep.class_id, "supports": list(ep.supports)}))
 
 
+def datamodule_of(config: Namespace) -> FewShotDataModule:
+    """The DataModule a run's config describes, made alone (no model, no Trainer)."""
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(FewShotDataModule, "data", required=True)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(parser.parse_object({"data": config.data})).data
+
+
 def plan_report(config: Namespace, subcommand: str) -> str:
     """What `--model.feature_cache.plan_only true` prints for a test / validate / predict config."""
     from fssam2.plan import describe
@@ -300,10 +312,7 @@ def plan_report(config: Namespace, subcommand: str) -> str:
     split = {"test": "test", "predict": "test", "validate": "val"}.get(subcommand)
     if split is None:
         raise InputError(f"model.feature_cache.plan_only is for test, validate and predict, not {subcommand}.")
-    parser = ArgumentParser()
-    parser.add_subclass_arguments(FewShotDataModule, "data", required=True)
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    datamodule = instantiate(parser.parse_object({"data": config.data})).data
+    datamodule = datamodule_of(config)
     trainer, model = config.trainer, config.model
     devices = trainer.get("devices", 1)
     if isinstance(devices, str) and devices.lstrip("-").isdigit():
