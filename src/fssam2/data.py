@@ -304,16 +304,20 @@ class FewShotDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def eval_plan(self, split: str) -> EvalPlan | None:
-        """The plan of an evaluation split's episodes (None under eval_order=index or for train);
-        made once, from the supports the dataset shows (support controls included)."""
-        if split == "train" or self.eval_order != "planned":
-            return None
+    def plan(self, split: str) -> EvalPlan:
+        """The planned order of an evaluation split's episodes, whatever eval_order says; made once,
+        from the supports the dataset shows (support controls included)."""
         if split not in self._plans:
             dataset = self.dataset(split)
             shown = [dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))]
             self._plans[split] = build_plan(shown, self.batch_size)
         return self._plans[split]
+
+    def eval_plan(self, split: str) -> EvalPlan | None:
+        """The plan an evaluation of `split` runs (None under eval_order=index or for train)."""
+        if split == "train" or self.eval_order != "planned":
+            return None
+        return self.plan(split)
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)

@@ -357,10 +357,7 @@ def describe(
     beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
     from fssam2.build import build_sam2
 
-    plan = datamodule.eval_plan(split)
-    if plan is None:
-        dataset = datamodule.dataset(split)
-        plan = build_plan([dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))], datamodule.batch_size)
+    plan = datamodule.plan(split)
     model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
     size = model.image_size
     image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
