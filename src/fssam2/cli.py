@@ -219,9 +219,7 @@ class FSSAM2CLI(LightningCLI):
 def check_run_dir(run_dir: Path) -> None:
     """The run folder exists as a folder or can be created (its first existing parent is a
     writable folder); nothing is created here."""
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = hub.existing_ancestor(run_dir)
     if not existing.is_dir():
         raise InputError(
             f"trainer.default_root_dir {run_dir} cannot be a folder: {existing} is a file. "

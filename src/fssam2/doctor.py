@@ -238,9 +238,7 @@ def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
 
 # disk
 def disk_check(what: str, folder: Path) -> Check:
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = hub.existing_ancestor(folder)
     usage = shutil.disk_usage(existing)
     return Check(
         "ok", "disk", f"{what} {folder}: {usage.free / GiB:.1f} GiB free of {usage.total / GiB:.1f} GiB (on {existing})"

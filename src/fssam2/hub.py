@@ -90,6 +90,13 @@ def data_dir() -> Path:
     return cache_dir() / "data"
 
 
+def existing_ancestor(path: Path) -> Path:
+    """`path` itself if it exists, else its nearest existing parent (where it would be created)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def cached_path(name: str) -> Path:
     return cache_dir() / f"{name}.pt"
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from fssam2.benchmarks import PREPARED_MARKER
 from fssam2.errors import InputError
+from fssam2.hub import existing_ancestor
 
 MARKER = PREPARED_MARKER  # what `fssam2 doctor` looks for
 GB = 1e9
@@ -46,9 +47,7 @@ def write_marker(folder: Path, info: dict[str, Any]) -> Path:
 
 def check_free_space(root: Path, needed: float, what: str) -> None:
     """Print what `what` needs under `root` and refuse (one line) when the disk has less free."""
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = existing_ancestor(root)
     free = shutil.disk_usage(existing).free
     print(f"{what} needs about {needed / GB:.1f} GB free under {root} ({free / GB:.1f} GB free)")
     if free < needed:

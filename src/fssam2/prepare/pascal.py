@@ -23,12 +23,10 @@ SegmentationClassAug without the marker (e.g. one a user downloaded) is checked,
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +38,9 @@ from tqdm import tqdm
 from fssam2.benchmarks import read_label, write_png
 from fssam2.downloads import Archive, extract, fetch_archive
 from fssam2.errors import InputError
+from fssam2.hub import existing_ancestor
 from fssam2.prepare.marker import MARKER
+from fssam2.prepare.marker import write_marker as write_marker_file
 
 HELP = "PASCAL-5i: download VOC2012 trainval + SBD, build and check VOC2012/SegmentationClassAug"
 
@@ -213,10 +213,6 @@ def write_marker(voc: Path, labels: Path, lists: dict[str, list[str]], built: st
     """Write the marker, the proof that `labels` is complete and checked; returns its record."""
     extracted = voc / EXTRACTED
     archives = json.loads(extracted.read_text()) if extracted.is_file() else {}
-    try:
-        version = metadata.version("fssam2")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     record = {
         "benchmark": "pascal-5i",
         "label_maps_from": built,
@@ -224,12 +220,10 @@ def write_marker(voc: Path, labels: Path, lists: dict[str, list[str]], built: st
         "lists": {name: len(ids) for name, ids in lists.items()},
         "checked": "every label map: single-channel, values in 0..20 and 255, its image there and of its size",
         "archives": archives,  # filename -> {"url", "digest"} of the archives extracted into place
-        "fssam2_version": version,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_text(voc / MARKER, json.dumps(record, indent=2) + "\n")
+    path = write_marker_file(voc, record)  # adds fssam2's version and the date
     extracted.unlink(missing_ok=True)
-    return record
+    return json.loads(path.read_text())
 
 
 # disk space
@@ -254,9 +248,7 @@ def check_space(root: Path, need_voc: bool, need_sbd: bool, build: bool, local_d
         total += LABEL_MAPS_MB
     if not parts:
         return
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = existing_ancestor(root)
     free = shutil.disk_usage(existing).free / 1e6
     print(
         f"PASCAL-5i needs about {total / 1000:.1f} GB free in {root} ({', '.join(parts)}); {free / 1000:.1f} GB are free"
