@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,9 +75,11 @@ def fetch_archive(
     local_dirs: Sequence[Path] = (),
     progress: bool = True,
     timeout: float = 60.0,
+    refusal: Callable[[str, str, bool], str] | None = None,
 ) -> Path:
     """The verified archive's path: `<folder>/<filename>` if already there, else a copy kept in one of
-    `local_dirs` (used in place, not copied), else downloaded from `mirror` or the official URL."""
+    `local_dirs` (used in place, not copied), else downloaded from `mirror` or the official URL.
+    `refusal(file or URL, its actual digest, downloaded)` words the error for a file that does not match."""
     target = folder / archive.filename
     candidates = [target, *(Path(d).expanduser() / archive.filename for d in local_dirs)]
     for path in candidates:
@@ -85,7 +87,9 @@ def fetch_archive(
             ok, actual = matches(path, archive.digest)
             if not ok:
                 raise InputError(
-                    f"{path} has {actual}, expected {archive.digest}: it is another or a damaged copy of "
+                    refusal(str(path), actual, False)
+                    if refusal
+                    else f"{path} has {actual}, expected {archive.digest}: it is another or a damaged copy of "
                     f"{archive.url}; delete or replace it and run again."
                 )
             return path
@@ -97,7 +101,9 @@ def fetch_archive(
     if not ok:
         part.unlink()
         raise InputError(
-            f"Download of {url} has {actual}, expected {archive.digest}: it was not kept; check the mirror "
+            refusal(url, actual, True)
+            if refusal
+            else f"Download of {url} has {actual}, expected {archive.digest}: it was not kept; check the mirror "
             f"or put a good copy of {archive.filename} in {folder}."
         )
     os.replace(part, target)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from fssam2.benchmarks import FSS_NUMBERS, FSS_SPLIT_FILES, read_data_list
-from fssam2.downloads import Archive, extract, fetch_url, matches, mirror_url
+from fssam2.downloads import Archive, extract, fetch_archive
 from fssam2.errors import InputError
 from fssam2.prepare.marker import MARKER, check_free_space, read_marker, write_marker
 
@@ -123,27 +123,21 @@ def refusal(path: Path | str, actual: str, archive: Archive, downloaded: bool) -
 
 
 def locate(archive: Archive, root: Path, local_dirs: list[Path], mirror: str | None, progress: bool) -> Path:
-    """The checked archive: in <root>/downloads, in a folder of archives, or downloaded from the mirror."""
+    """The checked archive: in <root>/downloads, in a folder of archives, or downloaded from the mirror
+    (its official URL needs a browser: without a mirror, the manual step)."""
     downloads = root / "downloads"
-    for path in (downloads / archive.filename, *(d / archive.filename for d in local_dirs)):
-        if path.is_file():
-            ok, actual = matches(path, archive.digest)
-            if not ok:
-                raise InputError(refusal(path, actual, archive, downloaded=False))
-            return path
-    if not mirror:
-        raise InputError(manual_step(root))
-    target = downloads / archive.filename
-    check_free_space(root, archive.size_mb * 1e6 * 2.2, "FSS-1000 (fewshot_data.zip and its extraction)")
-    downloads.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    fetch_url(mirror_url(archive, mirror), part, target, progress=progress)
-    ok, actual = matches(part, archive.digest)
-    if not ok:
-        part.unlink()
-        raise InputError(refusal(mirror_url(archive, mirror), actual, archive, downloaded=True))
-    os.replace(part, target)
-    return target
+    if not any(p.is_file() for p in (downloads / archive.filename, *(d / archive.filename for d in local_dirs))):
+        if not mirror:
+            raise InputError(manual_step(root))
+        check_free_space(root, archive.size_mb * 1e6 * 2.2, "FSS-1000 (fewshot_data.zip and its extraction)")
+    return fetch_archive(
+        archive,
+        downloads,
+        mirror=mirror,
+        local_dirs=local_dirs,
+        progress=progress,
+        refusal=lambda where, actual, downloaded: refusal(where, actual, archive, downloaded),
+    )
 
 
 def _is_category(folder: Path) -> bool:
