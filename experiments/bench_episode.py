@@ -51,6 +51,7 @@ import torch
 
 from fssam2.build import build_sam2
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
+from fssam2.doctor import status_bytes
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
 from fssam2.model import FewShotSAM2
 from fssam2.module import bce_dice_loss
@@ -192,14 +193,6 @@ def train_step(
         loss = loss_fn(model, episodes)
     loss.backward()
     optimizer.step()
-
-
-def status_bytes(field: str) -> int:
-    """A memory line of /proc/self/status (given in kB) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 class PeakMemory:

@@ -249,7 +249,7 @@ def disk_check(what: str, folder: Path) -> Check:
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
     """A memory line of /proc/self/status (given in kB) in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -267,7 +267,7 @@ class PeakMemory:
         if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
             raise InputError("Measuring CPU memory needs Linux's /proc/self: run fssam2 doctor with --no-measure here.")
         self._settle()
-        self.baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else _status_bytes("VmRSS")
+        self.baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else status_bytes("VmRSS")
 
     def _settle(self) -> None:
         gc.collect()
@@ -287,7 +287,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device) - self.baseline
-        return _status_bytes("VmHWM") - self.baseline
+        return status_bytes("VmHWM") - self.baseline
 
 
 def precision_context(precision: Any, device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
