@@ -29,7 +29,7 @@ from fssam2.cli import run_cli
 from fssam2.oracle import objectness_oracle
 
 ROOT = Path(__file__).resolve().parent.parent
-# The demo's targets (issue 9): how much the support decides, and the margin over the oracle.
+# The demo's targets: how much the support decides, and the margin over the oracle.
 MIN_SWAP_GAP = 40.0
 MIN_ORACLE_MARGIN = 10.0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One short GPU run of fssam2's benchmarks (issue 12, item 4): SAM2.1 B+ at 1024 px in bf16 on
+# One short GPU run of fssam2's benchmarks: SAM2.1 B+ at 1024 px in bf16 on
 # one GPU; about 4 minutes on an H100 and at most ~6 (each part is bounded by `timeout`).
 #
 #   bash experiments/gpu_check.sh [OUT]                          # on the GPU machine, repository root

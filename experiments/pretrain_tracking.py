@@ -5,7 +5,7 @@ gives it the same start: every parameter the FS-SAM2 forward pass uses, and the 
 with one object's mask as the memory, a later frame in which to find that object again), through
 the same forward pass as few-shot episodes (`fssam2.FewShotSAM2`, K = 1).
 
-Recipe (see the README, "The tracker the demo starts from", for the measurements behind it):
+Recipe (see docs/synthetic.md, "The tracker the demo starts from", for the measurements behind it):
 AdamW, linear warm-up then cosine decay, and a motion curriculum that starts with nearly still
 clips (the memory only has to be copied into place) and reaches full motion a fifth of the way in.
 The rate decides whether the memory path opens: every run first segments every object whatever
@@ -17,7 +17,7 @@ failure is visible.
     python experiments/pretrain_tracking.py --steps 600 --out /tmp/probe.pt --lr 2e-3   # a probe
 
 Seeded: the same arguments on the same machine and torch build give the same weights. It runs on
-one CPU thread by default (`--threads`), about 3 steps a second on the machine the README names.
+one CPU thread by default (`--threads`), about 3 steps a second on the machine docs/synthetic.md names.
 """
 
 from __future__ import annotations
