@@ -461,6 +461,22 @@ def test_folder_validation_never_sees_a_test_image(class_folders, capsys, fold):
     assert folder_episodes(capsys, class_folders, "val", "--data.fold", fold) == val  # the same every run
 
 
+@pytest.mark.slow
+def test_folder_fit_validates_on_held_out_training_images(class_folders, tmp_path):
+    """fit's validation (which picks best.ckpt) scores the training classes' held-out images."""
+    cli = run_cli([
+        "fit", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
+        "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders), "--data.test_classes", "[eel, fox]",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    val = cli.datamodule.dataset("val")
+    queries = [val.episodes.episode(i).query for i in range(len(val))]
+    assert sorted(q.split("/")[0] for q in queries) == ["cat", "dog", "gnu", "hen"]
+    scored = {k for k in cli.trainer.callback_metrics if k.startswith("val/iou_class_")}
+    assert scored == {f"val/iou_class_{c}" for c in (1, 2, 3, 4)} and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
 def test_folder_validation_split_bad_input(class_folders, capsys):
     data = ["episodes", "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders)]
     # 4 images a class and 3-shot episodes: training needs all 4, validation gets none
