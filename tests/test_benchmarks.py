@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED
+from conftest import SHARED, one_line_error
 from fssam2 import InputError, module
 from fssam2.benchmarks import (
     CocoDataModule,
@@ -215,6 +215,10 @@ def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, na
     assert 0 <= metrics["test/miou"] <= 100 and 0 <= metrics["test/fbiou"] <= 100
     expected = 3 * 10 if name == "fss1000" else 6  # FSS-1000: every test image once
     assert len(cli.datamodule.dataset("test")) == expected
+    # per-class IoU by name where the benchmark has them (FSS-1000's categories), else by class id
+    per_class = json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]
+    ids = cli.datamodule.class_ids("test")
+    assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if name == "fss1000" else set(map(str, ids)))
 
 
 def test_fss_label_maps_use_the_category_class(generated):
@@ -376,7 +380,8 @@ def test_folder_dataset_through_the_cli(class_folders, tmp_path):
         "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
     ])  # fmt: skip
     assert len(cli.datamodule.dataset("test")) == 8
-    assert set(json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]) == {"1", "2"}
+    # keyed by the class folders' names (they were 1, 2: which was which?)
+    assert set(json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]) == {"eel", "fox"}
 
 
 def test_folder_dataset_bad_input(class_folders):
@@ -396,7 +401,7 @@ def test_folder_dataset_bad_input(class_folders):
 
 
 def test_empty_support_mask_is_refused_naming_the_mask(class_folders):
-    from fssam2.benchmarks import FolderDataModule, FolderReader
+    from fssam2.benchmarks import FolderDataModule, FolderReader, Pair
 
     empty = class_folders / "hen" / "photo_2.png"
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(empty)
@@ -406,7 +411,7 @@ def test_empty_support_mask_is_refused_naming_the_mask(class_folders):
         for i in range(4):  # every test episode: photo_2 is some episode's support
             dm.dataset("test")[(i, 0)]
     # the reader refuses it too, should the file be emptied after the scan
-    files = {"hen": {f"photo_{j}": f"photo_{j}.jpg" for j in range(4)}}
+    files = {"hen": {f"photo_{j}": Pair(f"photo_{j}.jpg", f"photo_{j}.png") for j in range(4)}}
     with pytest.raises(InputError, match=r"Mask .*hen[/\\]photo_2\.png has no object pixel"):
         FolderReader(str(class_folders), files, {"hen": 1})("hen/photo_2")
 
@@ -423,6 +428,109 @@ def test_hidden_files_and_folders_are_not_images(class_folders):
     assert sorted(dm.files["cat"]) == [f"photo_{j}" for j in range(4)]
     dm.image_size = 32
     assert [dm.dataset("test")[(i, 0)]["query"] for i in range(4)] == [f"cat/photo_{j}" for j in range(4)]
+
+
+def folder_episodes(capsys, root, split, *options):
+    """`fssam2 episodes` of a folder dataset: one dict per episode."""
+    data = ["--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(root)]
+    run_cli(["episodes", *data, "--split", split, *options])
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def images_of(episodes):
+    return {e["query"] for e in episodes} | {s for e in episodes for s in e["supports"]}
+
+
+@pytest.mark.parametrize("fold", ["0", "2"])
+def test_folder_validation_never_sees_a_test_image(class_folders, capsys, fold):
+    """Validation (which picks best.ckpt) walked the test images, with seed + 1."""
+    test = folder_episodes(capsys, class_folders, "test", "--data.fold", fold)
+    val = folder_episodes(capsys, class_folders, "val", "--data.fold", fold)
+    train = folder_episodes(capsys, class_folders, "train", "--data.fold", fold, "--epoch", "0")
+    assert val and not images_of(val) & images_of(test)
+    test_classes = {q.split("/")[0] for q in images_of(test)}
+    assert not {q.split("/")[0] for q in images_of(val)} & test_classes
+    # every training class holds ceil(0.2 * 4) = 1 of its 4 images out of training, for validation
+    val_queries = [e["query"] for e in val]
+    assert sorted(q.split("/")[0] for q in val_queries) == sorted(
+        {"cat", "dog", "eel", "fox", "gnu", "hen"} - test_classes
+    )
+    assert not set(val_queries) & images_of(train)
+    assert len(train) == 3 * len(val_queries)  # the other 3 of each training class train
+    assert all(e["query"] not in e["supports"] for e in val)
+    assert folder_episodes(capsys, class_folders, "val", "--data.fold", fold) == val  # the same every run
+
+
+@pytest.mark.slow
+def test_folder_fit_validates_on_held_out_training_images(class_folders, tmp_path):
+    """fit's validation (which picks best.ckpt) scores the training classes' held-out images."""
+    cli = run_cli([
+        "fit", "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"),
+        "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders), "--data.test_classes", "[eel, fox]",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2", "--trainer.default_root_dir", str(tmp_path),
+    ])  # fmt: skip
+    val = cli.datamodule.dataset("val")
+    queries = [val.episodes.episode(i).query for i in range(len(val))]
+    assert sorted(q.split("/")[0] for q in queries) == ["cat", "dog", "gnu", "hen"]
+    scored = {k for k in cli.trainer.callback_metrics if k.startswith("val/iou_class_")}
+    assert scored == {f"val/iou_class_{c}" for c in (1, 2, 3, 4)} and (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_folder_validation_split_bad_input(class_folders, capsys):
+    data = ["episodes", "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders)]
+    # 4 images a class and 3-shot episodes: training needs all 4, validation gets none
+    one_line_error(capsys, [*data, "--split", "val", "--data.shot", "3"], "can spare an image for validation")
+    one_line_error(capsys, [*data, "--split", "val", "--data.val_fraction", "1.5"], "data.val_fraction=1.5")
+    folder_episodes(capsys, class_folders, "test", "--data.shot", "3")  # testing needs no validation
+
+
+def test_nested_class_folders_are_refused_naming_the_folder(class_folders, capsys):
+    """<root>/<group>/<class>/ folders were dropped without a word (their images never used)."""
+    (class_folders / "__MACOSX" / "cat").mkdir(parents=True)  # macOS archives' metadata: skipped
+    (class_folders / "__MACOSX" / "cat" / "._photo_0.jpg").write_bytes(b"\x00\x05\x16\x07")
+    assert len(folder_episodes(capsys, class_folders, "test")) == 8
+    nested = class_folders / "dog" / "puppies"
+    nested.mkdir()
+    shutil.copy(class_folders / "dog" / "photo_0.jpg", nested / "pup.jpg")
+    shutil.copy(class_folders / "dog" / "photo_0.png", nested / "pup.png")
+    data = ["--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders)]
+    one_line_error(capsys, ["episodes", *data], f"Class folder {class_folders / 'dog'} holds the folder puppies")
+
+
+def test_upper_case_extensions_pair_up(class_folders, capsys):
+    """`0.JPG` + `0.PNG` was refused: "Mask .../0.png does not exist"."""
+    for j in range(4):
+        for ext in ("jpg", "png"):
+            (class_folders / "cat" / f"photo_{j}.{ext}").rename(class_folders / "cat" / f"photo_{j}.{ext.upper()}")
+    (class_folders / "dog" / "photo_1.jpg").rename(class_folders / "dog" / "photo_1.Jpeg")
+    episodes = folder_episodes(capsys, class_folders, "test")
+    assert {e["query"] for e in episodes} >= {"cat/photo_0", "dog/photo_1"}
+    from fssam2.benchmarks import FolderDataModule
+    from fssam2.segment import support_pairs
+
+    dm = FolderDataModule(root=str(class_folders), test_classes=["cat", "dog"], shot=1)
+    dm.image_size = 32
+    for index in range(8):
+        item = dm.dataset("test")[(index, -1)]
+        assert item["support_masks"].sum() > 0 and (item["query_target"] == 1).sum() > 0
+    pairs = support_pairs([[str(class_folders / "cat")]])  # fssam2 segment --support FOLDER
+    assert [p[1].name for p in pairs] == [f"photo_{j}.PNG" for j in range(4)]
+
+
+@pytest.mark.parametrize(
+    "twice", [("photo_0.png", "photo_0.PNG"), ("photo_0.jpg", "photo_0.JPG"), ("photo_0.jpg", "photo_0.tif")]
+)
+def test_two_images_or_masks_of_one_name_are_refused(class_folders, capsys, twice):
+    """Which file was the pair was left to the order of the folder listing."""
+    folder = class_folders / "eel"
+    try:
+        shutil.copy(folder / twice[0], folder / twice[1])
+    except shutil.SameFileError:
+        pytest.skip("this file system ignores letter case: the two names are one file")
+    data = ["--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders)]
+    kind = "masks" if twice[0].endswith(".png") else "images"
+    one_line_error(capsys, ["episodes", *data], f"{folder} holds 2 {kind} named photo_0 ({', '.join(sorted(twice))})")
 
 
 def test_prepare_splits_refuses_lists_nothing_meets_and_writes_nothing(tmp_path, capsys):

@@ -242,8 +242,8 @@ def test_folder_data_with_one_held_out_class_or_none(two_class_folders, tmp_path
     # 2 classes, the default 4 folds: fold 0 holds out one class, and its test writes its results.
     cli("test", *folder, "--trainer.default_root_dir", str(tmp_path / "one"))
     results = json.loads((tmp_path / "one" / "test_metrics.json").read_text())
-    assert set(results["per_class"]) == {"1"} and results["episodes"] == 3
-    assert results["miou"] == pytest.approx(results["per_class"]["1"])
+    assert set(results["per_class"]) == {"ant"} and results["episodes"] == 3  # the class folder's name
+    assert results["miou"] == pytest.approx(results["per_class"]["ant"])
     # Fold 1 of 4 holds no class: one line naming the option to change, nothing written.
     run_dir = tmp_path / "none"
     _one_error_line(capsys, ["test", *folder, "--data.fold", "1", "--trainer.default_root_dir", str(run_dir)],

@@ -18,11 +18,14 @@ line) and `sub_class_file_list_<fold>.txt` (a dict literal, parsed with ast.lite
 from __future__ import annotations
 
 import ast
+import math
+import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
@@ -177,45 +180,105 @@ def fold_lists(
 
 # readers
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; an unreadable or truncated file is an InputError naming it."""
+    """RGB uint8 [H, W, 3], a new writable array. 16-bit images keep their high byte (a 16-bit
+    grey image as Pillow reads 16-bit colour ones; converting would clip it to white); 32-bit
+    integer images with 16-bit values likewise, float images in [0, 1] are scaled by 255. Other
+    32-bit images, and an unreadable or truncated file, are an InputError naming it."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            if im.mode.startswith("I") or im.mode == "F":
+                return np.repeat(_wide_to_uint8(np.asarray(im), path)[..., None], 3, axis=2)
+            return np.array(im.convert("RGB"))
     except FileNotFoundError as err:
         raise InputError(f"Image {path} does not exist: check --data.root and the dataset layout.") from err
     except OSError as err:
         raise InputError(f"Image {path} is unreadable or truncated ({err}): download or extract it again.") from err
 
 
+def _wide_to_uint8(array: np.ndarray, path: Path) -> np.ndarray:
+    """A single-channel 16-bit, 32-bit integer or float image as uint8 (see `read_image`)."""
+    if array.dtype.kind == "f":
+        low, high = float(array.min()), float(array.max())
+        if not (0.0 <= low and high <= 1.0):
+            raise InputError(
+                f"Image {path} holds float values in [{low:.4g}, {high:.4g}], not [0, 1]: save it as an 8- or 16-bit image."
+            )
+        return np.rint(array * 255.0).astype(np.uint8)
+    if int(array.min()) < 0 or int(array.max()) > 65535:
+        raise InputError(
+            f"Image {path} holds 32-bit values in [{int(array.min())}, {int(array.max())}]: save it as an 8- or 16-bit image."
+        )
+    return (array.astype(np.uint32) >> 8).astype(np.uint8)
+
+
 def binary_mask(array: np.ndarray, mode: str = "") -> np.ndarray:
-    """bool [H, W] object mask of a decoded mask array, by the one rule for binary masks: any
-    non-zero value is the object (any colour channel; a palette PNG's index != 0, so 0/1, 0/255,
-    VOC-palette and coloured masks all read as drawn). With an alpha channel (mode "RGBA", "LA",
-    or a 4- or 2-channel array) that varies over the image, the alpha is the mask (alpha != 0:
-    cut-outs on a transparent background); a constant alpha is ignored and the colour decides."""
+    """bool [H, W] object mask of a decoded mask array, by the one rule for binary masks (see
+    `mask_levels`)."""
+    return mask_levels(array, mode)[0]
+
+
+def mask_levels(array: np.ndarray, mode: str = "") -> tuple[np.ndarray, int]:
+    """(bool [H, W] object mask, how many distinct values it was thresholded from; 0 when not)
+    of a decoded mask array.
+
+    The rule: any non-zero value is the object (any colour channel; a palette PNG's index != 0, so
+    0/1, 0/255, VOC-palette and coloured masks all read as drawn). With an alpha channel (mode
+    "RGBA", "LA", or a 4- or 2-channel array) that varies over the image, the alpha decides (alpha
+    != 0: cut-outs on a transparent background); a constant alpha is ignored and the colour
+    decides. A mask whose deciding values (grey level, alpha, or brightest colour channel) take
+    more than two values, as JPEG-compressed or anti-aliased masks do, is thresholded instead: the
+    object is where the value reaches half the mask's largest. Palette indices are labels, never
+    thresholded."""
     if array.ndim == 2:
-        return array != 0
-    channels = array.shape[2]
-    if mode in ("RGBA", "LA") or (not mode and channels in (2, 4)):
-        alpha, colour = array[..., -1], array[..., :-1]
-        if alpha.min() != alpha.max():
-            return alpha != 0
-        return (colour != 0).any(axis=2)
-    return (array != 0).any(axis=2)
+        values = array
+    else:
+        has_alpha = mode in ("RGBA", "LA") or (not mode and array.shape[2] in (2, 4))
+        alpha = array[..., -1]
+        if has_alpha and alpha.min() != alpha.max():
+            values = alpha
+        else:
+            values = (array[..., :-1] if has_alpha else array).max(axis=2)
+    if mode == "P":
+        return values != 0, 0
+    if values.dtype == np.uint8:
+        levels = int(np.count_nonzero(np.bincount(values.ravel(), minlength=256)))
+    else:
+        levels = len(np.unique(values))
+    if levels <= 2:
+        return values != 0, 0
+    return (values > 0) & (values >= values.max() / 2), levels
 
 
-def read_binary_mask(path: Path) -> np.ndarray:
-    """The object mask bool [H, W] of a mask file, by `binary_mask`'s rule (used by the folder
-    dataset and `fssam2 segment`; FSS-1000's own files keep their published >= 128 rule)."""
+def graded_mask_note(path: Path | str, levels: int) -> str:
+    """The warning for a mask of more than two values (see `mask_levels`)."""
+    return (
+        f"Mask {path} holds {levels} distinct values, not two (JPEG-compressed or anti-aliased?): pixels at or above "
+        "half its largest value are taken as the object; save masks as two-valued PNGs to decide it yourself."
+    )
+
+
+def decode_mask(path: Path) -> tuple[np.ndarray, int]:
+    """(object mask, values it was thresholded from or 0) of a mask file by `mask_levels`; a missing or unreadable
+    file is an InputError naming it."""
     try:
         with Image.open(path) as im:
             if im.mode not in ("1", "L", "P", "I", "I;16", "F", "RGB", "RGBA", "LA"):
                 im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-            return binary_mask(np.asarray(im), im.mode)
+            return mask_levels(np.asarray(im), im.mode)
     except FileNotFoundError as err:
         raise InputError(f"Mask {path} does not exist: put <name>.png beside each image.") from err
     except OSError as err:
         raise InputError(f"Mask {path} is unreadable or truncated ({err}): save it again as a PNG.") from err
+
+
+def read_binary_mask(path: Path) -> np.ndarray:
+    """The object mask bool [H, W] of a mask file, by `mask_levels`'s rule (used by the folder
+    dataset and `fssam2 segment`; FSS-1000's own files keep their published >= 128 rule). A mask
+    of more than two values is thresholded, with a warning naming the file."""
+    mask, levels = decode_mask(path)
+    if levels:
+        warnings.warn(graded_mask_note(path, levels), stacklevel=2)
+    return mask
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -480,6 +543,10 @@ class FSS1000DataModule(OnDiskDataModule):
     def class_ids(self, split: str) -> list[int]:
         return list(range(1, len(self.categories(split)) + 1))
 
+    def class_names(self, split: str) -> dict[int, str]:
+        """The category folders' names, by class id."""
+        return {i + 1: category for i, category in enumerate(self.categories(split))}
+
     def episodes(self, split: str) -> FolderEpisodes:
         root = self.place.check("fss")
         categories = self.categories(split)
@@ -493,31 +560,58 @@ class FSS1000DataModule(OnDiskDataModule):
         return FSS1000Reader(self.root, {c: i + 1 for i, c in enumerate(self.categories(split))})
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # any letter case
+MASK_EXTENSION = ".png"  # any letter case
+
+
+class Pair(NamedTuple):
+    """An image of a folder dataset and its mask: file names in their class folder."""
+
+    image: str
+    mask: str
+
+
+def is_hidden(name: str) -> bool:
+    """`.name` files and folders, and macOS archives' `__MACOSX` folder, are not part of a dataset."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def visible_files(folder: Path) -> list[Path]:
     """The files of `folder`, hidden ones (`.name`, e.g. macOS `._photo.jpg` resource forks) left out."""
-    return [f for f in folder.iterdir() if not f.name.startswith(".") and f.is_file()]
+    return [f for f in folder.iterdir() if not is_hidden(f.name) and f.is_file()]
 
 
-def scan_folder(folder: Path) -> dict[str, str]:
-    """{name: image file} of `<folder>/<name>.<image ext>` files, each with its mask `<name>.png`
-    (hidden files are skipped)."""
-    files = visible_files(folder)
-    images = {f.stem: f.name for f in files if f.suffix.lower() in IMAGE_EXTENSIONS}
-    masks = {f.stem for f in files if f.suffix.lower() == ".png"}
-    if images.keys() - masks:
+def scan_folder(folder: Path) -> dict[str, Pair]:
+    """{name: (image file, mask file)} of `<folder>/<name>.<image ext>` files, each with its mask
+    `<name>.png`; extensions match in any letter case (`0.JPG` + `0.PNG`), hidden files are
+    skipped. Two images or two masks of one name (`0.jpg` and `0.tif`, `0.png` and `0.PNG`) are
+    an InputError naming them."""
+    images: dict[str, list[str]] = {}
+    masks: dict[str, list[str]] = {}
+    for f in visible_files(folder):
+        suffix = f.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            images.setdefault(f.stem, []).append(f.name)
+        elif suffix == MASK_EXTENSION:
+            masks.setdefault(f.stem, []).append(f.name)
+    for kind, found in (("images", images), ("masks", masks)):
+        twice = sorted(name for name, files in found.items() if len(files) > 1)
+        if twice:
+            raise InputError(
+                f"{folder} holds {len(found[twice[0]])} {kind} named {twice[0]} ({', '.join(sorted(found[twice[0]]))}): "
+                "which one belongs to the pair is ambiguous; keep one and rename or remove the others."
+            )
+    if images.keys() - masks.keys():
         raise InputError(
-            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks)[:3]}: put <name>.png (non-zero "
-            "pixels are the object) beside each image."
+            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks.keys())[:3]}: put <name>.png "
+            "(non-zero pixels are the object) beside each image."
         )
-    if masks - images.keys():
+    if masks.keys() - images.keys():
         raise InputError(
-            f"Masks in {folder} have no image, e.g. {sorted(masks - images.keys())[:3]}: images must be "
+            f"Masks in {folder} have no image, e.g. {sorted(masks.keys() - images.keys())[:3]}: images must be "
             f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
         )
-    return images
+    return {name: Pair(files[0], masks[name][0]) for name, files in images.items()}
 
 
 def empty_mask_error(path: Path) -> InputError:
@@ -527,18 +621,28 @@ def empty_mask_error(path: Path) -> InputError:
     )
 
 
-def scan_class_folders(root: str | Path, check_masks: bool = True) -> dict[str, dict[str, str]]:
-    """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: image file}}.
+def scan_class_folders(root: str | Path, check_masks: bool = True) -> dict[str, dict[str, Pair]]:
+    """`<root>/<class>/<name>.<image ext>` with its mask `<name>.png` -> {class: {name: pair}}.
 
-    Hidden folders and files are skipped. With `check_masks`, every mask is read once here (one
-    decode per mask, in the process that scans) and a mask with no object pixel is refused, naming
-    it: training or testing on empty targets would report a meaningless mIoU."""
+    Hidden folders and files are skipped; a folder inside a class folder is refused, naming it
+    (its images would be left out). With `check_masks`, every mask is read once here (one decode
+    per mask, in the process that scans): a mask with no object pixel is refused, naming it, since
+    training or testing on empty targets would report a meaningless mIoU; masks of more than two
+    values (see `mask_levels`) get one warning naming the first."""
     path = Path(root).expanduser()
     if not path.is_dir():
         raise InputError(
             f"Dataset root {path} does not exist: pass the folder holding one sub-folder per class as --data.root."
         )
-    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not is_hidden(p.name))
+    for folder in folders:
+        nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name))
+        if nested:
+            raise InputError(
+                f"Class folder {folder} holds the folder {nested[0]}: a folder dataset is one level deep "
+                "(<root>/<class>/<name>.jpg and <name>.png); move its images into a class folder of their own "
+                "under --data.root, or point --data.root at the folder of class folders."
+            )
     found = {folder.name: scan_folder(folder) for folder in folders}
     found = {name: images for name, images in found.items() if images}
     if not found:
@@ -546,30 +650,39 @@ def scan_class_folders(root: str | Path, check_masks: bool = True) -> dict[str, 
             f"Dataset root {path} has no class folder with images: expected <root>/<class>/<name>.jpg and <name>.png."
         )
     if check_masks:
+        graded: list[tuple[Path, int]] = []
         for category, images in found.items():
             for name in sorted(images):
-                mask_path = path / category / f"{name}.png"
-                if not read_binary_mask(mask_path).any():
+                mask_path = path / category / images[name].mask
+                mask, levels = decode_mask(mask_path)
+                if not mask.any():
                     raise empty_mask_error(mask_path)
+                if levels:
+                    graded.append((mask_path, levels))
+        if graded:
+            more = f" ({len(graded) - 1} more masks under {path} likewise)" if len(graded) > 1 else ""
+            warnings.warn(graded_mask_note(*graded[0]) + more, stacklevel=2)
     return found
 
 
 @dataclass(frozen=True)
 class FolderReader:
-    """Reads `<root>/<class>/<file>` and its mask `<name>.png` (`read_binary_mask`: any non-zero
-    value is the object); the label map holds the class's number where the mask is set. A mask
-    with no object pixel is refused, naming the mask file."""
+    """Reads `<root>/<class>/<image file>` and its mask file (`mask_levels`: any non-zero value is
+    the object; masks of more than two values thresholded, `scan_class_folders` warns of them);
+    the label map holds the class's number where the mask is set. A mask with no object pixel is
+    refused, naming the mask file."""
 
     root: str
-    files: dict[str, dict[str, str]] = field(hash=False)  # class -> name -> image file
+    files: dict[str, dict[str, Pair]] = field(hash=False)  # class -> name -> (image file, mask file)
     class_of: dict[str, int] = field(hash=False)  # class -> 1-based class of the split
 
     def __call__(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         category, name = image_id.split("/", 1)
         folder = Path(self.root).expanduser() / category
-        image = read_image(folder / self.files[category][name])
-        mask_path = folder / f"{name}.png"
-        mask = read_binary_mask(mask_path)
+        pair = self.files[category][name]
+        image = read_image(folder / pair.image)
+        mask_path = folder / pair.mask
+        mask, _ = decode_mask(mask_path)
         if image.shape[:2] != mask.shape:
             raise InputError(
                 f"Mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}: they must match."
@@ -581,35 +694,52 @@ class FolderReader:
 
 class FolderDataModule(FewShotDataModule):
     """Your own data: `<root>/<class name>/<name>.<jpg|jpeg|bmp|tif|tiff|webp>` with the binary mask
-    `<name>.png` beside each image (any non-zero value is the object: 0/1, 0/255, palette and
-    coloured masks alike, see `binary_mask`; hidden files are skipped). Every mask is read once
-    when the folders are scanned, and one with no object pixel is refused, naming it. Classes are
-    held out by name (`test_classes`) or, when that is not given, in `num_folds` contiguous groups
-    of the sorted class names (`fold` picks one). Test and validation episodes walk every image of
-    the held-out classes (validation with seed + 1), as FSS-1000 does; training draws from the
-    other classes.
+    `<name>.png` beside each image (extensions in any letter case; any non-zero value is the
+    object: 0/1, 0/255, palette and coloured masks alike, masks of more than two values
+    thresholded at half their largest, see `mask_levels`; hidden files are skipped; class folders
+    hold no folders). Every mask is read once when the folders are scanned, and one with no object
+    pixel is refused, naming it.
+
+    Splits: classes are held out for testing by name (`test_classes`) or, when that is not given,
+    in `num_folds` contiguous groups of the sorted class names (`fold` picks one); test episodes
+    walk every image of the held-out classes, as FSS-1000 does. Validation (which picks
+    best.ckpt) never sees a held-out class: of each training class's n images, ceil(val_fraction
+    * n), but no more than leave shot + 1 for training, are held out of training (drawn with the
+    seed and the class name, so the same every run); validation episodes walk them, with supports
+    from the class's other images. Training draws from the rest.
 
     Args:
         root: the folder of class folders.
         test_classes: class names to hold out; None = fold `fold` of `num_folds`.
         num_folds: number of class groups when test_classes is None.
+        val_fraction: share of each training class's images held out of training for validation.
         **kwargs: see `FewShotDataModule`.
     """
 
-    def __init__(self, root: str, test_classes: list[str] | None = None, num_folds: int = 4, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str,
+        test_classes: list[str] | None = None,
+        num_folds: int = 4,
+        val_fraction: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.root, self.test_classes, self.num_folds = root, test_classes, num_folds
         if test_classes is None and not 0 <= self.fold < num_folds:
             raise InputError(
                 f"data.fold={self.fold} is out of range: use 0..{num_folds - 1} (data.num_folds={num_folds})."
             )
+        if not 0 <= val_fraction < 1:
+            raise InputError(f"data.val_fraction={val_fraction} must be in [0, 1): e.g. 0.2 (the default).")
+        self.val_fraction = val_fraction
 
     @cached_property
-    def files(self) -> dict[str, dict[str, str]]:
-        """{class: {name: image file}}, scanned once."""
+    def files(self) -> dict[str, dict[str, Pair]]:
+        """{class: {name: (image file, mask file)}}, scanned once."""
         return scan_class_folders(self.root)
 
-    def _split_names(self, split: str) -> list[str]:
+    def _held_out(self) -> list[str]:
         names = sorted(self.files)
         if self.test_classes is not None:
             unknown = sorted(set(self.test_classes) - set(names))
@@ -617,19 +747,53 @@ class FolderDataModule(FewShotDataModule):
                 raise InputError(
                     f"data.test_classes {unknown} have no folder under {self.root}: use some of {names[:10]}."
                 )
-            held_out = sorted(self.test_classes)
-        else:
-            held_out = [n for i, n in enumerate(names) if i * self.num_folds // len(names) == self.fold]
-        return held_out if split != "train" else [n for n in names if n not in held_out]
+            return sorted(self.test_classes)
+        return [n for i, n in enumerate(names) if i * self.num_folds // len(names) == self.fold]
+
+    @cached_property
+    def val_images(self) -> dict[str, list[str]]:
+        """{training class: names of its images held out of training for validation}; classes
+        that can spare none are left out."""
+        held_out = self._held_out()
+        out = {}
+        for category in sorted(set(self.files) - set(held_out)):
+            names = sorted(self.files[category])
+            count = min(math.ceil(self.val_fraction * len(names)), len(names) - self.shot - 1)
+            if count > 0:
+                rng = np.random.default_rng((self.split_seed("val"), zlib.crc32(category.encode())))
+                out[category] = sorted(str(n) for n in rng.choice(names, count, replace=False))
+        return out
+
+    def _split_names(self, split: str) -> list[str]:
+        held_out = self._held_out()
+        if split == "test":
+            return held_out
+        training = [n for n in sorted(self.files) if n not in held_out]
+        if split == "train":
+            return training
+        if training and not self.val_images:
+            raise InputError(
+                f"No training class of {self.root} can spare an image for validation (data.val_fraction="
+                f"{self.val_fraction}, leaving data.shot + 1 = {self.shot + 1} for training): add images "
+                "(a class needs shot + 2) or raise data.val_fraction."
+            )
+        return sorted(self.val_images)
 
     def class_ids(self, split: str) -> list[int]:
         return list(range(1, len(self._split_names(split)) + 1))
 
+    def class_names(self, split: str) -> dict[int, str]:
+        """The class folders' names, by class id."""
+        return {i + 1: name for i, name in enumerate(self._split_names(split))}
+
     def episodes(self, split: str) -> FolderEpisodes:
-        return FolderEpisodes(
-            {c: sorted(self.files[c]) for c in self._split_names(split)}, self.shot, self.split_seed(split)
-        )
+        names = self._split_names(split)
+        if split == "val":
+            members = {c: sorted(self.files[c]) for c in names}
+            return FolderEpisodes(members, self.shot, self.split_seed(split), queries=self.val_images)
+        held = self.val_images if split == "train" else {}
+        members = {c: [n for n in sorted(self.files[c]) if n not in held.get(c, ())] for c in names}
+        return FolderEpisodes(members, self.shot, self.split_seed(split))
 
     def image_reader(self, split: str) -> ImageReader:
-        names = self._split_names(split)
-        return FolderReader(self.root, self.files, {c: i + 1 for i, c in enumerate(names)})
+        return FolderReader(self.root, self.files, {name: i for i, name in self.class_names(split).items()})

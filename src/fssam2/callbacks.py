@@ -91,6 +91,19 @@ class RunConfig(SaveConfigCallback):
         self._save(trainer, pl_module)
 
 
+def per_class_iou(trainer: L.Trainer) -> dict[str, float]:
+    """The test run's IoU per class, keyed by the DataModule's `class_names` (a folder dataset's
+    class folder names; class ids where a benchmark has no names)."""
+    names_of = getattr(trainer.datamodule, "class_names", None)
+    names = names_of("test") if names_of is not None else {}
+    prefix = "test/iou_class_"
+    return {
+        names.get(int(k[len(prefix) :]), k[len(prefix) :]): float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(prefix)
+    }
+
+
 class TestResults(L.Callback):
     """Writes `<run dir>/test_metrics.json` after `test`: mIoU, FB-IoU, per-class IoU, the
     episode setting, support control included, and the name of the run's saved config. An
@@ -106,7 +119,7 @@ class TestResults(L.Callback):
         result = {
             "miou": metrics.get("test/miou"),
             "fbiou": metrics.get("test/fbiou"),
-            "per_class": {k.rsplit("_", 1)[-1]: v for k, v in metrics.items() if k.startswith("test/iou_class_")},
+            "per_class": per_class_iou(trainer),
             "data": type(dm).__name__,
             # The folders the episodes were read from, resolved (a default root is the data home).
             "data_root": _resolved(getattr(dm, "root", None)),
@@ -206,11 +219,7 @@ class WandbTestReport(L.Callback):
             rows = [row for part in gathered or [] for row in part]
         if not trainer.is_global_zero:
             return
-        per_class = [
-            [k.rsplit("_", 1)[-1], float(v)]
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("test/iou_class_")
-        ]
+        per_class = [[name, iou] for name, iou in per_class_iou(trainer).items()]
         logger.log_table("test/per_class_iou", columns=["class", "iou"], data=per_class)
         if rows:
             rows = sorted(rows, key=lambda row: row[0])

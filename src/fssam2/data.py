@@ -7,6 +7,7 @@ processes and collation are shared.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -37,6 +38,17 @@ IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Data-loading workers when `num_workers` is not given: the cores beyond the main process's
+    one, at most 4 (more rarely pays for episodes of a few images)."""
+    return max(0, min(4, cpu_cores() - 1))
 
 
 def check_support_control(control: str) -> None:
@@ -115,7 +127,8 @@ class EpisodeDataset(Dataset):
             self._decoded = FeatureCache(CacheConfig(max_megabytes=self.image_cache_mb))
 
         def decode(_: list[int]) -> list[tuple[torch.Tensor, ...]]:
-            return [tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in self.read(image_id))]
+            # torch shares the array's memory and warns of a read-only one: a reader's may be (PIL's are).
+            return [tuple(torch.from_numpy(np.require(a, requirements=("C", "W"))) for a in self.read(image_id))]
 
         ((image, label),) = self._decoded.fetch("decoded", [image_id], decode)
         return image.numpy(), label.numpy()  # read-only use below: every step makes new arrays
@@ -194,7 +207,9 @@ class FewShotDataModule(L.LightningDataModule):
         fold: which classes are held out (tested on) and which train.
         shot: K, support images per episode (training and evaluation).
         batch_size: episodes per batch and process.
-        num_workers: data-loading worker processes.
+        num_workers: data-loading worker processes; None = one per CPU core this process may use
+            beyond the one it runs on, at most 4 (`default_workers`: 0 on a single core), so that
+            small machines are not oversubscribed.
         seed: episode seed of the test split; validation during fit uses seed + 1, so that
             choosing the best checkpoint never looks at a test episode; training uses seed + 2
             with the epoch in the generator.
@@ -226,7 +241,7 @@ class FewShotDataModule(L.LightningDataModule):
         fold: int = 0,
         shot: int = 1,
         batch_size: int = 8,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         seed: int = 42,
         test_episodes: int = 1000,
         val_episodes: int = 1000,
@@ -244,7 +259,10 @@ class FewShotDataModule(L.LightningDataModule):
             raise InputError(f"data.eval_order={eval_order!r} is not one of planned, index: pick one of those.")
         self.eval_order = eval_order
         self.fold, self.shot, self.batch_size = fold, shot, batch_size
-        self.num_workers, self.seed, self.augment = num_workers, seed, augment
+        if num_workers is not None and num_workers < 0:
+            raise InputError(f"data.num_workers={num_workers} must be >= 0 (0 loads data in the main process).")
+        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.seed, self.augment = seed, augment
         self.image_cache_mb, self.support_control = image_cache_mb, support_control
         self.test_episodes, self.val_episodes = test_episodes, val_episodes
         self.image_size: int | None = None  # set from the model in setup(), or by hand
@@ -274,6 +292,11 @@ class FewShotDataModule(L.LightningDataModule):
     def class_ids(self, split: str) -> list[int]:
         """1-based label values of the split's classes."""
         raise NotImplementedError
+
+    def class_names(self, split: str) -> dict[int, str]:
+        """{class id: name} of the split's classes, as results report them (test_metrics.json's
+        per_class); the ids as text where a benchmark has no names."""
+        return {c: str(c) for c in self.class_ids(split)}
 
     def split_seed(self, split: str) -> int:
         return self.seed + {"test": 0, "val": 1, "train": 2}[split]

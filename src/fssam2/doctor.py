@@ -38,7 +38,7 @@ from fssam2.benchmarks import (
     read_data_list,
     split_list_files,
 )
-from fssam2.data import FewShotDataModule
+from fssam2.data import FewShotDataModule, cpu_cores
 from fssam2.errors import InputError
 
 if TYPE_CHECKING:
@@ -76,10 +76,6 @@ def versions() -> Check:
         f"python {platform.python_version()}, torch {torch.__version__} ({cuda}), torchvision "
         f"{_version('torchvision')}, sam2 {_version('sam2')}, lightning {_version('lightning')}, fssam2 {_version('fssam2')}",
     )
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def available_memory(device: torch.device) -> int:

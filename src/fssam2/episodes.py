@@ -171,16 +171,23 @@ class FolderEpisodes:
     Args:
         members: category -> image names in support-draw order (FSS-1000: "1".."10" numerically).
         shot, seed: as for `QueryCycleEpisodes`.
+        queries: category -> the names among its members that are queries; None = all members
+            (the folder dataset's validation queries only the images held out of training).
     """
 
-    def __init__(self, members: Mapping[str, Sequence[str]], shot: int, seed: int) -> None:
+    def __init__(
+        self,
+        members: Mapping[str, Sequence[str]],
+        shot: int,
+        seed: int,
+        queries: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         check_shot(shot)
         self.members = {c: [str(n) for n in members[c]] for c in sorted(members)}
         _check_class_sizes(self.members, list(self.members), shot)
+        asked = self.members if queries is None else {c: [str(n) for n in queries.get(c, ())] for c in self.members}
         self.queries = [
-            (slot, c, n)
-            for slot, c in enumerate(self.members)
-            for n in sorted(self.members[c], key=lambda n: f"{n}.jpg")
+            (slot, c, n) for slot, c in enumerate(self.members) for n in sorted(asked[c], key=lambda n: f"{n}.jpg")
         ]
         self.shot, self.seed = shot, seed
         self.classes = list(range(1, len(self.members) + 1))

@@ -176,7 +176,7 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
             files = scan_folder(folder)
             if not files:
                 raise InputError(f"Support folder {folder} holds no <name>.jpg + <name>.png pair.")
-            pairs += [(folder / files[n], folder / f"{n}.png") for n in sorted(files)]
+            pairs += [(folder / files[n].image, folder / files[n].mask) for n in sorted(files)]
         else:
             raise InputError(f"--support takes IMAGE MASK or a FOLDER of pairs, got {list(values)}.")
     return pairs
