@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TESTS
+from conftest import TESTS, one_line_error
 from fssam2 import FewShotSAM2, InputError, build_sam2
 from fssam2.cli import run_cli
 from fssam2.segment import Segmenter
@@ -295,3 +295,55 @@ def test_cli_segment_skips_a_query_that_is_not_an_image(own, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "skipped query" in err and "notes.jpg" in err, err
     assert sorted(p.name for p in out.iterdir()) == [f"q{i}{s}.png" for i in range(3) for s in ("", "_overlay")]
+
+
+def test_cli_segment_never_writes_over_the_annotations_beside_the_queries(own, capsys):
+    labelled = own / "labelled"  # photos with their annotation <n>.png, e.g. a test set to compare with
+    labelled.mkdir()
+    for i in range(2):
+        Image.open(own / "query" / f"q{i}.jpg").save(labelled / f"{i}.jpg")
+        Image.fromarray(np.full((70 - 5 * i, 80), 255 * (i % 2), np.uint8)).save(labelled / f"{i}.png")
+    before = contents(own)
+    support = ["--support", str(own / "support" / "s0.jpg"), str(own / "support" / "s0.png")]
+    one_line_error(
+        capsys,
+        ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(labelled), "--output", str(labelled)],
+        f"2 of the 4 outputs exist already, e.g. {labelled / '0.png'} (for query {labelled / '0.jpg'})",
+    )
+    assert contents(own) == before
+
+
+def test_cli_segment_outputs_never_become_inputs_of_a_later_run(own, capsys):
+    support = ["--support", str(own / "support")]
+    before = contents(own)
+    # masks beside the photos would be read as queries (q0_overlay.png) or masks by the next run
+    one_line_error(
+        capsys,
+        ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(own / "query"), "--output", str(own / "query")],
+        f"--output {own / 'query'} holds the input {own / 'query'}",
+    )
+    assert contents(own) == before
+    out = own / "out"
+    run = ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(own / "query"), "--output", str(out)]
+    run_cli(run)
+    assert f"wrote 3 masks and overlays to {out}" in capsys.readouterr().out
+    first = contents(out)
+    assert sorted(first) == [f"q{i}{s}.png" for i in range(3) for s in ("", "_overlay")]
+    one_line_error(capsys, run, f"6 of the 6 outputs exist already, e.g. {out / 'q0.png'}")  # the same run again
+    assert contents(out) == first
+
+
+def test_an_output_that_appears_while_segmenting_is_not_written_over(own, tmp_path):
+    from fssam2.segment import output_plan, write_masks
+
+    seg = Segmenter(FewShotSAM2(build_sam2("fssam2_tiny")))
+    seg.set_support(
+        [np.asarray(Image.open(own / "support" / "s0.jpg"))], [np.asarray(Image.open(own / "support" / "s0.png"))]
+    )
+    out = tmp_path / "out"
+    plan = output_plan([], [own / "query" / "q0.jpg", own / "query" / "q1.jpg"], out)
+    out.mkdir()
+    (out / "q1_overlay.png").write_bytes(b"another run's")  # e.g. a second run into the same folder
+    with pytest.raises(InputError, match=r"q1_overlay\.png appeared while segmenting .*: it is not written over"):
+        write_masks(seg, plan)
+    assert (out / "q1_overlay.png").read_bytes() == b"another run's" and not (out / "q1.png").exists()

@@ -356,6 +356,8 @@ def download_command(args: list[str]) -> None:
 
 def segment_command(args: list[str]) -> None:
     """`fssam2 segment`: masks for your own images from a few annotated examples."""
+    import tempfile
+
     from fssam2.segment import Segmenter, image_files, output_plan, read_mask, support_pairs, write_masks
 
     parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
@@ -378,9 +380,7 @@ def segment_command(args: list[str]) -> None:
     plan = output_plan(pairs, queries, output)  # refuses clashes before anything is written
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".fssam2-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=output).close()  # a fresh name: nothing there is touched
     except OSError as err:
         raise InputError(
             f"Output folder {output} cannot be written ({err.strerror}): choose another --output."

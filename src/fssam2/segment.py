@@ -195,12 +195,18 @@ def output_plan(
     pairs: Sequence[tuple[Path, Path]], queries: Sequence[Path], output: Path
 ) -> list[tuple[Path, Path, Path]]:
     """(query, mask file, overlay file) for each query: `<output>/<stem>.png` and
-    `<stem>_overlay.png`. Refuses, before anything is written, any output that would replace an
-    input (a query, a support image or mask) or that two queries would share. A file given twice
-    (a folder and a file in it) is segmented once."""
+    `<stem>_overlay.png`. Refuses, before anything is written, an output that would replace an
+    input (a query, a support image or mask), that two queries would share, or that exists already
+    (e.g. the annotation `<stem>.png` beside a query, or an earlier run's output: nothing is written
+    over), and an --output folder that holds an input: the masks written there would sit among the
+    images and be read as images or masks by a later run. A file given twice (a folder and a file in
+    it) is segmented once."""
     inputs = {p.resolve(): p for pair in pairs for p in pair}
     inputs.update({q.resolve(): q for q in queries})
-    plan, written_by, seen = [], {}, set()
+    plan: list[tuple[Path, Path, Path]] = []
+    written_by: dict[Path, Path] = {}
+    seen: set[Path] = set()
+    existing: list[tuple[Path, Path]] = []
     for query in queries:
         if query.resolve() in seen:
             continue
@@ -219,7 +225,22 @@ def output_plan(
                     "or segment them in separate runs with different --output folders."
                 )
             written_by[key] = query
+            if target.exists() or target.is_symlink():
+                existing.append((target, query))
         plan.append((query, *targets))
+    if existing:
+        target, query = existing[0]
+        raise InputError(
+            f"{len(existing)} of the {2 * len(plan)} outputs exist already, e.g. {target} (for query {query}), an "
+            "annotation or an earlier run's output: nothing is written over; choose a new --output folder."
+        )
+    folder = output.resolve()
+    held = next((inputs[key] for key in inputs if key.parent == folder), None)
+    if held is not None:
+        raise InputError(
+            f"--output {output} holds the input {held}: masks written there would be read as images or masks "
+            f"by a later run; choose a folder that holds none of the inputs, e.g. {output / 'masks'}."
+        )
     return plan
 
 
@@ -237,6 +258,9 @@ def write_masks(seg: Segmenter, plan: Sequence[tuple[Path, Path, Path]], log: Te
             tqdm.write(f"fssam2: skipped query {query}: {err}", file=log)  # above the progress bar
             continue
         mask = seg.predict(image)
+        appeared = next((p for p in (mask_path, overlay_path) if p.exists()), None)
+        if appeared is not None:
+            raise InputError(f"{appeared} appeared while segmenting (another run?): it is not written over.")
         write_png((mask * 255).astype(np.uint8), mask_path)
         write_png(overlay(image, mask), overlay_path)
     written = len(plan) - len(skipped)
