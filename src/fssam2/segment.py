@@ -37,9 +37,108 @@ from fssam2.errors import InputError
 from fssam2.lora import load_lora_state_dict, merge_lora_
 from fssam2.model import FewShotSAM2
 
+ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image
+
+
+def _as_numpy(array: object, what: str) -> np.ndarray:
+    """A numpy view of a numpy array, a torch tensor (any device) or an array-like."""
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach().cpu()
+        return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    out = np.asarray(array)
+    if out.dtype == object or out.dtype.kind in "USV":
+        raise InputError(f"{what} is a {type(array).__name__}, not an image array: pass a numpy array or a tensor.")
+    return out
+
+
+def rgb_image(image: ImageLike, what: str = "Image") -> np.ndarray:
+    """uint8 RGB [H, W, 3] of an image as users hold one, or an InputError saying why not.
+
+    Accepted: [H, W] and [H, W, 1] (greyscale), [H, W, 2] (greyscale and alpha), [H, W, 3] (RGB)
+    and [H, W, 4] (RGBA); an alpha is dropped, as `read_image` drops it. Tensors may also be
+    channels first ([C, H, W]) when only the first axis can be the channels. Values: uint8 (or
+    any integer type) holding 0..255, or float in [0, 1] (rounded to the nearest of the 256
+    levels, so that a uint8 image divided by 255 gives the same mask as the image itself). uint16,
+    bool, int8, floats outside [0, 1] and NaN are ambiguous and refused."""
+    array = _as_numpy(image, what)
+    if isinstance(image, torch.Tensor) and array.ndim == 3 and array.shape[0] in (1, 2, 3, 4):
+        if array.shape[2] in (1, 2, 3, 4):
+            raise InputError(
+                f"{what} has shape {tuple(array.shape)}: both its first and last axis could be the channels; "
+                "pass it channels last, [H, W, 3]."
+            )
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
+        array = array[..., :1].repeat(3, axis=2) if array.shape[2] < 3 else array[..., :3]
+    elif array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    else:
+        raise InputError(
+            f"{what} has shape {tuple(array.shape)}: pass one image, channels last: [H, W, 3] RGB, [H, W, 4] RGBA "
+            "or [H, W] greyscale."
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{what} is empty ({array.shape[1]}x{array.shape[0]} pixels).")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InputError(f"{what} holds NaN or infinite values: pass float in [0, 1] or uint8 in [0, 255].")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise InputError(
+                f"{what} is {array.dtype} with values in [{low:g}, {high:g}]: pass float in [0, 1] or uint8 in "
+                "[0, 255] (e.g. image.astype(np.uint8) for 0..255 values)."
+            )
+        return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 1 and array.dtype != np.uint16:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
+            return array.astype(np.uint8)
+        raise InputError(
+            f"{what} is {array.dtype} with values in [{low}, {high}]: pass uint8 in [0, 255] or float in [0, 1]."
+        )
+    raise InputError(
+        f"{what} is {array.dtype}, whose value range is ambiguous: pass uint8 in [0, 255] or float in [0, 1] "
+        "(e.g. (image / 65535).astype(np.float32) for 16-bit images)."
+    )
+
+
+def support_mask(mask: ImageLike, what: str = "Mask") -> np.ndarray:
+    """bool [H, W] object mask of a binary mask as users hold one, or an InputError saying why not.
+
+    Accepted: [H, W], [H, W, 1] or [1, H, W], and [H, W, C] by `fssam2.benchmarks.binary_mask`'s
+    rule (any channel; a varying alpha is the mask), of bool or numbers holding at most two values,
+    0 and one other (0/1, 0/255, 0/1.0, a palette index): that value is the object. Any other set
+    of values (a label map of several classes, a soft or JPEG-compressed mask) is refused."""
+    array = _as_numpy(mask, what)
+    if array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):
+        array = array[0] if array.shape[0] == 1 else array[..., 0]
+    if array.ndim == 2:
+        deciding = array
+    elif array.ndim == 3 and array.shape[2] in (2, 3, 4):
+        alpha = array[..., -1]
+        varying_alpha = array.shape[2] in (2, 4) and alpha.min() != alpha.max()
+        deciding = alpha if varying_alpha else (array[..., :-1] if array.shape[2] in (2, 4) else array)
+    else:
+        raise InputError(f"{what} has shape {tuple(array.shape)}: pass one mask, [H, W] (non-zero on the object).")
+    if array.dtype != np.bool_:
+        values = np.unique(deciding)
+        if len(values) > 2 or (len(values) == 2 and values[0] != 0) or not np.isfinite(values.astype(np.float64)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:5].astype(np.float64)) + (", ..." if len(values) > 5 else "")
+            raise InputError(
+                f"{what} holds {len(values)} values ({shown}): pass a binary mask (bool, 0/1 or 0/255), e.g. "
+                "label == class_id for a label map."
+            )
+    return binary_mask(array)
+
 
 class Segmenter:
     """FS-SAM2 inference on arbitrary images.
+
+    Images may be numpy arrays or torch tensors: uint8 RGB [H, W, 3], float in [0, 1], greyscale
+    [H, W] or RGBA [H, W, 4] all give the mask of the same uint8 RGB image (`rgb_image`); masks are
+    binary (bool, 0/1 or 0/255; `support_mask`). Anything ambiguous is an InputError of one line.
 
     Args:
         model: a FewShotSAM2 (with or without LoRA).
@@ -88,43 +187,60 @@ class Segmenter:
 
     @torch.inference_mode()
     def set_support(
-        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str] | None = None
+        self,
+        images: Sequence[ImageLike] | ImageLike,
+        masks: Sequence[ImageLike] | ImageLike,
+        names: Sequence[str] | None = None,
     ) -> None:
-        """Encode K >= 1 annotated examples once; masks [H, W] or [H, W, C] are non-zero where the
-        object is (`fssam2.benchmarks.binary_mask`: any channel, or a varying alpha)."""
-        names = names or [f"support {i}" for i in range(len(images))]
-        if not images or len(images) != len(masks):
+        """Encode K >= 1 annotated examples once: a list of images (or a [K, ...] batch) and one
+        binary mask per image, [H, W], non-zero where the object is (`support_mask`)."""
+        for given, what, ndim in ((images, "images", 4), (masks, "masks", 3)):
+            if isinstance(given, np.ndarray | torch.Tensor) and given.ndim < ndim:
+                raise InputError(
+                    f"set_support takes a list of {what} (or a batch with the example first), got one array of "
+                    f"shape {tuple(given.shape)}: wrap a single example in a list."
+                )
+        if len(images) == 0 or len(images) != len(masks):
             raise InputError(
                 f"Give one mask per support image, at least one pair ({len(images)} images, {len(masks)} masks)."
             )
+        names = list(names) if names is not None else [f"support {i}" for i in range(len(images))]
+        if len(names) != len(images):
+            raise InputError(f"Give one name per support image ({len(images)} images, {len(names)} names).")
         size = self.model.image_size
-        binary = []
+        rgb, binary = [], []
         for image, mask, name in zip(images, masks, names, strict=True):
-            if mask.shape[:2] != image.shape[:2]:
+            image = rgb_image(image, f"Image of {name}")
+            fg = support_mask(mask, f"Mask of {name}")
+            if fg.shape != image.shape[:2]:
                 raise InputError(
-                    f"Mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
+                    f"Mask of {name} is {fg.shape[1]}x{fg.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
                 )
-            fg = binary_mask(np.asarray(mask))
             if not fg.any():
                 raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
+            rgb.append(image)
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
-        batch = torch.cat([self._input(im) for im in images])  # [K, 3, S, S]
+        batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
         feats = self.model.encode_images(batch)
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
         self._memory = self.model.encode_memory(feats, masks_t, batch=1)
 
     @torch.inference_mode()
-    def logits(self, image: np.ndarray) -> torch.Tensor:
-        """Query logits [S, S] at the model's input size."""
+    def _logits(self, image: np.ndarray) -> torch.Tensor:
         if self._memory is None:
             raise InputError("Call set_support(images, masks) before predict().")
         feats = self.model.encode_images(self._input(image))
         return self.model.decode(feats, *self._memory)[0, 0]
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: ImageLike) -> torch.Tensor:
+        """Query logits [S, S] at the model's input size."""
+        return self._logits(rgb_image(image, "Query image"))
+
+    def predict(self, image: ImageLike) -> np.ndarray:
         """Boolean mask [H, W] at the query's size (bilinear, align_corners=True, then threshold)."""
-        logits = self.logits(image)
-        h, w = image.shape[:2]
+        rgb = rgb_image(image, "Query image")
+        logits = self._logits(rgb)
+        h, w = rgb.shape[:2]
         resized = F.interpolate(logits[None, None].float(), size=(h, w), mode="bilinear", align_corners=True)[0, 0]
         return (resized > self.threshold).cpu().numpy()
 
