@@ -333,6 +333,46 @@ def test_cli_segment_outputs_never_become_inputs_of_a_later_run(own, capsys):
     assert contents(out) == first
 
 
+def test_cli_segment_with_an_adapter_alone_uses_its_recorded_base(trained, images, tmp_path, capsys):
+    root, base, _ = trained
+    adapter = root / "adapter.safetensors"
+    out = tmp_path / "out"
+    support = ["--support", str(images / "support")]
+    run_cli(["segment", *support, "--query", str(images / "query"), "--output", str(out), "--adapter", str(adapter)])
+    assert f"wrote 3 masks and overlays to {out}" in capsys.readouterr().out
+    seg = Segmenter.from_pretrained("fssam2_tiny", adapter, sam2_checkpoint=base)
+    seg.set_support(
+        [np.asarray(Image.open(images / "support" / f"s{i}.jpg")) for i in range(2)],
+        [np.asarray(Image.open(images / "support" / f"s{i}.png")) for i in range(2)],
+    )
+    query = np.asarray(Image.open(images / "query" / "q0.jpg"))
+    assert np.array_equal(np.asarray(Image.open(out / "q0.png")) == 255, seg.predict(query))
+
+    with safe_open(str(adapter), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert meta["base_checkpoint"] == str(base.resolve())
+    from safetensors.torch import save_file
+
+    def variant(name, **changes):
+        path = tmp_path / name
+        save_file(tensors, str(path), metadata={k: v for k, v in {**meta, **changes}.items() if v is not None})
+        return ["segment", *support, "--query", str(images / "query"), "--output", str(tmp_path / f"{name}-out"),
+                "--adapter", str(path)]  # fmt: skip
+
+    moved = str(tmp_path / "elsewhere" / "base.pt")
+    one_line_error(
+        capsys, variant("moved.safetensors", base_checkpoint=moved), f"SAM2 checkpoint {moved} does not exist"
+    )
+    one_line_error(
+        capsys,
+        variant("old.safetensors", base_checkpoint=None),  # exported before the checkpoint was recorded
+        "records its base fssam2_tiny but not the checkpoint file (SHA-256",
+    )
+    assert not list(tmp_path.glob("moved.safetensors-out/*")) and not list(tmp_path.glob("old.safetensors-out/*"))
+    run_cli(variant("random.safetensors", base_checkpoint=None, base_sha256="random-init"))  # old, on random weights
+    assert (tmp_path / "random.safetensors-out" / "q0.png").is_file()
+
+
 def test_an_output_that_appears_while_segmenting_is_not_written_over(own, tmp_path):
     from fssam2.segment import output_plan, write_masks
 

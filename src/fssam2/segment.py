@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fssam2.adapters import adapter_lora_config, check_base, read_adapter
+from fssam2.adapters import adapter_base_checkpoint, adapter_lora_config, check_base, read_adapter
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
     binary_mask,
@@ -37,6 +37,7 @@ from fssam2.errors import InputError
 from fssam2.lora import load_lora_state_dict, merge_lora_
 from fssam2.model import FewShotSAM2
 
+DEFAULT_SAM2 = "sam2.1_hiera_b+"
 ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image
 
 
@@ -156,7 +157,7 @@ class Segmenter:
     @classmethod
     def from_pretrained(
         cls,
-        sam2: str = "sam2.1_hiera_b+",
+        sam2: str | None = None,
         adapter: str | Path | None = None,
         *,
         sam2_checkpoint: str | Path | None = None,
@@ -164,15 +165,23 @@ class Segmenter:
         device: str = "cpu",
         threshold: float = 0.0,
     ) -> Segmenter:
-        """SAM2 `sam2` (a packaged config name) with weights from `sam2_checkpoint` (a path or a
-        downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
-        an optional adapter file from `fssam2 export`."""
+        """SAM2 `sam2` (a packaged config name or yaml) with weights from `sam2_checkpoint` (a path or
+        a downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
+        an optional adapter file from `fssam2 export`. Without `sam2`, an adapter's recorded base is
+        used (its config, and its checkpoint unless `sam2_checkpoint` is given); with neither,
+        sam2.1_hiera_b+."""
         from fssam2.hub import CHECKPOINT_URLS
 
-        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
-        lora, tensors = None, None
-        if adapter is not None:
-            tensors, metadata = read_adapter(adapter)
+        lora = None
+        tensors, metadata = read_adapter(adapter) if adapter is not None else (None, None)
+        checkpoint: str | Path | None
+        if adapter is not None and metadata is not None and sam2 is None:
+            sam2 = metadata["base_model"]
+            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else adapter_base_checkpoint(metadata, adapter)
+        else:
+            sam2 = sam2 or DEFAULT_SAM2
+            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
+        if adapter is not None and metadata is not None:
             check_base(metadata, adapter, sam2, checkpoint)
             lora = adapter_lora_config(metadata)
             if image_size is None and metadata.get("image_size") not in (None, "None"):
