@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TESTS
+from conftest import TESTS, one_line_error
 from fssam2 import FewShotSAM2, InputError, build_sam2
 from fssam2.cli import run_cli
 from fssam2.segment import Segmenter
@@ -295,3 +295,95 @@ def test_cli_segment_skips_a_query_that_is_not_an_image(own, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "skipped query" in err and "notes.jpg" in err, err
     assert sorted(p.name for p in out.iterdir()) == [f"q{i}{s}.png" for i in range(3) for s in ("", "_overlay")]
+
+
+def test_cli_segment_never_writes_over_the_annotations_beside_the_queries(own, capsys):
+    labelled = own / "labelled"  # photos with their annotation <n>.png, e.g. a test set to compare with
+    labelled.mkdir()
+    for i in range(2):
+        Image.open(own / "query" / f"q{i}.jpg").save(labelled / f"{i}.jpg")
+        Image.fromarray(np.full((70 - 5 * i, 80), 255 * (i % 2), np.uint8)).save(labelled / f"{i}.png")
+    before = contents(own)
+    support = ["--support", str(own / "support" / "s0.jpg"), str(own / "support" / "s0.png")]
+    one_line_error(
+        capsys,
+        ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(labelled), "--output", str(labelled)],
+        f"2 of the 4 outputs exist already, e.g. {labelled / '0.png'} (for query {labelled / '0.jpg'})",
+    )
+    assert contents(own) == before
+
+
+def test_cli_segment_outputs_never_become_inputs_of_a_later_run(own, capsys):
+    support = ["--support", str(own / "support")]
+    before = contents(own)
+    # masks beside the photos would be read as queries (q0_overlay.png) or masks by the next run
+    one_line_error(
+        capsys,
+        ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(own / "query"), "--output", str(own / "query")],
+        f"--output {own / 'query'} holds the input {own / 'query'}",
+    )
+    assert contents(own) == before
+    out = own / "out"
+    run = ["segment", "--sam2", "fssam2_tiny", *support, "--query", str(own / "query"), "--output", str(out)]
+    run_cli(run)
+    assert f"wrote 3 masks and overlays to {out}" in capsys.readouterr().out
+    first = contents(out)
+    assert sorted(first) == [f"q{i}{s}.png" for i in range(3) for s in ("", "_overlay")]
+    one_line_error(capsys, run, f"6 of the 6 outputs exist already, e.g. {out / 'q0.png'}")  # the same run again
+    assert contents(out) == first
+
+
+def test_cli_segment_with_an_adapter_alone_uses_its_recorded_base(trained, images, tmp_path, capsys):
+    root, base, _ = trained
+    adapter = root / "adapter.safetensors"
+    out = tmp_path / "out"
+    support = ["--support", str(images / "support")]
+    run_cli(["segment", *support, "--query", str(images / "query"), "--output", str(out), "--adapter", str(adapter)])
+    assert f"wrote 3 masks and overlays to {out}" in capsys.readouterr().out
+    seg = Segmenter.from_pretrained("fssam2_tiny", adapter, sam2_checkpoint=base)
+    seg.set_support(
+        [np.asarray(Image.open(images / "support" / f"s{i}.jpg")) for i in range(2)],
+        [np.asarray(Image.open(images / "support" / f"s{i}.png")) for i in range(2)],
+    )
+    query = np.asarray(Image.open(images / "query" / "q0.jpg"))
+    assert np.array_equal(np.asarray(Image.open(out / "q0.png")) == 255, seg.predict(query))
+
+    with safe_open(str(adapter), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert meta["base_checkpoint"] == str(base.resolve())
+    from safetensors.torch import save_file
+
+    def variant(name, **changes):
+        path = tmp_path / name
+        save_file(tensors, str(path), metadata={k: v for k, v in {**meta, **changes}.items() if v is not None})
+        return ["segment", *support, "--query", str(images / "query"), "--output", str(tmp_path / f"{name}-out"),
+                "--adapter", str(path)]  # fmt: skip
+
+    moved = str(tmp_path / "elsewhere" / "base.pt")
+    one_line_error(
+        capsys, variant("moved.safetensors", base_checkpoint=moved), f"SAM2 checkpoint {moved} does not exist"
+    )
+    one_line_error(
+        capsys,
+        variant("old.safetensors", base_checkpoint=None),  # exported before the checkpoint was recorded
+        "records its base fssam2_tiny but not the checkpoint file (SHA-256",
+    )
+    assert not list(tmp_path.glob("moved.safetensors-out/*")) and not list(tmp_path.glob("old.safetensors-out/*"))
+    run_cli(variant("random.safetensors", base_checkpoint=None, base_sha256="random-init"))  # old, on random weights
+    assert (tmp_path / "random.safetensors-out" / "q0.png").is_file()
+
+
+def test_an_output_that_appears_while_segmenting_is_not_written_over(own, tmp_path):
+    from fssam2.segment import output_plan, write_masks
+
+    seg = Segmenter(FewShotSAM2(build_sam2("fssam2_tiny")))
+    seg.set_support(
+        [np.asarray(Image.open(own / "support" / "s0.jpg"))], [np.asarray(Image.open(own / "support" / "s0.png"))]
+    )
+    out = tmp_path / "out"
+    plan = output_plan([], [own / "query" / "q0.jpg", own / "query" / "q1.jpg"], out)
+    out.mkdir()
+    (out / "q1_overlay.png").write_bytes(b"another run's")  # e.g. a second run into the same folder
+    with pytest.raises(InputError, match=r"q1_overlay\.png appeared while segmenting .*: it is not written over"):
+        write_masks(seg, plan)
+    assert (out / "q1_overlay.png").read_bytes() == b"another run's" and not (out / "q1.png").exists()

@@ -1,8 +1,8 @@
 """Adapter files: the LoRA weights of a training run with what they need to be used again.
 
 An adapter is a safetensors file holding only the LoRA factors, with metadata: format, base model
-(config name) and the SHA-256 of its checkpoint, LoRA config, input size, dataset, fold, shot and
-the best validation mIoU. `merge_lora` folds the factors into the base weights, giving a plain SAM2
+(config name), its checkpoint (a name, an absolute path or "random") and the file's SHA-256, LoRA
+config, input size, dataset, fold, shot and the best validation mIoU. `merge_lora` folds the factors into the base weights, giving a plain SAM2
 state dict (Meta's key names) that needs no adapter at inference.
 """
 
@@ -31,6 +31,15 @@ def base_fingerprint(checkpoint: str | Path | None) -> str:
     """SHA-256 of the base checkpoint file, or "random-init" for a model built without one
     (model.sam2_checkpoint "random", or None in checkpoints written before that was explicit)."""
     return RANDOM_INIT if checkpoint in (None, hub.RANDOM_INIT) else checkpoint_sha256(checkpoint)
+
+
+def recorded_checkpoint(checkpoint: str | Path | None) -> str:
+    """How an adapter names its base checkpoint: "random", a downloaded or packaged name as is, or
+    the absolute path of a file (so that it is found again from any folder)."""
+    if checkpoint in (None, hub.RANDOM_INIT):
+        return hub.RANDOM_INIT
+    path = Path(checkpoint).expanduser()
+    return str(path.resolve()) if path.is_file() else str(checkpoint)
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -77,6 +86,7 @@ def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
     metadata = {
         "format": FORMAT,
         "base_model": str(hp["sam2_config"]),
+        "base_checkpoint": recorded_checkpoint(hp.get("sam2_checkpoint")),
         "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
         "lora": json.dumps(dict(lora)),
         "image_size": str(hp.get("image_size")),
@@ -116,11 +126,36 @@ def adapter_lora_config(metadata: dict[str, str]) -> LoRAConfig:
     return LoRAConfig(**json.loads(metadata["lora"]))
 
 
+def adapter_base_checkpoint(metadata: dict[str, str], path: str | Path) -> str | None:
+    """The checkpoint (None: random initialisation) of the base the adapter was trained on, as its
+    metadata records it. Adapters exported before it was recorded name only its SHA-256: a packaged
+    checkpoint with that digest or the released weights of a released config stand in (`check_base`
+    verifies them); any other base is an InputError asking for the file."""
+    config, recorded = metadata["base_model"], metadata.get("base_checkpoint")
+    if recorded is None:
+        if metadata["base_sha256"] == RANDOM_INIT:
+            recorded = hub.RANDOM_INIT
+        else:
+            pinned = [n for n, c in hub.PACKAGED_CHECKPOINTS.items() if c.sha256 == metadata["base_sha256"]]
+            recorded = pinned[0] if pinned else (config if config in hub.CHECKPOINT_URLS else None)
+    if recorded is None:
+        raise InputError(
+            f"Adapter {path} records its base {config} but not the checkpoint file (SHA-256 "
+            f"{metadata['base_sha256']}): pass --sam2 {config} --sam2-checkpoint FILE with that file."
+        )
+    return None if recorded == hub.RANDOM_INIT else recorded
+
+
 def check_base(metadata: dict[str, str], path: str | Path, base_model: str, base_checkpoint: str | Path | None) -> None:
     """Refuse an adapter trained on another base model or other base weights."""
     if metadata["base_model"] != base_model:
         raise InputError(
             f"Adapter {path} was trained on {metadata['base_model']}, not {base_model}: use --sam2 {metadata['base_model']}."
+        )
+    if base_checkpoint is not None and not hub.resolve_checkpoint(base_checkpoint).is_file():
+        raise InputError(
+            f"SAM2 checkpoint {base_checkpoint} does not exist: pass --sam2-checkpoint with the file adapter {path} "
+            f"was trained on (SHA-256 {metadata['base_sha256']})."
         )
     fingerprint = base_fingerprint(base_checkpoint)
     if metadata["base_sha256"] != fingerprint:

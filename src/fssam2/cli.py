@@ -356,6 +356,8 @@ def download_command(args: list[str]) -> None:
 
 def segment_command(args: list[str]) -> None:
     """`fssam2 segment`: masks for your own images from a few annotated examples."""
+    import tempfile
+
     from fssam2.segment import Segmenter, image_files, output_plan, read_mask, support_pairs, write_masks
 
     parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
@@ -364,9 +366,11 @@ def segment_command(args: list[str]) -> None:
     parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
     parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
     parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")
-    parser.add_argument("--sam2", default="sam2.1_hiera_b+", help="SAM2 config name")
+    parser.add_argument("--sam2", help="SAM2 config name (default: the adapter's base, else sam2.1_hiera_b+)")
     parser.add_argument(
-        "--sam2-checkpoint", help="SAM2 checkpoint path or downloaded name (default: the --sam2 download)"
+        "--sam2-checkpoint",
+        help="SAM2 checkpoint path or downloaded name (default: the adapter's base checkpoint when --sam2 is not "
+        "given, else the --sam2 download)",
     )
     parser.add_argument("--image-size", type=int, help="model input size (default: the adapter's, else the config's)")
     parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
@@ -378,9 +382,7 @@ def segment_command(args: list[str]) -> None:
     plan = output_plan(pairs, queries, output)  # refuses clashes before anything is written
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".fssam2-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=output).close()  # a fresh name: nothing there is touched
     except OSError as err:
         raise InputError(
             f"Output folder {output} cannot be written ({err.strerror}): choose another --output."

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fssam2.adapters import adapter_lora_config, check_base, read_adapter
+from fssam2.adapters import adapter_base_checkpoint, adapter_lora_config, check_base, read_adapter
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
     binary_mask,
@@ -37,9 +37,109 @@ from fssam2.errors import InputError
 from fssam2.lora import load_lora_state_dict, merge_lora_
 from fssam2.model import FewShotSAM2
 
+DEFAULT_SAM2 = "sam2.1_hiera_b+"
+ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image
+
+
+def _as_numpy(array: object, what: str) -> np.ndarray:
+    """A numpy view of a numpy array, a torch tensor (any device) or an array-like."""
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach().cpu()
+        return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+    out = np.asarray(array)
+    if out.dtype == object or out.dtype.kind in "USV":
+        raise InputError(f"{what} is a {type(array).__name__}, not an image array: pass a numpy array or a tensor.")
+    return out
+
+
+def rgb_image(image: ImageLike, what: str = "Image") -> np.ndarray:
+    """uint8 RGB [H, W, 3] of an image as users hold one, or an InputError saying why not.
+
+    Accepted: [H, W] and [H, W, 1] (greyscale), [H, W, 2] (greyscale and alpha), [H, W, 3] (RGB)
+    and [H, W, 4] (RGBA); an alpha is dropped, as `read_image` drops it. Tensors may also be
+    channels first ([C, H, W]) when only the first axis can be the channels. Values: uint8 (or
+    any integer type) holding 0..255, or float in [0, 1] (rounded to the nearest of the 256
+    levels, so that a uint8 image divided by 255 gives the same mask as the image itself). uint16,
+    bool, int8, floats outside [0, 1] and NaN are ambiguous and refused."""
+    array = _as_numpy(image, what)
+    if isinstance(image, torch.Tensor) and array.ndim == 3 and array.shape[0] in (1, 2, 3, 4):
+        if array.shape[2] in (1, 2, 3, 4):
+            raise InputError(
+                f"{what} has shape {tuple(array.shape)}: both its first and last axis could be the channels; "
+                "pass it channels last, [H, W, 3]."
+            )
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
+        array = array[..., :1].repeat(3, axis=2) if array.shape[2] < 3 else array[..., :3]
+    elif array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    else:
+        raise InputError(
+            f"{what} has shape {tuple(array.shape)}: pass one image, channels last: [H, W, 3] RGB, [H, W, 4] RGBA "
+            "or [H, W] greyscale."
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{what} is empty ({array.shape[1]}x{array.shape[0]} pixels).")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InputError(f"{what} holds NaN or infinite values: pass float in [0, 1] or uint8 in [0, 255].")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise InputError(
+                f"{what} is {array.dtype} with values in [{low:g}, {high:g}]: pass float in [0, 1] or uint8 in "
+                "[0, 255] (e.g. image.astype(np.uint8) for 0..255 values)."
+            )
+        return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
+    if array.dtype.kind in "iu" and array.dtype.itemsize > 1 and array.dtype != np.uint16:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high <= 255:
+            return array.astype(np.uint8)
+        raise InputError(
+            f"{what} is {array.dtype} with values in [{low}, {high}]: pass uint8 in [0, 255] or float in [0, 1]."
+        )
+    raise InputError(
+        f"{what} is {array.dtype}, whose value range is ambiguous: pass uint8 in [0, 255] or float in [0, 1] "
+        "(e.g. (image / 65535).astype(np.float32) for 16-bit images)."
+    )
+
+
+def support_mask(mask: ImageLike, what: str = "Mask") -> np.ndarray:
+    """bool [H, W] object mask of a binary mask as users hold one, or an InputError saying why not.
+
+    Accepted: [H, W], [H, W, 1] or [1, H, W], and [H, W, C] by `fssam2.benchmarks.binary_mask`'s
+    rule (any channel; a varying alpha is the mask), of bool or numbers holding at most two values,
+    0 and one other (0/1, 0/255, 0/1.0, a palette index): that value is the object. Any other set
+    of values (a label map of several classes, a soft or JPEG-compressed mask) is refused."""
+    array = _as_numpy(mask, what)
+    if array.ndim == 3 and 1 in (array.shape[0], array.shape[2]):
+        array = array[0] if array.shape[0] == 1 else array[..., 0]
+    if array.ndim == 2:
+        deciding = array
+    elif array.ndim == 3 and array.shape[2] in (2, 3, 4):
+        alpha = array[..., -1]
+        varying_alpha = array.shape[2] in (2, 4) and alpha.min() != alpha.max()
+        deciding = alpha if varying_alpha else (array[..., :-1] if array.shape[2] in (2, 4) else array)
+    else:
+        raise InputError(f"{what} has shape {tuple(array.shape)}: pass one mask, [H, W] (non-zero on the object).")
+    if array.dtype != np.bool_:
+        values = np.unique(deciding)
+        if len(values) > 2 or (len(values) == 2 and values[0] != 0) or not np.isfinite(values.astype(np.float64)).all():
+            shown = ", ".join(f"{v:g}" for v in values[:5].astype(np.float64)) + (", ..." if len(values) > 5 else "")
+            raise InputError(
+                f"{what} holds {len(values)} values ({shown}): pass a binary mask (bool, 0/1 or 0/255), e.g. "
+                "label == class_id for a label map."
+            )
+    return binary_mask(array)
+
 
 class Segmenter:
     """FS-SAM2 inference on arbitrary images.
+
+    Images may be numpy arrays or torch tensors: uint8 RGB [H, W, 3], float in [0, 1], greyscale
+    [H, W] or RGBA [H, W, 4] all give the mask of the same uint8 RGB image (`rgb_image`); masks are
+    binary (bool, 0/1 or 0/255; `support_mask`). Anything ambiguous is an InputError of one line.
 
     Args:
         model: a FewShotSAM2 (with or without LoRA).
@@ -57,7 +157,7 @@ class Segmenter:
     @classmethod
     def from_pretrained(
         cls,
-        sam2: str = "sam2.1_hiera_b+",
+        sam2: str | None = None,
         adapter: str | Path | None = None,
         *,
         sam2_checkpoint: str | Path | None = None,
@@ -65,15 +165,23 @@ class Segmenter:
         device: str = "cpu",
         threshold: float = 0.0,
     ) -> Segmenter:
-        """SAM2 `sam2` (a packaged config name) with weights from `sam2_checkpoint` (a path or a
-        downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
-        an optional adapter file from `fssam2 export`."""
+        """SAM2 `sam2` (a packaged config name or yaml) with weights from `sam2_checkpoint` (a path or
+        a downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
+        an optional adapter file from `fssam2 export`. Without `sam2`, an adapter's recorded base is
+        used (its config, and its checkpoint unless `sam2_checkpoint` is given); with neither,
+        sam2.1_hiera_b+."""
         from fssam2.hub import CHECKPOINT_URLS
 
-        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
-        lora, tensors = None, None
-        if adapter is not None:
-            tensors, metadata = read_adapter(adapter)
+        lora = None
+        tensors, metadata = read_adapter(adapter) if adapter is not None else (None, None)
+        checkpoint: str | Path | None
+        if adapter is not None and metadata is not None and sam2 is None:
+            sam2 = metadata["base_model"]
+            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else adapter_base_checkpoint(metadata, adapter)
+        else:
+            sam2 = sam2 or DEFAULT_SAM2
+            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
+        if adapter is not None and metadata is not None:
             check_base(metadata, adapter, sam2, checkpoint)
             lora = adapter_lora_config(metadata)
             if image_size is None and metadata.get("image_size") not in (None, "None"):
@@ -88,43 +196,60 @@ class Segmenter:
 
     @torch.inference_mode()
     def set_support(
-        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: Sequence[str] | None = None
+        self,
+        images: Sequence[ImageLike] | ImageLike,
+        masks: Sequence[ImageLike] | ImageLike,
+        names: Sequence[str] | None = None,
     ) -> None:
-        """Encode K >= 1 annotated examples once; masks [H, W] or [H, W, C] are non-zero where the
-        object is (`fssam2.benchmarks.binary_mask`: any channel, or a varying alpha)."""
-        names = names or [f"support {i}" for i in range(len(images))]
-        if not images or len(images) != len(masks):
+        """Encode K >= 1 annotated examples once: a list of images (or a [K, ...] batch) and one
+        binary mask per image, [H, W], non-zero where the object is (`support_mask`)."""
+        for given, what, ndim in ((images, "images", 4), (masks, "masks", 3)):
+            if isinstance(given, np.ndarray | torch.Tensor) and given.ndim < ndim:
+                raise InputError(
+                    f"set_support takes a list of {what} (or a batch with the example first), got one array of "
+                    f"shape {tuple(given.shape)}: wrap a single example in a list."
+                )
+        if len(images) == 0 or len(images) != len(masks):
             raise InputError(
                 f"Give one mask per support image, at least one pair ({len(images)} images, {len(masks)} masks)."
             )
+        names = list(names) if names is not None else [f"support {i}" for i in range(len(images))]
+        if len(names) != len(images):
+            raise InputError(f"Give one name per support image ({len(images)} images, {len(names)} names).")
         size = self.model.image_size
-        binary = []
+        rgb, binary = [], []
         for image, mask, name in zip(images, masks, names, strict=True):
-            if mask.shape[:2] != image.shape[:2]:
+            image = rgb_image(image, f"Image of {name}")
+            fg = support_mask(mask, f"Mask of {name}")
+            if fg.shape != image.shape[:2]:
                 raise InputError(
-                    f"Mask of {name} is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
+                    f"Mask of {name} is {fg.shape[1]}x{fg.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}: they must match."
                 )
-            fg = binary_mask(np.asarray(mask))
             if not fg.any():
                 raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
+            rgb.append(image)
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
-        batch = torch.cat([self._input(im) for im in images])  # [K, 3, S, S]
+        batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
         feats = self.model.encode_images(batch)
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
         self._memory = self.model.encode_memory(feats, masks_t, batch=1)
 
     @torch.inference_mode()
-    def logits(self, image: np.ndarray) -> torch.Tensor:
-        """Query logits [S, S] at the model's input size."""
+    def _logits(self, image: np.ndarray) -> torch.Tensor:
         if self._memory is None:
             raise InputError("Call set_support(images, masks) before predict().")
         feats = self.model.encode_images(self._input(image))
         return self.model.decode(feats, *self._memory)[0, 0]
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: ImageLike) -> torch.Tensor:
+        """Query logits [S, S] at the model's input size."""
+        return self._logits(rgb_image(image, "Query image"))
+
+    def predict(self, image: ImageLike) -> np.ndarray:
         """Boolean mask [H, W] at the query's size (bilinear, align_corners=True, then threshold)."""
-        logits = self.logits(image)
-        h, w = image.shape[:2]
+        rgb = rgb_image(image, "Query image")
+        logits = self._logits(rgb)
+        h, w = rgb.shape[:2]
         resized = F.interpolate(logits[None, None].float(), size=(h, w), mode="bilinear", align_corners=True)[0, 0]
         return (resized > self.threshold).cpu().numpy()
 
@@ -195,12 +320,18 @@ def output_plan(
     pairs: Sequence[tuple[Path, Path]], queries: Sequence[Path], output: Path
 ) -> list[tuple[Path, Path, Path]]:
     """(query, mask file, overlay file) for each query: `<output>/<stem>.png` and
-    `<stem>_overlay.png`. Refuses, before anything is written, any output that would replace an
-    input (a query, a support image or mask) or that two queries would share. A file given twice
-    (a folder and a file in it) is segmented once."""
+    `<stem>_overlay.png`. Refuses, before anything is written, an output that would replace an
+    input (a query, a support image or mask), that two queries would share, or that exists already
+    (e.g. the annotation `<stem>.png` beside a query, or an earlier run's output: nothing is written
+    over), and an --output folder that holds an input: the masks written there would sit among the
+    images and be read as images or masks by a later run. A file given twice (a folder and a file in
+    it) is segmented once."""
     inputs = {p.resolve(): p for pair in pairs for p in pair}
     inputs.update({q.resolve(): q for q in queries})
-    plan, written_by, seen = [], {}, set()
+    plan: list[tuple[Path, Path, Path]] = []
+    written_by: dict[Path, Path] = {}
+    seen: set[Path] = set()
+    existing: list[tuple[Path, Path]] = []
     for query in queries:
         if query.resolve() in seen:
             continue
@@ -219,7 +350,22 @@ def output_plan(
                     "or segment them in separate runs with different --output folders."
                 )
             written_by[key] = query
+            if target.exists() or target.is_symlink():
+                existing.append((target, query))
         plan.append((query, *targets))
+    if existing:
+        target, query = existing[0]
+        raise InputError(
+            f"{len(existing)} of the {2 * len(plan)} outputs exist already, e.g. {target} (for query {query}), an "
+            "annotation or an earlier run's output: nothing is written over; choose a new --output folder."
+        )
+    folder = output.resolve()
+    held = next((inputs[key] for key in inputs if key.parent == folder), None)
+    if held is not None:
+        raise InputError(
+            f"--output {output} holds the input {held}: masks written there would be read as images or masks "
+            f"by a later run; choose a folder that holds none of the inputs, e.g. {output / 'masks'}."
+        )
     return plan
 
 
@@ -237,6 +383,9 @@ def write_masks(seg: Segmenter, plan: Sequence[tuple[Path, Path, Path]], log: Te
             tqdm.write(f"fssam2: skipped query {query}: {err}", file=log)  # above the progress bar
             continue
         mask = seg.predict(image)
+        appeared = next((p for p in (mask_path, overlay_path) if p.exists()), None)
+        if appeared is not None:
+            raise InputError(f"{appeared} appeared while segmenting (another run?): it is not written over.")
         write_png((mask * 255).astype(np.uint8), mask_path)
         write_png(overlay(image, mask), overlay_path)
     written = len(plan) - len(skipped)
