@@ -200,7 +200,9 @@ def output_plan(
     (a folder and a file in it) is segmented once."""
     inputs = {p.resolve(): p for pair in pairs for p in pair}
     inputs.update({q.resolve(): q for q in queries})
-    plan, written_by, seen = [], {}, set()
+    plan: list[tuple[Path, Path, Path]] = []
+    written_by: dict[Path, Path] = {}
+    seen: set[Path] = set()
     for query in queries:
         if query.resolve() in seen:
             continue
