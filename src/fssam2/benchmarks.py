@@ -208,7 +208,8 @@ def read_binary_mask(path: Path) -> np.ndarray:
     """The object mask bool [H, W] of a mask file, by `binary_mask`'s rule (used by the folder
     dataset and `fssam2 segment`; FSS-1000's own files keep their published >= 128 rule)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as file:
+            im: Image.Image = file
             if im.mode not in ("1", "L", "P", "I", "I;16", "F", "RGB", "RGBA", "LA"):
                 im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
             return binary_mask(np.asarray(im), im.mode)
