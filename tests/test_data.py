@@ -113,3 +113,12 @@ def test_decoded_image_cache_gives_the_same_items_with_fewer_reads():
         for key in a:
             same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
             assert same, key
+
+
+def test_loading_an_episode_without_an_image_size_is_one_clear_error():
+    # Listing episodes needs no input size (the plan report); loading one does.
+    dm = SyntheticDataModule(fold=1, shot=1, num_workers=0, test_episodes=4, **SMALL)
+    dataset = dm.dataset("test")
+    assert len(dataset) == 4
+    with pytest.raises(InputError, match="image_size is unset"):
+        dataset[(0, -1)]

@@ -261,7 +261,8 @@ def decode_mask(path: Path) -> tuple[np.ndarray, int]:
     """(object mask, values it was thresholded from or 0) of a mask file by `mask_levels`; a missing or unreadable
     file is an InputError naming it."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as file:
+            im: Image.Image = file
             if im.mode not in ("1", "L", "P", "I", "I;16", "F", "RGB", "RGBA", "LA"):
                 im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
             return mask_levels(np.asarray(im), im.mode)

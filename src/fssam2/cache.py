@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -221,7 +222,7 @@ class FeatureCache:
             if entry is None:
                 todo.setdefault(key, i)
         if not todo:
-            return entries
+            return [entry for entry in entries if entry is not None]  # all held
         fresh = dict(zip(todo, compute(list(todo.values())), strict=True))
         self.store(kind, list(fresh), list(fresh.values()))
         return [fresh[key] if entry is None else entry for key, entry in zip(keys, entries, strict=True)]
@@ -264,7 +265,8 @@ class FeatureCache:
         self._memory[key] = (entry, dtypes)
 
     def _evict(self, key: Hashable, entry: Entry, dtypes: Dtypes) -> None:
-        self.stats.setdefault(key[0], CacheStats()).evictions += 1
+        kind = cast(tuple[str, Hashable], key)[0]  # every key here is (kind, key)
+        self.stats.setdefault(kind, CacheStats()).evictions += 1
         if self._spill is None or self.residency.next_use(key) == math.inf:
             return  # nothing to spill to, or (planned) never needed again
         name = hashlib.sha1(repr(key).encode()).hexdigest()

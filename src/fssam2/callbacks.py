@@ -19,7 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.benchmarks import write_png
-from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
+from fssam2.data import IMAGENET_MEAN, IMAGENET_STD, FewShotDataModule, trainer_datamodule
 from fssam2.segment import tint
 
 
@@ -76,7 +76,8 @@ class RunConfig(SaveConfigCallback):
             text = self.parser.dump(self.config, skip_none=False)
             self.saved_path = write_new(Path(trainer.default_root_dir) / self.config_filename, text)
             rank_zero_info(f"config saved to {self.saved_path}")
-            self.save_config(trainer, pl_module, trainer.state.fn)
+            fn = trainer.state.fn  # set while fit / validate / test / predict runs
+            self.save_config(trainer, pl_module, fn.value if fn is not None else "")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer, pl_module)
@@ -114,8 +115,9 @@ class TestResults(L.Callback):
         if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        dm = trainer.datamodule
-        config = next((cb.saved_path for cb in trainer.callbacks if isinstance(cb, RunConfig)), None)
+        dm = trainer_datamodule(trainer)
+        callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set at run time, undeclared
+        config = next((cb.saved_path for cb in callbacks if isinstance(cb, RunConfig)), None)
         result = {
             "miou": metrics.get("test/miou"),
             "fbiou": metrics.get("test/fbiou"),
@@ -126,7 +128,7 @@ class TestResults(L.Callback):
             "splits_dir": _resolved(getattr(dm, "splits_dir", None)),
             "fold": getattr(dm, "fold", None),
             "shot": getattr(dm, "shot", None),
-            "episodes": len(dm.dataset("test")) if dm is not None else None,
+            "episodes": len(dm.dataset("test")) if isinstance(dm, FewShotDataModule) else None,
             "seed": getattr(dm, "seed", None),
             "sam2_checkpoint": pl_module.hparams.get("sam2_checkpoint"),  # the base weights, or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
@@ -214,7 +216,7 @@ class WandbTestReport(L.Callback):
             return
         rows = self.rows
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size if trainer.is_global_zero else None
+            gathered: list[Any] | None = [None] * trainer.world_size if trainer.is_global_zero else None
             torch.distributed.gather_object(rows, gathered, dst=0)  # every process calls it
             rows = [row for part in gathered or [] for row in part]
         if not trainer.is_global_zero:
@@ -223,7 +225,7 @@ class WandbTestReport(L.Callback):
         logger.log_table("test/per_class_iou", columns=["class", "iou"], data=per_class)
         if rows:
             rows = sorted(rows, key=lambda row: row[0])
-            control = getattr(trainer.datamodule, "support_control", "none")
+            control = getattr(trainer_datamodule(trainer), "support_control", "none")
             shown = "supports (blue)" if control == "none" else f"supports (blue, support_control={control})"
             logger.log_image(
                 "test/episodes",
@@ -278,7 +280,7 @@ class RunCheckpoint(ModelCheckpoint):
     copies): ModelCheckpoint restores its paths from the checkpoint when the folder is the same,
     and a save onto the path it recorded replaces that file."""
 
-    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ANN001 - Lightning's signature
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         if stage == "fit" and trainer.is_global_zero:
@@ -292,9 +294,9 @@ class RunCheckpoint(ModelCheckpoint):
         """A save killed mid-write (SIGKILL, power loss) leaves its hidden `.<name>.ckpt.tmp` (see
         `AtomicCheckpointIO`); a new fit into the folder removes them. Only at fit start: a test
         run beside a running fit must not take the temporary file of a save in progress."""
-        folder = Path(self.dirpath)
-        if "://" in str(self.dirpath) or not folder.is_dir():
+        if self.dirpath is None or "://" in str(self.dirpath) or not Path(self.dirpath).is_dir():
             return
+        folder = Path(self.dirpath)
         for leftover in folder.glob(f".*{self.FILE_EXTENSION}.tmp"):
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)

@@ -19,11 +19,11 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypedDict
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, class_from_function
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from fssam2 import hub
 from fssam2.adapters import module_kwargs
@@ -108,24 +108,28 @@ class OneLineErrorParser(LightningArgumentParser):
 
 
 class FSSAM2CLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - LightningArgumentParser
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults(_trainer_defaults())
 
-    def _add_subcommands(self, parser, **kwargs: Any) -> None:  # noqa: ANN001 - LightningArgumentParser
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         # LightningCLI's own, with fssam2's help lines; fssam2's other commands (run by run_cli
         # before LightningCLI parses anything) are listed too, so `fssam2 --help` shows them all.
         self._subcommand_parsers = {}
         subcommands = parser.add_subcommands()
+        # As LightningCLI's: trainer_class may be a function returning a Trainer.
+        trainer_class = (
+            self.trainer_class if isinstance(self.trainer_class, type) else class_from_function(self.trainer_class)
+        )
         for name in self.subcommands():
             sub_kwargs = dict(kwargs.get(name, {}))
             sub_kwargs.setdefault("description", SUBCOMMAND_HELP[name])
-            self._subcommand_parsers[name] = self._prepare_subcommand_parser(self.trainer_class, name, **sub_kwargs)
+            self._subcommand_parsers[name] = self._prepare_subcommand_parser(trainer_class, name, **sub_kwargs)
             subcommands.add_subcommand(name, self._subcommand_parsers[name], help=SUBCOMMAND_HELP[name])
         for name in COMMANDS:
             listed = ArgumentParser(prog=f"fssam2 {name}", description=SUBCOMMAND_HELP[name])
             subcommands.add_subcommand(name, listed, help=f"{SUBCOMMAND_HELP[name]} (fssam2 {name} --help)")
 
-    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - LightningCLI's signature
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
         # Before LightningCLI reads the checkpoint's hyperparameters (right after parsing), which
         # would end a missing, truncated or foreign file in a traceback.
@@ -195,12 +199,13 @@ class FSSAM2CLI(LightningCLI):
         return bool(model is not None and (_plain(model.get("feature_cache")) or {}).get("plan_only"))
 
     def instantiate_classes(self) -> None:
-        if not self._plan_only():
+        if self.subcommand is None or not self._plan_only():
             super().instantiate_classes()
             return
         # The plan report: no model weights are read and no episode runs.
         print(plan_report(self.config[self.subcommand], self.subcommand))
-        self.datamodule = self.model = self.trainer = None
+        self.datamodule = self.model = None
+        self.trainer = None  # type: ignore[assignment]  # LightningCLI declares a Trainer; a plan report has none
 
     def _run_subcommand(self, subcommand: str) -> None:
         if not self._plan_only():
@@ -209,7 +214,7 @@ class FSSAM2CLI(LightningCLI):
     def _before_run(self) -> None:
         """Checks that need the instances, before the Trainer writes anything: a run that fails
         here leaves the run folder as it was."""
-        stage_class_ids(self.datamodule, {"validate": "validate"}.get(self.subcommand, self.subcommand))
+        stage_class_ids(self.datamodule, str(self.subcommand))  # set: LightningCLI runs a subcommand
         if self._wandb_dir is not None:
             os.makedirs(self._wandb_dir, exist_ok=True)
 
@@ -239,7 +244,7 @@ CHECKPOINT_FIXES = ("sam2_config", "sam2_checkpoint", "image_size", "lora", "tra
 
 def _plain(value: Any) -> Any:
     """A config value as plain data, so a dataclass, a Namespace and a dict compare equal."""
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, Namespace):
         return value.as_dict()
@@ -434,7 +439,15 @@ COMMANDS = {
 
 
 # LightningCLI's settings, shared by every command that parses a run's config (fssam2 doctor too).
-CLI_SETTINGS = {
+class CLISettings(TypedDict):
+    subclass_mode_data: bool
+    parser_class: type[LightningArgumentParser]
+    seed_everything_default: int
+    save_config_callback: type[SaveConfigCallback]
+    auto_configure_optimizers: bool
+
+
+CLI_SETTINGS: CLISettings = {
     "subclass_mode_data": True,
     "parser_class": OneLineErrorParser,
     "seed_everything_default": 42,

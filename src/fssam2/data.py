@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import albumentations as A
 import cv2
@@ -31,6 +31,9 @@ from fssam2.episodes import (
 from fssam2.errors import InputError
 from fssam2.plan import EvalPlan, PlanSampler, Shown, build_plan
 from fssam2.synthetic import SyntheticBenchmark
+
+if TYPE_CHECKING:
+    from fssam2.module import FSSAM2Module
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -93,13 +96,14 @@ class EpisodeDataset(Dataset):
     support_control changes the supports only, never the query, its targets or class_id:
     "swap" shows the supports (images and masks of the donor's class) of `donor(index)`, an episode
     of another class; "blank" shows the true support images with all-zero masks.
+    image_size None: the episodes can be listed (`shown`, plans) but not loaded.
     """
 
     def __init__(
         self,
         episodes: EpisodeRule,
         read: ImageReader,
-        image_size: int,
+        image_size: int | None,
         augment: bool,
         image_cache_mb: float = 0.0,
         support_control: SupportControl = "none",
@@ -139,6 +143,11 @@ class EpisodeDataset(Dataset):
         if self.augmentation is not None:
             out = self.augmentation(image=image, mask=target)
             image, target = out["image"], out["mask"]
+        if self.size is None:
+            raise InputError(
+                "FewShotDataModule.image_size is unset: set it to the model's input size (or attach the "
+                "DataModule to a Trainer) before loading episodes."
+            )
         resized = cv2.resize(target, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
         return to_input(image, self.size), resized, target
 
@@ -309,7 +318,7 @@ class FewShotDataModule(L.LightningDataModule):
                 "under fit it would pick the best checkpoint on controlled episodes; fit with none."
             )
         if self.trainer is not None:
-            self.image_size = self.trainer.lightning_module.model.image_size
+            self.image_size = cast("FSSAM2Module", self.trainer.lightning_module).model.image_size
         if self.image_size is None:
             raise InputError(
                 "FewShotDataModule.image_size is unset: attach it to a Trainer or set it to the model's input size."
@@ -380,6 +389,12 @@ class FewShotDataModule(L.LightningDataModule):
         return self._loader("test")
 
 
+def trainer_datamodule(trainer: L.Trainer) -> L.LightningDataModule | None:
+    """`trainer.datamodule`: Lightning sets it on every Trainer at run time but does not declare it."""
+    datamodule: L.LightningDataModule | None = trainer.datamodule  # type: ignore[attr-defined]
+    return datamodule
+
+
 class SyntheticDataModule(FewShotDataModule):
     """The built-in synthetic benchmark (see `fssam2.synthetic`), PASCAL-5i-shaped: 20 classes,
     4 folds, query images cycling through the fold's list. Needs no files.
@@ -401,7 +416,10 @@ class SyntheticDataModule(FewShotDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.benchmark = SyntheticBenchmark(image_size=image_side, pool_sizes=tuple(pool_sizes), seed=benchmark_seed)
+        n_train, n_val, n_test = pool_sizes
+        self.benchmark = SyntheticBenchmark(
+            image_size=image_side, pool_sizes=(n_train, n_val, n_test), seed=benchmark_seed
+        )
         self.benchmark.fold_classes(self.fold)  # validates the fold
 
     def class_ids(self, split: str) -> list[int]:

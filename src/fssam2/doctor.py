@@ -166,13 +166,14 @@ def data_checks(datamodule: FewShotDataModule | None) -> list[Check]:
     its benchmark, at the data home for the others. Without a config every benchmark is needed."""
     source = "$FSSAM2_DATA" if os.environ.get("FSSAM2_DATA") else "default; set $FSSAM2_DATA to move it"
     checks = [Check("ok", "data", f"data home {hub.data_dir()} ({source})")]
-    used = datamodule.benchmark if isinstance(datamodule, OnDiskDataModule) else None
+    on_disk = datamodule if isinstance(datamodule, OnDiskDataModule) else None
+    used = on_disk.benchmark if on_disk is not None else None
     for key in BENCHMARKS:
         needed = datamodule is None or key == used
-        place = datamodule.place if key == used else DataPlace.locate(None, None)
+        place = on_disk.place if on_disk is not None and key == used else DataPlace.locate(None, None)
         files = split_list_files(key)
-        if key == used and key != "fss":
-            fold = datamodule.fold
+        if on_disk is not None and key == used and key != "fss":
+            fold = on_disk.fold
             files = split_list_files(key, [fold], ("val",) if fold in PASCAL_DOMAIN_SHIFT else ("train", "val"))
         checks += [dataset_check(key, place, needed), lists_check(key, place, needed, files)]
     if datamodule is not None and used is None:
@@ -400,7 +401,7 @@ def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check |
     elif isinstance(devices, int):
         indices = list(range(devices))
     else:
-        indices = list(devices)
+        indices = [int(d) for d in devices]
     if not indices or max(indices) >= count:
         return (
             torch.device("cuda", 0),
@@ -464,11 +465,11 @@ def doctor_checks(config: Any | None, measure: bool | None) -> Iterator[Check]:
     model = config.model if config is not None else None
     sam2_config = model.sam2_config if model is not None else "sam2.1_hiera_b+"
     yield weights_check(sam2_config, model.sam2_checkpoint if model is not None else None)
-    given = isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given
-    yield disk_check("data root" if given else "data home", datamodule.place.root if given else hub.data_dir())
+    given = datamodule.place if isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given else None
+    yield disk_check("data home" if given is None else "data root", hub.data_dir() if given is None else given.root)
     run_dir = config.trainer.default_root_dir if config is not None else None
     yield disk_check("run folder", Path(run_dir or DEFAULT_RUN_DIR).expanduser().resolve())
-    if config is None:
+    if config is None or datamodule is None or device is None:  # all three are set with a config
         return
     if measure is None:
         measure = device.type == "cuda"

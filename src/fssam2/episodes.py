@@ -95,7 +95,7 @@ class QueryCycleEpisodes:
         return Episode(index=index, query=query, class_id=c + 1, supports=tuple(str(s) for s in supports))
 
 
-class EpisodeSampler(torch.utils.data.Sampler):
+class EpisodeSampler(torch.utils.data.Sampler[tuple[int, int]]):
     """Yields (episode index, epoch) pairs, sharded over processes without padding.
 
     Evaluation: process r of N gets indices r, r + N, ... so every episode runs exactly once.
@@ -117,7 +117,8 @@ class EpisodeSampler(torch.utils.data.Sampler):
             return list(range(self.rank, self.length, self.world_size))
         order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length)
         usable = self.length - self.length % self.world_size
-        return order[self.rank : usable : self.world_size].tolist()
+        indices: list[int] = order[self.rank : usable : self.world_size].tolist()
+        return indices
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter([(i, self.epoch) for i in self._indices()])

@@ -24,7 +24,7 @@ import shutil
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import uuid4
 
 from tqdm import tqdm
@@ -277,7 +277,7 @@ class _HubUnavailable(Exception):
 class _QuietTqdm(tqdm):
     """huggingface_hub's progress bar, switched off (download(progress=False))."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.pop("name", None)
         super().__init__(*args, **{**kwargs, "disable": True})
 
@@ -296,17 +296,17 @@ def _hub_fetch(repo_id: str, filename: str, progress: bool) -> tuple[Path, str, 
 
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")  # read now, not at import
     where = f"{repo_id}, {filename} at {endpoint}"
-    download_file = {
-        "repo_id": repo_id,
-        "filename": filename,
-        "revision": HUB_REVISION,
-        "endpoint": endpoint,
-        "tqdm_class": None if progress else _QuietTqdm,
-    }
+
+    def download_file() -> str:
+        quiet = None if progress else _QuietTqdm
+        return hf_hub_download(
+            repo_id=repo_id, filename=filename, revision=HUB_REVISION, endpoint=endpoint, tqdm_class=quiet
+        )
+
     try:
         if constants.is_offline_mode():  # HF_HUB_OFFLINE: only what the Hugging Face cache holds
             try:
-                pointer = Path(hf_hub_download(**download_file))
+                pointer = Path(download_file())
             except FileNotFoundError as err:  # LocalEntryNotFoundError
                 raise _HubUnavailable(
                     "HF_HUB_OFFLINE is set and the Hugging Face cache does not hold it", where
@@ -324,7 +324,7 @@ def _hub_fetch(repo_id: str, filename: str, progress: bool) -> tuple[Path, str, 
         published = (metadata.etag or "").lower()
         if not _SHA256.fullmatch(published):
             raise _HubUnavailable(f"it publishes no SHA-256 for the file (ETag {metadata.etag!r})", where)
-        pointer = Path(hf_hub_download(**download_file))
+        pointer = Path(download_file())
     except (OSError, httpx2.HTTPError) as err:  # huggingface_hub's errors are OSErrors
         raise _HubUnavailable(_brief(err), where) from err
     commit = f" at commit {metadata.commit_hash}" if metadata.commit_hash else ""

@@ -149,7 +149,8 @@ def base_weight_name(layer: loralib.LoRALayer) -> str:
 def lora_delta(layer: loralib.LoRALayer) -> torch.Tensor:
     """The low-rank update B @ A * scaling, in the base weight's shape."""
     weight = layer.get_parameter(base_weight_name(layer))
-    return (layer.lora_B @ layer.lora_A).view(weight.shape) * layer.scaling
+    delta: torch.Tensor = (layer.lora_B @ layer.lora_A).view(weight.shape) * layer.scaling
+    return delta
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -28,8 +29,14 @@ class FewShotIoU(Metric):
 
     full_state_update = False
     higher_is_better = True
+    # Registered in __init__ (a buffer and states); declared here for the type checker.
+    _slot: torch.Tensor
+    inter_fg: torch.Tensor
+    union_fg: torch.Tensor
+    inter_bg: torch.Tensor
+    union_bg: torch.Tensor
 
-    def __init__(self, class_ids: Sequence[int], ignore_index: int = 255, **kwargs) -> None:
+    def __init__(self, class_ids: Sequence[int], ignore_index: int = 255, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         class_ids = [int(c) for c in class_ids]
         if not class_ids or len(set(class_ids)) != len(class_ids):
@@ -70,13 +77,13 @@ class FewShotIoU(Metric):
             getattr(self, f"inter_{name}").index_add_(0, slots.to(inter.device), inter)
             getattr(self, f"union_{name}").index_add_(0, slots.to(union.device), union)
 
-    def _wrap_compute(self, compute: Callable) -> Callable:
+    def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
         # torchmetrics squeezes every one-element tensor of compute()'s result to 0-d, which
         # would make per_class of a one-class fold a scalar; it stays [n] here, in class_ids order.
         wrapped = super()._wrap_compute(compute)
 
         @functools.wraps(wrapped)
-        def keep_per_class(*args, **kwargs) -> dict[str, torch.Tensor]:
+        def keep_per_class(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
             result = wrapped(*args, **kwargs)
             return {**result, "per_class": result["per_class"].reshape(-1)}
 

@@ -66,9 +66,9 @@ class ImageFeatures:
 class EpisodeKeys:
     """Feature-cache keys of a batch's images; equal keys promise equal inputs."""
 
-    supports: list[Hashable]  # B*K, episode-major: the support image
-    memories: list[Hashable]  # B*K: the support image with its mask (e.g. image and class)
-    queries: list[Hashable]  # B: the query image
+    supports: Sequence[Hashable]  # B*K, episode-major: the support image
+    memories: Sequence[Hashable]  # B*K: the support image with its mask (e.g. image and class)
+    queries: Sequence[Hashable]  # B: the query image
 
     def check(self, batch: int, shot: int) -> None:
         if len(self.supports) != batch * shot or len(self.memories) != batch * shot or len(self.queries) != batch:
@@ -137,6 +137,7 @@ class FewShotSAM2(nn.Module):
 
         entries = self.feature_cache.fetch("image", keys, compute)
         maps = [torch.stack(level) for level in zip(*entries, strict=True)]
+        assert self._position is not None, "compute() sets it: a fresh cache misses first"
         position = self._position.expand(len(keys), -1, -1, -1)
         return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
 
@@ -243,13 +244,16 @@ class FewShotSAM2(nn.Module):
         feats = self.encode_images(
             torch.cat([supports[new], query_images]), [keys.supports[i] for i in new] + list(keys.queries)
         )
+        fresh: dict[Hashable, torch.Tensor] = {}
         if new:
             maps, pos = self.memory_maps(feats.select(slice(0, len(new))), masks[new])
             self._memory_position = pos[:1].clone()  # not a view: it would hold the whole batch
             fresh = dict(zip(missing, maps, strict=True))
             cache.store("memory", list(fresh), [(m,) for m in maps])
-            held = [(fresh[key],) if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
-        maps = torch.stack([m for (m,) in held])
+        maps = torch.stack(
+            [fresh[key] if entry is None else entry[0] for key, entry in zip(keys.memories, held, strict=True)]
+        )
+        assert self._memory_position is not None, "set above on the first miss of a fresh cache"
         pos = self._memory_position.expand(b * k, -1, -1, -1)
         query = feats.select(slice(len(new), None))
         return self.decode(query, memory_tokens(maps, b), memory_tokens(pos, b))

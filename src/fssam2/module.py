@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from fssam2.build import build_sam2
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
-from fssam2.data import FewShotDataModule
+from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
 from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
@@ -76,10 +77,10 @@ def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
                 if split == "train"
                 else "name at least one class folder in data.test_classes"
             )
-        elif getattr(datamodule, "num_folds", None) is not None:
+        elif (num_folds := getattr(datamodule, "num_folds", None)) is not None:
             total = len(datamodule.class_ids("train")) + len(datamodule.class_ids("test"))
             fix = (
-                f"data.fold={datamodule.fold} of data.num_folds={datamodule.num_folds} holds none of the "
+                f"data.fold={datamodule.fold} of data.num_folds={num_folds} holds none of the "
                 f"{total} classes: set data.num_folds to at most {total} (or name data.test_classes)"
                 if split != "train"
                 else f"all {total} classes are held out: use more class folders or a larger data.num_folds"
@@ -210,7 +211,7 @@ class FSSAM2Module(L.LightningModule):
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain under bf16 autocast
             torch.backends.cudnn.allow_tf32 = True
-        for split, class_ids in stage_class_ids(self.trainer.datamodule, stage).items():
+        for split, class_ids in stage_class_ids(trainer_datamodule(self.trainer), stage).items():
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(class_ids)
 
@@ -229,7 +230,7 @@ class FSSAM2Module(L.LightningModule):
             counts = self._empty_masks.setdefault(split, torch.zeros(2, dtype=torch.long, device=self.device))
             counts += torch.stack([empty_support.sum(), empty_target.sum()])
             preds = score_at_original_size(logits.detach(), targets)
-            metric = self.metrics[f"{split}_iou"]
+            metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
             if all(p.shape == preds[0].shape for p in preds):
                 metric.update(torch.stack(preds), torch.stack(targets), batch["class_id"])
             else:
@@ -248,7 +249,7 @@ class FSSAM2Module(L.LightningModule):
         return loss, preds
 
     def _log_epoch(self, split: str) -> None:
-        metric = self.metrics[f"{split}_iou"]
+        metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
         result = metric.compute()
         self.log(f"{split}/miou", result["miou"], prog_bar=True)
         self.log(f"{split}/fbiou", result["fbiou"])
@@ -268,7 +269,7 @@ class FSSAM2Module(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train")
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         finite = bool(torch.isfinite(loss))
         # Decided by all ranks together: a rank raising alone would leave the others waiting in backward.
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
@@ -286,7 +287,7 @@ class FSSAM2Module(L.LightningModule):
         # batch, rank) makes a resumed run draw what an uninterrupted one draws. (Per epoch is not
         # enough: Lightning creates the DataLoader iterator, which draws from this RNG, after
         # `on_train_epoch_start` in a running fit but before it in a resumed one.)
-        seed = self.trainer.datamodule.split_seed("train")
+        seed = cast(FewShotDataModule, trainer_datamodule(self.trainer)).split_seed("train")  # setup() checked it
         rng = np.random.default_rng((seed, self.current_epoch, batch_idx, self.global_rank))
         torch.manual_seed(int(rng.integers(2**63)))
 
@@ -296,13 +297,13 @@ class FSSAM2Module(L.LightningModule):
     def _start_evaluation(self, split: str) -> None:
         """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
         cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
-        if self.hparams.merge_lora:
+        if self.hparams["merge_lora"]:
             merge_lora_(self.model)
         if self.cache_config is None:
             return
         cache = self.model.feature_cache = FeatureCache(self.cache_config)
         self._plan_steps = {}
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        datamodule = trainer_datamodule(self.trainer) if self._trainer is not None else None
         plan = datamodule.eval_plan(split) if isinstance(datamodule, FewShotDataModule) else None
         if plan is not None:
             batches = plan.rank_batches(self.global_rank, self.trainer.world_size)
@@ -375,13 +376,13 @@ class FSSAM2Module(L.LightningModule):
             for i, q, c, p in zip(batch["index"], batch["query"], batch["class_id"], preds, strict=True)
         ]
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.hparams["weight_decay"]},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams["lr"], betas=tuple(self.hparams["betas"]))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))

@@ -47,12 +47,16 @@ class Shown:
     support_class: int
 
 
-def image_key(split: str, image_id: str, size: int) -> tuple[str, str, int]:
+ImageKey = tuple[str, str, int]  # (split, image id, size)
+MemoryKey = tuple[Hashable, int]  # (image key, class)
+
+
+def image_key(split: str, image_id: str, size: int) -> ImageKey:
     """The feature-cache key of an image's encoder features."""
     return (split, image_id, size)
 
 
-def memory_key(image: Hashable, support_class: int) -> tuple[Hashable, int]:
+def memory_key(image: Hashable, support_class: int) -> MemoryKey:
     """The feature-cache key of a support's memory: its image and the class its mask shows."""
     return (image, int(support_class))
 
@@ -158,9 +162,12 @@ def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, wor
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def _batch_keys(batch: Sequence[Shown], split: str, size: int) -> tuple[list, list, list]:
+def _batch_keys(
+    batch: Sequence[Shown], split: str, size: int
+) -> tuple[list[ImageKey], list[MemoryKey], list[ImageKey]]:
     """(support image keys, memory keys, query image keys) of a batch, as FSSAM2Module._logits makes them."""
-    supports, memories = [], []
+    supports: list[ImageKey] = []
+    memories: list[MemoryKey] = []
     for e in batch:
         for s in e.supports:
             supports.append(image_key(split, s, size))
@@ -214,7 +221,7 @@ def simulate(
     for step, batch in enumerate(batches):
         residency.clock = step
         supports, memories, queries = _batch_keys(batch, "", 0)
-        missing = {}
+        missing: dict[MemoryKey, ImageKey] = {}
         for image, memory in zip(supports, memories, strict=True):
             if not residency.touch(("memory", memory)):
                 missing.setdefault(memory, image)
@@ -224,8 +231,8 @@ def simulate(
         memory_passes += len(missing)
         for k in encode:
             residency.admit(("image", k), image_bytes)
-        for k in missing:
-            residency.admit(("memory", k), memory_bytes)
+        for memory in missing:
+            residency.admit(("memory", memory), memory_bytes)
     return Simulation(passes, memory_passes, residency.peak)
 
 

@@ -16,6 +16,7 @@ holding any held-out class).
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -75,7 +76,7 @@ def paint(
     image = np.repeat((level + (gx * xx + gy * yy) / size)[..., None], 3, axis=2) + noise.normal(0, 12, (size, size, 3))
     masks = [blob.mask(size) for blob in blobs]
     for blob, mask in zip(blobs, masks, strict=True):
-        shade = 1.0
+        shade: float | np.ndarray = 1.0
         if blob.stripes is not None:
             period, angle, dark = blob.stripes
             phase = (xx[mask] * np.cos(angle) + yy[mask] * np.sin(angle)) / period
@@ -106,7 +107,13 @@ def random_background(rng: np.random.Generator) -> tuple[float, float, float]:
 
 def random_color(rng: np.random.Generator, hue: float) -> tuple[float, float, float]:
     rgb = colorsys.hsv_to_rgb(hue % 1.0, rng.uniform(0.6, 1.0), rng.uniform(0.65, 1.0))
-    return tuple(float(v) * 255 for v in rgb)
+    return as_rgb(float(v) * 255 for v in rgb)
+
+
+def as_rgb(values: Iterable[float]) -> tuple[float, float, float]:
+    """Three channel values as an (R, G, B) tuple."""
+    red, green, blue = values
+    return red, green, blue
 
 
 def random_stripes(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -215,7 +222,8 @@ class SyntheticBenchmark:
         """The split's data list and class-file dict (1-based class -> image ids)."""
         classes = self.split_classes(split, fold)
         held_out = set(self.fold_classes(fold))
-        images, by_class = [], {c: [] for c in classes}
+        images: list[str] = []
+        by_class: dict[int, list[str]] = {c: [] for c in classes}
         for index in range(len(self._presence[split])):
             image_id = self.image_id(split, index)
             present = self.present(image_id)
@@ -279,7 +287,7 @@ class SyntheticVideo:
                 radius=radius,
                 angle=start.angle + motion * rng.uniform(-0.8, 0.8),
                 stretch=start.stretch,
-                color=tuple(float(np.clip(c * (1 + motion * rng.uniform(-0.08, 0.08)), 0, 255)) for c in start.color),
+                color=as_rgb(float(np.clip(c * (1 + motion * rng.uniform(-0.08, 0.08)), 0, 255)) for c in start.color),
                 stripes=start.stripes,
             )
             starts.append(start)

@@ -27,6 +27,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,9 @@ from fssam2.benchmarks import write_png
 from fssam2.downloads import Archive, extract, fetch_archive
 from fssam2.errors import InputError
 from fssam2.prepare.marker import MARKER, check_free_space, read_marker, write_marker
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 HELP = "COCO 2014 (COCO-20i): download, check, extract, render the label maps, verify"
 SPLITS = ("train2014", "val2014")
@@ -198,7 +202,8 @@ def verify_coco(base: Path, split: str, image_ids: Sequence[str], progress: bool
     for image_id in tqdm(sorted(listed), desc=f"checking {split} label maps", disable=not progress):
         path = base / "annotations" / split / f"{image_id}.png"
         with Image.open(path) as im:
-            mode, high = im.mode, im.getextrema()[1] if im.mode in ("L", "P") else None
+            mode, extrema = im.mode, im.getextrema()
+        high = extrema[1] if mode in ("L", "P") and not isinstance(extrema[1], tuple) else None
         if high is None or high > NUM_CLASSES:
             raise InputError(
                 f"Label map {path} is not a single-channel map of values 0..{NUM_CLASSES} (mode {mode}, "
@@ -207,7 +212,7 @@ def verify_coco(base: Path, split: str, image_ids: Sequence[str], progress: bool
     return len(listed)
 
 
-def _load_coco(path: Path):  # noqa: ANN202 - pycocotools.coco.COCO
+def _load_coco(path: Path) -> COCO:
     from pycocotools.coco import COCO
 
     if not path.is_file():

@@ -251,7 +251,8 @@ def derive_split_lists(
                 if split == "val"
                 else [c for c in range(1, num_classes + 1) if c not in test_classes]
             )
-            images, by_class = [], {c: [] for c in classes}
+            images: list[str] = []
+            by_class: dict[int, list[str]] = {c: [] for c in classes}
             for image_id, found in per_image.items():
                 if split == "train" and test_classes & set(found):
                     continue
