@@ -95,7 +95,7 @@ class RunConfig(SaveConfigCallback):
 def per_class_iou(trainer: L.Trainer) -> dict[str, float]:
     """The test run's IoU per class, keyed by the DataModule's `class_names` (a folder dataset's
     class folder names; class ids where a benchmark has no names)."""
-    names_of = getattr(trainer.datamodule, "class_names", None)
+    names_of = getattr(trainer_datamodule(trainer), "class_names", None)
     names = names_of("test") if names_of is not None else {}
     prefix = "test/iou_class_"
     return {
