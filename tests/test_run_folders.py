@@ -4,6 +4,7 @@ writes nothing (through the real CLI, with tests/configs/tiny.yaml)."""
 import json
 
 import pytest
+import torch
 
 from conftest import TESTS
 from fssam2.cli import run_cli
@@ -67,3 +68,35 @@ def test_fit_removes_the_temporary_file_of_a_killed_save(tmp_path):
     (checkpoints / "notes.tmp").write_text("not ours")
     cli("fit", "--trainer.default_root_dir", str(run_dir), *SHORT_FIT)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt", "notes.tmp"]
+
+
+@pytest.mark.slow
+def test_last_checkpoint_follows_every_epoch_between_validations(tmp_path):
+    """With check_val_every_n_epoch 4 (as configs/demo.yaml), last.ckpt is saved after every
+    epoch all the same, and a fit that crashed after epoch 0 resumes from it to the very weights of
+    an uninterrupted fit."""
+    rare_val = ["--trainer.check_val_every_n_epoch", "4", "--trainer.limit_train_batches", "2"]
+    whole = tmp_path / "whole"
+    cli("fit", "--trainer.default_root_dir", str(whole), "--trainer.max_epochs", "2", *rare_val)
+    last = torch.load(whole / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 4)
+    assert sorted(p.name for p in (whole / "checkpoints").iterdir()) == ["last.ckpt"]  # no validation ran yet
+
+    # The same fit crashing at the start of epoch 1 keeps epoch 0's state, and resumes from it.
+    stopped = tmp_path / "stopped"
+    crash = {"class_path": "killpoint.Crash", "init_args": {"epoch": 1, "batch": 0}}
+    with pytest.raises(RuntimeError, match="crash at epoch 1"):
+        cli("fit", "--trainer.default_root_dir", str(stopped), "--trainer.max_epochs", "2", *rare_val,
+            "--trainer.callbacks+=" + json.dumps(crash))  # fmt: skip
+    first = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (first["epoch"], first["global_step"]) == (0, 2)
+    resumed = cli(
+        "fit",
+        "--trainer.default_root_dir", str(stopped), "--trainer.max_epochs", "2", *rare_val,
+        "--ckpt_path", str(stopped / "checkpoints" / "last.ckpt"),
+    )  # fmt: skip
+    assert resumed.trainer.global_step == 4
+    again = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert again["state_dict"].keys() == last["state_dict"].keys()
+    for name, weights in last["state_dict"].items():
+        assert torch.equal(weights, again["state_dict"][name]), name

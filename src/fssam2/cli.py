@@ -52,9 +52,14 @@ def _trainer_defaults() -> dict:
                 "class_path": "fssam2.callbacks.RunCheckpoint",
                 "init_args": {"monitor": "val/miou", "mode": "max", "filename": "best"},
             },
-            # The latest state, every epoch. (Lightning 2.6's save_last refreshes last.ckpt only
-            # when a top-k checkpoint is saved in the same step, i.e. it would trail the run.)
-            {"class_path": "fssam2.callbacks.RunCheckpoint", "init_args": {"filename": "last", "save_top_k": 1}},
+            # The latest state, at the end of every training epoch, validated or not: by default
+            # Lightning saves at validation end when check_val_every_n_epoch > 1, leaving epochs
+            # between validations without a checkpoint. (Lightning 2.6's save_last refreshes
+            # last.ckpt only when a top-k checkpoint is saved in the same step: it would trail the run.)
+            {
+                "class_path": "fssam2.callbacks.RunCheckpoint",
+                "init_args": {"filename": "last", "save_top_k": 1, "save_on_train_epoch_end": True},
+            },
             {"class_path": "fssam2.callbacks.TestResults"},
             {"class_path": "fssam2.callbacks.WandbTestReport"},
             {"class_path": "fssam2.callbacks.PredictionWriter"},
