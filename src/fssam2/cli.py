@@ -284,8 +284,17 @@ def warn_batch_limits(trainer: Namespace, subcommand: str) -> None:
 
 
 def folder_state(folder: Path) -> dict[Path, int]:
-    """Each file under `folder` with its modification time (ns)."""
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+    """Each file under `folder` with its modification time (ns); one that vanishes while it is
+    listed (W&B's writer process renames its files) is left out."""
+    state = {}
+    for parent, _, names in os.walk(folder):  # a folder that vanishes is skipped
+        for name in names:
+            path = Path(parent) / name
+            try:
+                state[path] = path.stat().st_mtime_ns
+            except OSError:
+                continue
+    return state
 
 
 def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpoint: Any = None) -> str:
