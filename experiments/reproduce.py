@@ -10,8 +10,8 @@ With no --sam2-checkpoint, the released SAM2.1 B+ weights are fetched by name on
 
 For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (1-shot training)
 then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
-model on PASCAL folds 10-13. A run already finished (its checkpoint, or its test_metrics.json) is
-skipped, so an interrupted reproduction resumes. Then `<out>/results.md` holds the table in the
+model on PASCAL folds 10-13. A run already finished (its fit_done marker, or its test_metrics.json)
+is skipped, and an interrupted fit resumes from its last.ckpt, so an interrupted reproduction resumes. Then `<out>/results.md` holds the table in the
 paper's layout, each cell "ours (difference to the published number)".
 
 `--smoke` runs the same pipeline on generated datasets in the real layouts (lists derived with
@@ -43,7 +43,7 @@ PUBLISHED = {
 SHOTS = (1, 5)
 SMOKE = [
     "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--trainer.max_epochs", "1",
-    "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--data.test_episodes", "4",
+    "--trainer.limit_train_batches", "2", "--data.test_episodes", "4",
     "--data.val_episodes", "2", "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.logger", "false",
     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
 ]  # fmt: skip
@@ -127,6 +127,15 @@ def fssam2(args: list[str], in_process: bool) -> None:
         subprocess.run([sys.executable, "-m", "fssam2.cli", *args], check=True)
 
 
+def fit_args(fit_config: str, common: list[str], run_dir: Path) -> list[str]:
+    """`fssam2 fit` of a run into `run_dir`, resuming from its last.ckpt when an earlier fit there
+    was interrupted (a new fit beside it would be refused), so that its best.ckpt, which the tests
+    read, is the finished fit's choice."""
+    args = ["fit", "--config", str(CONFIGS / f"{fit_config}.yaml"), *common, "--trainer.default_root_dir", str(run_dir)]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return [*args, "--ckpt_path", str(last)] if last.is_file() else args
+
+
 def run_all(opts: argparse.Namespace) -> Path:
     out = Path(opts.out).resolve()
     if opts.smoke:
@@ -148,18 +157,9 @@ def run_all(opts: argparse.Namespace) -> Path:
         source = run_dir if fit_config else out / name.replace("coco2pascal", "coco")
         done = run_dir / "fit_done"
         if fit_config and not done.is_file():
-            print(f"[reproduce] fit {name}", flush=True)
-            fssam2(
-                [
-                    "fit",
-                    "--config",
-                    str(CONFIGS / f"{fit_config}.yaml"),
-                    *common,
-                    "--trainer.default_root_dir",
-                    str(run_dir),
-                ],
-                in_process,
-            )
+            args = fit_args(fit_config, common, run_dir)
+            print(f"[reproduce] {'resume' if '--ckpt_path' in args else 'fit'} {name}", flush=True)
+            fssam2(args, in_process)
             done.write_text("ok\n")
         for shot, folder in tests:
             if (run_dir / folder / "test_metrics.json").is_file():

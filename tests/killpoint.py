@@ -1,5 +1,5 @@
 """Test-only classes for tests/test_resume.py, given to the real CLI by class path (the tests put
-this folder on PYTHONPATH): a place to be killed, a slow save, a metrics dump, NaN data."""
+this folder on PYTHONPATH): a place to be killed or to crash, a slow save, a metrics dump, NaN data."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ class KillPoint(L.Callback):
             tmp.write_text(str(trainer.global_step))
             tmp.replace(self.marker)
             time.sleep(600)
+
+
+class Crash(L.Callback):
+    """At batch `batch` of epoch `epoch`, before its step: raise, as a crash in the training step
+    would (the fit ends, and what it saved stays on disk as it was)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise RuntimeError(f"crash at epoch {self.epoch}, batch {self.batch}")
 
 
 class SlowSave(L.Callback):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import wandb
 
-from conftest import TESTS
+from conftest import TESTS, one_line_error
 from fssam2.cli import run_cli
 from fssam2.lora import is_lora_parameter
 
@@ -172,6 +172,14 @@ def test_predict_and_validate(tmp_path):
     assert np.array_equal(np.asarray(Image.open(written[0])) == 255, first["mask"].numpy())
     validate = cli("validate", "--trainer.default_root_dir", str(tmp_path), "--data.init_args.num_workers", "2")
     assert {"val/miou", "val/fbiou", "val/loss"} <= set(validate.trainer.callback_metrics)
+    # validate writes its results as test does, and a second validate keeps the first's.
+    first = json.loads((tmp_path / "val_metrics.json").read_text())
+    assert first["miou"] == pytest.approx(validate.trainer.callback_metrics["val/miou"].item())
+    assert (first["episodes"], first["config"], first["ckpt_path"]) == (8, "validate_config.yaml", None)
+    assert first["per_class"] and first["data"] == "SyntheticDataModule" and first["support_control"] == "none"
+    cli("validate", "--trainer.default_root_dir", str(tmp_path), "--data.init_args.shot", "2")
+    assert json.loads((tmp_path / "val_metrics.json").read_text()) == first
+    assert json.loads((tmp_path / "val_metrics-1.json").read_text())["shot"] == 2
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -293,3 +301,36 @@ def test_a_missing_required_option_leads_with_one_line(capsys):
         cli("test", "--data", "fssam2.benchmarks.FolderDataModule")  # its root has no default
     first = capsys.readouterr().err.splitlines()[0]
     assert first.startswith("fssam2: error: missing --data.init_args.root"), first
+
+
+@pytest.mark.parametrize("option", ["--data.init_args.support_control", "--data.support_control"])
+def test_a_bad_choice_is_one_line_naming_the_values(capsys, option):
+    one_line_error(
+        capsys,
+        ["test", "--config", TINY, option, "bogus"],
+        "fssam2: error: --data.init_args.support_control expects one of none, swap, blank, got 'bogus'.",
+    )
+
+
+def test_fit_with_a_support_control_is_refused_before_the_logger_writes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    one_line_error(
+        capsys,
+        ["fit", "--config", TINY, "--trainer.default_root_dir", str(run_dir), "--data.init_args.support_control", "swap",
+         "--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true"],
+        "data.support_control=swap is for evaluation runs",
+    )  # fmt: skip
+    assert not (run_dir / "wandb").exists() and not run_dir.exists()
+
+
+def test_a_batch_limit_of_1_warns_that_it_means_every_batch(tmp_path, capsys):
+    """The CLI reads 1 as 1.0, which Lightning takes as 100%: one line says so."""
+    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path / "a"), "--trainer.limit_val_batches", "1")
+    assert validate.trainer.num_val_batches == [2]  # every batch: 8 episodes, 4 a batch
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "limit_val_batches" in line]
+    assert warnings == [
+        "fssam2: warning: trainer.limit_val_batches=1.0 runs every val batch (1 reads as 1.0, i.e. 100%); for a "
+        "number of batches give 2 or more, for a share a fraction below 1 such as 0.5."
+    ]
+    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path / "b"), "--trainer.limit_val_batches", "0.5")
+    assert validate.trainer.num_val_batches == [1] and "limit_val_batches" not in capsys.readouterr().err

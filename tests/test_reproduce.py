@@ -1,9 +1,14 @@
 """`make reproduce` with its smoke setting: the whole pipeline on generated data, then the table."""
 
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "experiments"))
 import reproduce  # noqa: E402
@@ -61,3 +66,42 @@ def test_no_data_options_prepare_the_data_home_before_any_run(tmp_path, monkeypa
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fssam2: error:") and "fewshot_data.zip" in err[0]
     assert f"[reproduce] fssam2 prepare fss1000 --root {tmp_path / 'home'}" in captured.out
+
+
+@pytest.mark.slow
+def test_an_interrupted_fit_is_resumed_and_its_final_choice_tested(tmp_path, monkeypatch):
+    """A fit killed after its first epoch's checkpoints: the next `make reproduce` resumes it from
+    last.ckpt (no best-v1.ckpt beside it) and tests the best checkpoint the finished fit chose."""
+    smoke = list(reproduce.SMOKE)
+    smoke[smoke.index("--trainer.max_epochs") + 1] = "2"
+    monkeypatch.setattr(reproduce, "SMOKE", smoke)
+    out, marker = tmp_path / "repro", tmp_path / "killpoint"
+    root, splits = reproduce.generate_smoke_data(out)
+    run_dir = out / "fss1000"
+    common = ["--data.root", str(root), "--data.splits_dir", str(splits), *smoke]
+    kill_at = {"class_path": "killpoint.KillPoint", "init_args": {"marker": str(marker), "epoch": 1, "batch": 0}}
+    cmd = [*reproduce.fit_args("fss1000", common, run_dir), "--trainer.callbacks+=" + json.dumps(kill_at)]
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    with open(tmp_path / "fit.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "fssam2.cli", *cmd], env=env, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, (tmp_path / "fit.err").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the fit never reached epoch 1"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL, as a lost machine
+        proc.wait(timeout=60)
+    checkpoints = run_dir / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
+
+    reproduce.main(["--smoke", "--benchmarks", "fss1000", "--out", str(out)])
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    last = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 4)  # the fit went on to its end
+    chosen = next(state for key, state in last["callbacks"].items() if "val/miou" in key)["best_model_path"]
+    for shot in reproduce.SHOTS:
+        results = json.loads((run_dir / f"test_{shot}shot" / "test_metrics.json").read_text())
+        assert results["ckpt_path"] == chosen == str(checkpoints / "best.ckpt")

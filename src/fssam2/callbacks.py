@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.benchmarks import write_png
@@ -92,12 +93,12 @@ class RunConfig(SaveConfigCallback):
         self._save(trainer, pl_module)
 
 
-def per_class_iou(trainer: L.Trainer) -> dict[str, float]:
-    """The test run's IoU per class, keyed by the DataModule's `class_names` (a folder dataset's
-    class folder names; class ids where a benchmark has no names)."""
+def per_class_iou(trainer: L.Trainer, split: str = "test") -> dict[str, float]:
+    """The run's IoU per class of `split`, keyed by the DataModule's `class_names` (a folder
+    dataset's class folder names; class ids where a benchmark has no names)."""
     names_of = getattr(trainer_datamodule(trainer), "class_names", None)
-    names = names_of("test") if names_of is not None else {}
-    prefix = "test/iou_class_"
+    names = names_of(split) if names_of is not None else {}
+    prefix = f"{split}/iou_class_"
     return {
         names.get(int(k[len(prefix) :]), k[len(prefix) :]): float(v)
         for k, v in trainer.callback_metrics.items()
@@ -106,45 +107,65 @@ def per_class_iou(trainer: L.Trainer) -> dict[str, float]:
 
 
 class TestResults(L.Callback):
-    """Writes `<run dir>/test_metrics.json` after `test`: mIoU, FB-IoU, per-class IoU, the
-    episode setting, support control included, and the name of the run's saved config. An
-    earlier run's file is kept: a later test writes `test_metrics-1.json`, `-2`, ... (see
-    `write_new`), whole or not at all."""
+    """Writes `<run dir>/test_metrics.json` after `test`, and `<run dir>/val_metrics.json` after
+    `validate` (not the validations of a fit): mIoU, FB-IoU, per-class IoU, the episode setting,
+    support control included, the name of the run's saved config and the checkpoint, with every
+    path absolute. An earlier run's file is kept: a later one writes `test_metrics-1.json`, `-2`,
+    ... (see `write_new`), whole or not at all."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test", "test_metrics.json")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._write(trainer, pl_module, "val", "val_metrics.json")
+
+    @staticmethod
+    def _write(trainer: L.Trainer, pl_module: L.LightningModule, split: str, filename: str) -> None:
         if not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{split}/")}
         dm = trainer_datamodule(trainer)
         callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set at run time, undeclared
         config = next((cb.saved_path for cb in callbacks if isinstance(cb, RunConfig)), None)
         result = {
-            "miou": metrics.get("test/miou"),
-            "fbiou": metrics.get("test/fbiou"),
-            "per_class": per_class_iou(trainer),
+            "miou": metrics.get(f"{split}/miou"),
+            "fbiou": metrics.get(f"{split}/fbiou"),
+            "per_class": per_class_iou(trainer, split),
             "data": type(dm).__name__,
             # The folders the episodes were read from, resolved (a default root is the data home).
             "data_root": _resolved(getattr(dm, "root", None)),
             "splits_dir": _resolved(getattr(dm, "splits_dir", None)),
             "fold": getattr(dm, "fold", None),
             "shot": getattr(dm, "shot", None),
-            "episodes": len(dm.dataset("test")) if isinstance(dm, FewShotDataModule) else None,
+            "episodes": len(dm.dataset(split)) if isinstance(dm, FewShotDataModule) else None,
             "seed": getattr(dm, "seed", None),
-            "sam2_checkpoint": pl_module.hparams.get("sam2_checkpoint"),  # the base weights, or "random"
+            "sam2_checkpoint": _file_or_name(pl_module.hparams.get("sam2_checkpoint")),  # or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
-            "encoder_passes": metrics.get("test/encoder_passes"),  # None without the feature cache
-            "memory_encoder_passes": metrics.get("test/memory_encoder_passes"),
-            "empty_support_masks": metrics.get("test/empty_support_masks"),  # episodes; the blank control not counted
-            "empty_query_targets": metrics.get("test/empty_query_targets"),
+            "encoder_passes": metrics.get(f"{split}/encoder_passes"),  # None without the feature cache
+            "memory_encoder_passes": metrics.get(f"{split}/memory_encoder_passes"),
+            # Episodes; the blank control not counted.
+            "empty_support_masks": metrics.get(f"{split}/empty_support_masks"),
+            "empty_query_targets": metrics.get(f"{split}/empty_query_targets"),
             "config": config.name if config is not None else None,  # this run's saved config, in the run folder
-            "ckpt_path": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "ckpt_path": _file_or_name(trainer.ckpt_path),
         }
-        path = write_new(Path(trainer.default_root_dir) / "test_metrics.json", json.dumps(result, indent=2))
-        rank_zero_info(f"test results written to {path}")
+        path = write_new(Path(trainer.default_root_dir) / filename, json.dumps(result, indent=2))
+        rank_zero_info(f"{'test' if split == 'test' else 'validation'} results written to {path}")
 
 
 def _resolved(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _file_or_name(value: str | os.PathLike | None) -> str | None:
+    """An existing file's absolute path (whatever the shell's folder was); anything else (a
+    downloadable name, "random", a URL) as given."""
+    if not value:
+        return None
+    if "://" in str(value) or not Path(value).expanduser().is_file():
+        return str(value)
+    return str(Path(value).expanduser().resolve())
 
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:

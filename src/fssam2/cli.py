@@ -52,9 +52,14 @@ def _trainer_defaults() -> dict:
                 "class_path": "fssam2.callbacks.RunCheckpoint",
                 "init_args": {"monitor": "val/miou", "mode": "max", "filename": "best"},
             },
-            # The latest state, every epoch. (Lightning 2.6's save_last refreshes last.ckpt only
-            # when a top-k checkpoint is saved in the same step, i.e. it would trail the run.)
-            {"class_path": "fssam2.callbacks.RunCheckpoint", "init_args": {"filename": "last", "save_top_k": 1}},
+            # The latest state, at the end of every training epoch, validated or not: by default
+            # Lightning saves at validation end when check_val_every_n_epoch > 1, leaving epochs
+            # between validations without a checkpoint. (Lightning 2.6's save_last refreshes
+            # last.ckpt only when a top-k checkpoint is saved in the same step: it would trail the run.)
+            {
+                "class_path": "fssam2.callbacks.RunCheckpoint",
+                "init_args": {"filename": "last", "save_top_k": 1, "save_on_train_epoch_end": True},
+            },
             {"class_path": "fssam2.callbacks.TestResults"},
             {"class_path": "fssam2.callbacks.WandbTestReport"},
             {"class_path": "fssam2.callbacks.PredictionWriter"},
@@ -90,6 +95,9 @@ def parse_error_line(message: str) -> str | None:
             keys.append("init_args")
         if found := re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", line):
             return f"--{'.'.join(keys)} expects {found.group(1)}, got {found.group(2).strip()!r}."
+        if found := re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", line):
+            values = ", ".join(v.strip().strip("'\"") for v in found.group(1).split(","))
+            return f"--{'.'.join(keys)} expects one of {values}, got {found.group(2).strip()!r}."
         if found := re.search(r"the following arguments are required: (.*)", line):
             names = ", ".join(f"--{'.'.join([*keys, n.strip()])}" for n in found.group(1).split(","))
             return f"missing {names}: give them on the command line or in the config."
@@ -97,13 +105,14 @@ def parse_error_line(message: str) -> str | None:
 
 
 class OneLineErrorParser(LightningArgumentParser):
-    """LightningCLI's parser whose errors lead with one line naming the option, before
-    jsonargparse's usage and details."""
+    """LightningCLI's parser whose errors are one line naming the option when it can name one
+    (exit status 2), else jsonargparse's usage and details."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         line = parse_error_line(message) if self.exit_on_error else None
         if line:
             sys.stderr.write(f"fssam2: error: {line}\n")
+            self.exit(2)
         super().error(message, ex)
 
 
@@ -177,6 +186,8 @@ class FSSAM2CLI(LightningCLI):
         trainer = config.trainer
         run_dir = Path(trainer.default_root_dir or DEFAULT_RUN_DIR).expanduser().resolve()
         check_run_dir(run_dir)
+        if self.subcommand == "fit":
+            check_new_fit(run_dir, config.get("ckpt_path"))
         trainer.default_root_dir = str(run_dir)
         self._wandb_dir = None
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
@@ -208,13 +219,23 @@ class FSSAM2CLI(LightningCLI):
         self.trainer = None  # type: ignore[assignment]  # LightningCLI declares a Trainer; a plan report has none
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if not self._plan_only():
-            super()._run_subcommand(subcommand)
+        if self._plan_only():
+            return
+        run_dir = Path(self.trainer.default_root_dir)
+        before = folder_state(run_dir)
+        super()._run_subcommand(subcommand)
+        if self.trainer.is_global_zero:
+            print(run_summary(subcommand, run_dir, before, self.trainer.checkpoint_callback), flush=True)
 
     def _before_run(self) -> None:
         """Checks that need the instances, before the Trainer writes anything: a run that fails
         here leaves the run folder as it was."""
-        stage_class_ids(self.datamodule, str(self.subcommand))  # set: LightningCLI runs a subcommand
+        subcommand = str(self.subcommand)  # set: LightningCLI runs a subcommand
+        stage_class_ids(self.datamodule, subcommand)
+        if subcommand == "fit" and isinstance(self.datamodule, FewShotDataModule):
+            self.datamodule.check_fit()
+        if self.trainer.is_global_zero:
+            warn_batch_limits(self.config[subcommand].trainer, subcommand)
         if self._wandb_dir is not None:
             os.makedirs(self._wandb_dir, exist_ok=True)
 
@@ -235,6 +256,73 @@ def check_run_dir(run_dir: Path) -> None:
             f"trainer.default_root_dir {run_dir} cannot be written ({existing} is not writable): "
             "choose another trainer.default_root_dir."
         )
+
+
+def check_new_fit(run_dir: Path, ckpt_path: str | None) -> None:
+    """A fit starts in a folder without checkpoints, or resumes from one of its own: a second fit
+    beside a first would write best-v1.ckpt, and `<run dir>/checkpoints/best.ckpt` would no
+    longer be this folder's run's best."""
+    folder = run_dir / "checkpoints"
+    held = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not held:
+        return
+    resumed = ckpt_path is not None and Path(ckpt_path).expanduser().resolve().parent == folder
+    if ckpt_path in SPECIAL_CKPT_PATHS or resumed:
+        return
+    last = folder / "last.ckpt" if (folder / "last.ckpt").is_file() else held[-1]
+    raise InputError(
+        f"trainer.default_root_dir {run_dir} holds a fit already ({', '.join(p.name for p in held)}): resume it "
+        f"with --ckpt_path {last}, or choose another trainer.default_root_dir."
+    )
+
+
+def warn_batch_limits(trainer: Namespace, subcommand: str) -> None:
+    """One line when a trainer.limit_*_batches the run uses is 1: the command line and config files
+    read it as 1.0, which Lightning takes as every batch (a whole number from 2 up counts batches)."""
+    used = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+    for split in used.get(subcommand, ()):
+        value = trainer.get(f"limit_{split}_batches")
+        if value is not None and float(value) == 1.0:
+            sys.stderr.write(
+                f"fssam2: warning: trainer.limit_{split}_batches={value} runs every {split} batch (1 reads as 1.0, "
+                "i.e. 100%); for a number of batches give 2 or more, for a share a fraction below 1 such as 0.5.\n"
+            )
+
+
+def folder_state(folder: Path) -> dict[Path, int]:
+    """Each file under `folder` with its modification time (ns); one that vanishes while it is
+    listed (W&B's writer process renames its files) is left out."""
+    state = {}
+    for parent, _, names in os.walk(folder):  # a folder that vanishes is skipped
+        for name in names:
+            path = Path(parent) / name
+            try:
+                state[path] = path.stat().st_mtime_ns
+            except OSError:
+                continue
+    return state
+
+
+def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpoint: Any = None) -> str:
+    """The block a run ends with: its folder, the files it wrote there (a folder other than
+    checkpoints/ as one entry with its count) and, after fit, the run's best checkpoint."""
+    written: dict[str, int] = {}
+    for path, mtime in sorted(folder_state(run_dir).items()):
+        if before.get(path) == mtime or path.name.startswith("."):
+            continue
+        parts = path.relative_to(run_dir).parts
+        name = "/".join(parts) if len(parts) == 1 or parts[0] == "checkpoints" else f"{parts[0]}/"
+        written[name] = written.get(name, 0) + 1
+    entries = [name if not name.endswith("/") else f"{name} ({n} files)" for name, n in written.items()]
+    lines = [f"fssam2 {subcommand}: run folder {run_dir}", f"  wrote {', '.join(entries) or 'nothing'}"]
+    if subcommand == "fit" and checkpoint is not None:
+        best, score = getattr(checkpoint, "best_model_path", ""), getattr(checkpoint, "best_model_score", None)
+        if best:
+            shown = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None and checkpoint.monitor else ""
+            lines.append(f"  best checkpoint{shown}: {best}")
+        else:
+            lines.append("  no best checkpoint: no validation ran (see trainer.check_val_every_n_epoch)")
+    return "\n".join(lines)
 
 
 # Model options a training checkpoint's weights fix; every other model option (the evaluation

@@ -311,12 +311,18 @@ class FewShotDataModule(L.LightningDataModule):
         return self.seed + {"test": 0, "val": 1, "train": 2}[split]
 
     # shared machinery
-    def setup(self, stage: str | None = None) -> None:
-        if stage == "fit" and self.support_control != "none":
+    def check_fit(self) -> None:
+        """Refuses settings that do not suit training (one line); the CLI asks before the run
+        writes anything, setup("fit") again."""
+        if self.support_control != "none":
             raise InputError(
                 f"data.support_control={self.support_control} is for evaluation runs (test, validate, predict): "
                 "under fit it would pick the best checkpoint on controlled episodes; fit with none."
             )
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":
+            self.check_fit()
         if self.trainer is not None:
             self.image_size = cast("FSSAM2Module", self.trainer.lightning_module).model.image_size
         if self.image_size is None:
