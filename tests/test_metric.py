@@ -100,6 +100,7 @@ def test_predictions_must_be_binary_not_logits():
         FewShotIoU(CLASSES).update(torch.from_numpy(preds), 2 * target.clamp(max=1), classes)
 
 
+@pytest.mark.filterwarnings("error")  # one message, not torchmetrics' warning before it
 def test_compute_without_a_scored_pixel_is_refused():
     metric = FewShotIoU([1])
     with pytest.raises(InputError, match=r"FewShotIoU.compute: nothing to score.*update it with at least one episode"):

@@ -10,6 +10,7 @@ MeanIoU); pixels equal to `ignore_index` count as neither foreground nor backgro
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -95,7 +96,13 @@ class FewShotIoU(Metric):
 
         @functools.wraps(wrapped)
         def keep_per_class(*args, **kwargs) -> dict[str, torch.Tensor]:
-            result = wrapped(*args, **kwargs)
+            with warnings.catch_warnings():
+                # compute() itself says when nothing was scored, by the states summed over processes;
+                # this process alone having no update (more processes than batches) is fine.
+                warnings.filterwarnings(
+                    "ignore", message="The ``compute`` method of metric FewShotIoU was called before"
+                )
+                result = wrapped(*args, **kwargs)
             return {**result, "per_class": result["per_class"].reshape(-1)}
 
         return keep_per_class
