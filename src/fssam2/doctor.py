@@ -181,21 +181,24 @@ def data_checks(datamodule: FewShotDataModule | None, configured: bool) -> list[
     """The data home, then each benchmark's dataset and lists: at the config's root and lists for
     its benchmark, at the data home for the others. Only the configured benchmark's data is needed;
     the others' (without a config: every benchmark's) is information. An unusable data home fails
-    when it is needed: without a config (`fssam2 prepare` writes there), or when the config reads there."""
-    used = datamodule.benchmark if isinstance(datamodule, OnDiskDataModule) else None
+    without a config (`fssam2 prepare` writes there); with one, fit's own check says whether it is needed."""
+    on_disk = datamodule if isinstance(datamodule, OnDiskDataModule) else None
+    used = on_disk.benchmark if on_disk is not None else None
     home, source = data_home()
     if home is None:
-        needed = not configured or (used is not None and not datamodule.place.root_given)
-        checks = [Check("FAIL" if needed else "warn", "data", source)]
+        checks = [Check("warn" if configured else "FAIL", "data", source)]
     else:
         checks = [Check("ok", "data", f"data home {home} ({source})")]
     for key in BENCHMARKS:
-        if key != used and home is None:
-            continue  # said above: nothing to look at
-        place = datamodule.place if key == used else DataPlace.locate(None, None)
+        if on_disk is not None and key == used:
+            place = on_disk.place
+        elif home is not None:
+            place = DataPlace.locate(None, None)
+        else:
+            continue  # no data home to look in: said above
         files = split_list_files(key)
-        if key == used and key != "fss":
-            fold = datamodule.fold
+        if on_disk is not None and key == used and key != "fss":
+            fold = on_disk.fold
             files = split_list_files(key, [fold], ("val",) if fold in PASCAL_DOMAIN_SHIFT else ("train", "val"))
         checks += [dataset_check(key, place, key == used), lists_check(key, place, key == used, files)]
     if datamodule is not None and used is None:
@@ -524,7 +527,7 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
     datamodule = fit.datamodule if fit is not None else None
     if fit is not None and datamodule is None:
         with contextlib.suppress(Exception):  # fit refused before making it; its refusal is reported below
-            datamodule = datamodule_of(config)
+            datamodule = datamodule_of(fit.config)
     device, used, device_problem = run_devices(config.trainer) if config is not None else (None, [], None)
     if device_problem is not None:
         yield device_problem
@@ -538,13 +541,15 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
         failed += [check.text] if check.status == "FAIL" else []
     if fit is not None:
         yield fit_verdict(fit.refusal, failed)
-    given = isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given
+    given = datamodule.place if isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given else None
     home, _ = data_home()
-    if given or home is not None:
-        yield disk_check("data root" if given else "data home", datamodule.place.root if given else home)
+    if given is not None:
+        yield disk_check("data root", given.root)
+    elif home is not None:
+        yield disk_check("data home", home)
     run_dir = config.trainer.default_root_dir if config is not None else None
     yield disk_check("run folder", Path(run_dir or DEFAULT_RUN_DIR).expanduser().resolve())
-    if config is None:
+    if fit is None or device is None:  # both set with a config
         return
     if measure is None:
         measure = device.type == "cuda"
@@ -559,10 +564,10 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
     if device_problem is not None and device_problem.status == "FAIL":
         yield Check("--", "memory", "not measured: the configured devices are not here")
         return
-    if fit.refusal is not None:
+    if fit.refusal is not None or datamodule is None:
         yield Check("--", "memory", "not measured: fit refuses the options (see the config line)")
         return
-    yield measure_check(config, datamodule, device, used)
+    yield measure_check(fit.config, datamodule, device, used)
 
 
 def fit_verdict(refusal: str | None, failed: list[str]) -> Check:
