@@ -59,6 +59,8 @@ def download_sources(name: str) -> list[str]:
     if name in CHECKPOINT_URLS:
         sources.append(CHECKPOINT_URLS[name])
     return sources
+
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
