@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from conftest import TESTS, make_episode
+from conftest import TESTS, make_episode, one_line_error
+from fssam2 import InputError
 from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
 from fssam2.lora import LoRAConfig, lora_layers, merge_lora_, unmerge_lora_, unmerged_weights
@@ -74,8 +75,27 @@ def test_bad_cache_options_are_refused(tmp_path):
     blocker.write_text("")
     with pytest.raises(Exception, match="spill_dir"):
         FeatureCache(CacheConfig(spill_dir=str(blocker / "sub")))
-    with pytest.raises(Exception, match="max_megabytes"):
-        FeatureCache(CacheConfig(max_megabytes=-1))
+    for budget in (-1, float("nan"), float("inf")):
+        with pytest.raises(InputError, match=rf"model.feature_cache.max_megabytes={budget} is not a budget"):
+            CacheConfig(max_megabytes=budget)
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("fit", "--model.feature_cache.max_megabytes", "-1"),  # used only at the first validation, after an epoch
+        ("fit", "--data.init_args.image_cache_mb", "-5"),  # was read as "no image cache"
+        ("test", "--model.feature_cache.max_megabytes", "-0.5"),
+    ],
+)
+def test_negative_cache_budgets_are_refused_in_one_line(tmp_path, capsys, command, option, value):
+    run_dir = tmp_path / "run"
+    args = [command, "--config", str(TESTS / "configs" / "tiny.yaml"), "--trainer.default_root_dir", str(run_dir)]
+    key = option.removeprefix("--").replace(".init_args", "")
+    one_line_error(capsys, [*args, option, value], f"{key}={float(value)} is not a budget: give megabytes >= 0")
+    if command == "test":  # the plan report reads the budget without making a cache
+        one_line_error(capsys, [*args, option, value, "--model.feature_cache.plan_only", "true"], "is not a budget")
+    assert not run_dir.exists()
 
 
 @torch.inference_mode()

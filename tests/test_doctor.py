@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TESTS
+from conftest import TESTS, one_line_error
 from fssam2.cli import run_cli
 from test_benchmarks import CONFIGS, generated  # noqa: F401 - the generated datasets and their lists
 
@@ -47,10 +47,10 @@ def link_home(home, root, *names):
         (home / name).symlink_to(root / name)
 
 
-def test_doctor_names_what_is_missing_and_exits_1(homes, capsys):
+def test_doctor_without_a_config_names_what_is_missing_as_information(homes, capsys):
     data, cache = homes
     code, lines = doctor(capsys)
-    assert code == 1
+    assert code == 0 and lines[-1] == "fssam2 doctor: ready", lines  # no run asked for any benchmark
     versions = line(lines, "versions")
     for name in ("python", "torch", "torchvision", "sam2", "lightning", "fssam2"):
         assert f"{name} " in versions
@@ -62,13 +62,20 @@ def test_doctor_names_what_is_missing_and_exits_1(homes, capsys):
         ("COCO-20i", data / "COCO2014" / "train2014", "coco"),
         ("FSS-1000", data / "FSS-1000", "fss1000"),
     ):
-        assert line(lines, "data", f"{name} is not prepared").startswith("FAIL")
+        assert line(lines, "data", f"{name} is not prepared").startswith("--")
         assert f"{missing} is missing; run `fssam2 prepare {command}`" in line(lines, "data", name)
-        assert "run `fssam2 prepare splits`" in line(lines, "splits", f"{name} split lists are not prepared")
+        lists = line(lines, "splits", f"{name} split lists are not prepared")
+        assert lists.startswith("--") and "run `fssam2 prepare splits`" in lists
+    assert not [ln for ln in lines if ln.startswith("FAIL")]
     weights = line(lines, "weights")
     assert weights.startswith("warn") and "sam2.1_hiera_b+: not cached" in weights and "fssam2 download" in weights
+    # named in the order fssam2 download tries them: the Hub first, then Meta's URL
+    hub_at, meta_at = (
+        weights.find("Hugging Face Hub (facebook/sam2.1-hiera-base-plus"),
+        weights.find("dl.fbaipublicfiles"),
+    )
+    assert 0 < hub_at < meta_at, weights
     assert "GiB free" in line(lines, "disk", "data home") and "GiB free" in line(lines, "disk", "run folder")
-    assert "6 problem(s)" in lines[-1]
     assert not data.exists() and not cache.exists()  # nothing written
 
 
@@ -121,9 +128,40 @@ def test_doctor_with_a_config_needs_only_its_benchmark(generated, homes, tmp_pat
     assert "fssam2_tiny_tracking: packaged with fssam2" in line(lines, "weights")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--model.image_size", "100"),  # the model's constructor
+        ("--model.encoder_batch", "0"),
+        ("--model.lora", "null"),  # with the default trainable=lora
+        ("--model.feature_cache.max_megabytes", "-1"),
+        ("--data.init_args.support_control", "swap"),  # the DataModule's setup("fit")
+        ("--ckpt_path", "/nowhere/last.ckpt"),  # checked while fit parses its options
+    ],
+)
+def test_doctor_fails_on_what_fit_refuses_with_fits_words(homes, tmp_path, capsys, options):
+    run = ["--config", TINY, "--trainer.default_root_dir", str(tmp_path / "run"), *options]
+    refusal = one_line_error(capsys, ["fit", *run], "").strip().removeprefix("fssam2: error: ")
+    code, lines = doctor(capsys, *run)
+    assert code == 1 and line(lines, "config").startswith("FAIL"), lines
+    assert line(lines, "config").endswith(f"fssam2 fit refuses these options: {refusal}")
+    assert lines[-1].startswith("fssam2 doctor: 1 problem(s) above")
+    assert not (tmp_path / "run").exists()  # neither fit nor doctor made the run folder
+
+
+def test_doctor_says_when_fit_stops_at_a_problem_it_reported(generated, homes, tmp_path, capsys):  # noqa: F811
+    nowhere = tmp_path / "nowhere"
+    run = ["--config", str(CONFIGS / "pascal_fold0.yaml"), "--data.root", str(nowhere), "--no-measure"]
+    code, lines = doctor(capsys, *run, "--model.image_size", "100")
+    assert code == 1 and line(lines, "data", "FAIL", "PASCAL-5i root").startswith("FAIL")
+    assert "fssam2 fit stops at the problem above" in line(lines, "config", "--")  # counted once
+    assert lines[-1].startswith("fssam2 doctor: 2 problem(s)")  # the data and its split lists
+
+
 def test_doctor_measures_the_configured_run(homes, capsys, monkeypatch):
     code, lines = doctor(capsys, "--config", TINY, "--measure")
     assert code == 0, lines
+    assert line(lines, "config").startswith("ok  ") and "fssam2 fit accepts these options" in line(lines, "config")
     assert line(lines, "data", "SyntheticDataModule").startswith("ok")
     memory = line(lines, "memory")
     found = re.search(r"peak (\d+\.\d+) GiB with 1 episode, (\d+\.\d+) GiB with 2 -> data.batch_size=4 needs", memory)
@@ -177,3 +215,29 @@ def test_doctor_is_listed(capsys):
     with pytest.raises(SystemExit):
         run_cli(["--help"])
     assert any(ln.split()[:1] == ["doctor"] for ln in capsys.readouterr().out.splitlines())
+
+
+def test_a_data_home_that_is_a_file_is_one_line_for_prepare_fit_and_doctor(homes, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "data.tar"
+    blocker.write_bytes(b"not a folder")
+    pascal = ["--config", str(CONFIGS / "pascal_fold0.yaml"), "--trainer.default_root_dir", str(tmp_path / "run")]
+    for home, problem in (
+        (blocker, "is a file, not a folder"),
+        (blocker / "sub", f"lies inside {blocker}, which is a file"),
+    ):
+        monkeypatch.setenv("FSSAM2_DATA", str(home))
+        message = f"The data home $FSSAM2_DATA={home} {problem}: point $FSSAM2_DATA at a folder"
+        one_line_error(capsys, ["prepare", "splits"], message)
+        one_line_error(capsys, ["prepare", "pascal"], message)
+        one_line_error(capsys, ["fit", *pascal], message)
+        code, lines = doctor(capsys)
+        assert code == 1 and line(lines, "data", "FAIL").endswith(
+            f"{message} (`fssam2 prepare` creates it), or unset it."
+        )
+        assert not [ln for ln in lines if "not prepared" in ln]  # nothing under a data home that cannot be
+        code, lines = doctor(capsys, *pascal)
+        assert code == 1 and message in line(lines, "config", "FAIL")
+        code, lines = doctor(capsys, "--config", TINY)  # generated data: the data home is not needed
+        assert code == 0 and message in line(lines, "data", "warn"), lines
+    assert blocker.read_bytes() == b"not a folder"
+    one_line_error(capsys, ["prepare", "splits", "--root", str(blocker)], f"--root {blocker} is a file, not a folder")

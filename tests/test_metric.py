@@ -76,6 +76,45 @@ def test_bad_updates_are_refused():
         metric.update(torch.zeros(1, 4, 4), torch.zeros(1, 5, 4), torch.tensor([1]))
 
 
+def test_predictions_must_be_binary_not_logits():
+    preds, target, classes = random_batch(0)
+    target = torch.from_numpy(target)
+    classes = torch.from_numpy(classes)
+    exact = FewShotIoU(CLASSES)
+    exact.update(torch.from_numpy(preds), target, classes)
+    for binary in (
+        torch.from_numpy(preds).float(),
+        torch.from_numpy(preds).bool(),
+        torch.from_numpy(preds).to(torch.uint8),
+    ):
+        same = FewShotIoU(CLASSES)
+        same.update(binary, target, classes)
+        assert same.compute()["miou"] == exact.compute()["miou"]
+    logits = torch.randn(*preds.shape, generator=torch.Generator().manual_seed(0))  # negative = background
+    for not_binary in (logits, logits.sigmoid(), 255 * torch.from_numpy(preds)):
+        metric = FewShotIoU(CLASSES)
+        with pytest.raises(InputError, match=r"preds \(torch\.\w+\) hold values other than 0 and 1: .*logits > 0"):
+            metric.update(not_binary, target, classes)
+        assert metric.inter_fg.sum() == 0  # nothing counted
+    with pytest.raises(InputError, match="target holds values other than 0, 1 and ignore_index=255"):
+        FewShotIoU(CLASSES).update(torch.from_numpy(preds), 2 * target.clamp(max=1), classes)
+
+
+@pytest.mark.filterwarnings("error")  # one message, not torchmetrics' warning before it
+def test_compute_without_a_scored_pixel_is_refused():
+    metric = FewShotIoU([1])
+    with pytest.raises(InputError, match=r"FewShotIoU.compute: nothing to score.*update it with at least one episode"):
+        metric.compute()
+    metric.update(torch.ones(1, 2, 2), torch.full((1, 2, 2), 255), torch.tensor([1]))  # every pixel ignored
+    with pytest.raises(InputError, match="nothing to score"):
+        metric.compute()
+    metric.update(torch.ones(1, 2, 2), torch.ones(1, 2, 2), torch.tensor([1]))
+    assert metric.compute()["miou"] == 100
+    metric.reset()
+    with pytest.raises(InputError, match="nothing to score"):
+        metric.compute()
+
+
 def _ddp_worker(rank, world, port, queue):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     metric = FewShotIoU(CLASSES)
@@ -83,7 +122,17 @@ def _ddp_worker(rank, world, port, queue):
         preds, target, classes = random_batch(seed)
         metric.update(torch.from_numpy(preds), torch.from_numpy(target), torch.from_numpy(classes))
     result = metric.compute()
-    queue.put((rank, result["miou"].item(), result["fbiou"].item()))
+    metric.reset()
+    if rank == 0:  # rank 1 scores nothing: its compute() takes the summed states, as rank 0's
+        metric.update(torch.ones(1, 2, 2), torch.tensor([[[1, 0], [1, 1]]]), torch.tensor([CLASSES[0]]))
+    alone = metric.compute()["per_class"].tolist()
+    metric.reset()
+    try:  # no process scored anything: every process refuses, none waits for the others
+        metric.compute()
+        refused = False
+    except InputError:
+        refused = True
+    queue.put((rank, result["miou"].item(), result["fbiou"].item(), alone, refused))
     dist.destroy_process_group()
 
 
@@ -99,6 +148,7 @@ def test_states_are_summed_across_processes(free_port):
         p.join(timeout=60)
         assert p.exitcode == 0
     miou, fbiou, _ = reference(*(np.concatenate(x) for x in zip(*[random_batch(s) for s in range(5)], strict=True)))
-    for _, m, f in results:
+    for _, m, f, alone, refused in results:
         assert m == pytest.approx(miou, rel=1e-5)
         assert f == pytest.approx(fbiou, rel=1e-5)
+        assert alone == pytest.approx([75.0, 0.0, 0.0]) and refused

@@ -46,6 +46,16 @@ class CacheConfig:
         False  # print the evaluation's plan (episodes, encoder passes, peak cache) and exit, running no model
     )
 
+    def __post_init__(self) -> None:
+        check_budget(self.max_megabytes, "model.feature_cache.max_megabytes")
+
+
+def check_budget(megabytes: float, option: str) -> float:
+    """A cache budget in megabytes: a finite number >= 0 (0 keeps nothing); else one line naming `option`."""
+    if not (isinstance(megabytes, int | float) and math.isfinite(megabytes) and megabytes >= 0):
+        raise InputError(f"{option}={megabytes} is not a budget: give megabytes >= 0 (0 keeps nothing).")
+    return megabytes
+
 
 @dataclass
 class CacheStats:
@@ -154,8 +164,6 @@ class FeatureCache:
     """
 
     def __init__(self, config: CacheConfig) -> None:
-        if config.max_megabytes < 0:
-            raise InputError(f"feature_cache.max_megabytes={config.max_megabytes} must be >= 0 (0 keeps nothing).")
         self.config = config
         self.max_bytes = int(config.max_megabytes * 2**20)
         self.stats: dict[str, CacheStats] = {}  # per kind of entry

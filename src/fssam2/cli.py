@@ -28,6 +28,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from fssam2 import hub
 from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import OnDiskDataModule, read_image
+from fssam2.cache import CacheConfig
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.doctor import doctor_command
@@ -411,15 +412,15 @@ def plan_report(config: Namespace, subcommand: str) -> str:
     if isinstance(devices, int) and devices < 0 or devices == "auto":
         devices = max(torch.cuda.device_count(), 1) if trainer.get("accelerator") != "cpu" else 1
     world = (len(devices) if isinstance(devices, list) else int(devices)) * int(trainer.get("num_nodes") or 1)
-    cache = _plain(model.feature_cache)
+    cache = CacheConfig(**_plain(model.feature_cache))  # checked as the run would check it
     return describe(
         datamodule,
         split,
         model.sam2_config,
         model.image_size,
         trainer.get("precision"),
-        cache["max_megabytes"],
-        half=cache["half"],
+        cache.max_megabytes,
+        half=cache.half,
         world_size=world,
     )
 

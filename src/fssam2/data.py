@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fssam2.cache import CacheConfig, FeatureCache
+from fssam2.cache import CacheConfig, FeatureCache, check_budget
 from fssam2.episodes import (
     EVAL_EPOCH,
     Episode,
@@ -264,6 +264,7 @@ class FewShotDataModule(L.LightningDataModule):
         check_support_control(support_control)
         if batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
+        check_budget(image_cache_mb, "data.image_cache_mb")
         if eval_order not in get_args(EvalOrder):
             raise InputError(f"data.eval_order={eval_order!r} is not one of planned, index: pick one of those.")
         self.eval_order = eval_order

@@ -1,10 +1,12 @@
 """`fssam2 doctor`: a preflight, one line per check, so that a run is known to be able to finish
 before it starts: versions, devices, the data at the data home (or the config's --data.root),
-the SAM2 weights the config loads, free disk, and, with `--config`, the memory of the configured
-run, measured with one training step of 1 and of 2 episodes and extrapolated to data.batch_size.
+the SAM2 weights the config loads, free disk, and, with `--config`, every check `fssam2 fit` makes
+of the options (through fit's own code, see `fit_checks`) and the memory of the configured run,
+measured with one training step of 1 and of 2 episodes and extrapolated to data.batch_size.
 
-Nothing is downloaded or written. The exit status is 1 when something the config needs (without
-a config: every benchmark's data) is missing or does not fit, 0 otherwise.
+Nothing is downloaded or written. The exit status is 1 when fit would refuse the options, or
+something the config needs is missing or does not fit, 0 otherwise. Without a config, the
+benchmarks' data is reported for information: only an unusable data home fails.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import logging
 import os
 import platform
 import shutil
@@ -161,21 +164,39 @@ def _lists_origin(splits_dir: Path, files: list[str]) -> str:
     return "NOT the published lists (derived or changed; `fssam2 prepare splits` fetches those)"
 
 
-def data_checks(datamodule: FewShotDataModule | None) -> list[Check]:
+def data_home() -> tuple[Path | None, str]:
+    """(the data home, how it was chosen), or (None, why it cannot be used)."""
+    try:
+        home = hub.data_dir()
+    except InputError as err:
+        return None, str(err)
+    return home, "$FSSAM2_DATA" if os.environ.get("FSSAM2_DATA") else "default; set $FSSAM2_DATA to move it"
+
+
+def data_checks(datamodule: FewShotDataModule | None, configured: bool) -> list[Check]:
     """The data home, then each benchmark's dataset and lists: at the config's root and lists for
-    its benchmark, at the data home for the others. Without a config every benchmark is needed."""
-    source = "$FSSAM2_DATA" if os.environ.get("FSSAM2_DATA") else "default; set $FSSAM2_DATA to move it"
-    checks = [Check("ok", "data", f"data home {hub.data_dir()} ({source})")]
+    its benchmark, at the data home for the others. Only the configured benchmark's data is needed;
+    the others' (without a config: every benchmark's) is information. An unusable data home fails
+    without a config (`fssam2 prepare` writes there); with one, fit's own check says whether it is needed."""
     on_disk = datamodule if isinstance(datamodule, OnDiskDataModule) else None
     used = on_disk.benchmark if on_disk is not None else None
+    home, source = data_home()
+    if home is None:
+        checks = [Check("warn" if configured else "FAIL", "data", source)]
+    else:
+        checks = [Check("ok", "data", f"data home {home} ({source})")]
     for key in BENCHMARKS:
-        needed = datamodule is None or key == used
-        place = on_disk.place if on_disk is not None and key == used else DataPlace.locate(None, None)
+        if on_disk is not None and key == used:
+            place = on_disk.place
+        elif home is not None:
+            place = DataPlace.locate(None, None)
+        else:
+            continue  # no data home to look in: said above
         files = split_list_files(key)
         if on_disk is not None and key == used and key != "fss":
             fold = on_disk.fold
             files = split_list_files(key, [fold], ("val",) if fold in PASCAL_DOMAIN_SHIFT else ("train", "val"))
-        checks += [dataset_check(key, place, needed), lists_check(key, place, needed, files)]
+        checks += [dataset_check(key, place, key == used), lists_check(key, place, key == used, files)]
     if datamodule is not None and used is None:
         checks.append(own_data_check(datamodule))
     return checks
@@ -215,10 +236,11 @@ def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
             return Check("ok", "weights", f"{released}{name}: cached at {cached} ({recorded})")
         part = cached.with_name(cached.name + ".part")
         partial = f", {part.stat().st_size / 2**20:.0f} MB of it in {part.name}" if part.is_file() else ""
+        sources = ", else from ".join(hub.download_sources(name))  # in the order download() tries them
         return Check(
             "warn",
             "weights",
-            f"{released}{name}: not cached{partial}; the run downloads {hub.CHECKPOINT_URLS[name]} first "
+            f"{released}{name}: not cached{partial}; the run first downloads it from {sources} "
             f"(needs the network), or run `fssam2 download {name}` now",
         )
     if sam2_checkpoint is None:
@@ -413,63 +435,117 @@ def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check |
 
 
 # the command
-def parse_config(args: list[str]) -> Any:
-    """The fit config of `args` (`--config` and overrides), parsed by the fssam2 CLI's own parser
-    and defaults, nothing instantiated."""
-    from fssam2.cli import CLI_SETTINGS, FSSAM2CLI
+@dataclass
+class FitChecks:
+    """What `fit_checks` found: the fit config, fit's one-line refusal (None: accepted), the
+    DataModule when fit got to make it."""
+
+    config: Any
+    refusal: str | None
+    datamodule: FewShotDataModule | None
+
+
+def fit_checks(args: list[str]) -> FitChecks:
+    """Every check `fssam2 fit ARGS` makes before it trains, through fit's own code (FSSAM2CLI):
+    parsing and --ckpt_path, before_instantiate_classes (the data is prepared, the run folder can be
+    made), the DataModule, model and Trainer made as fit makes them, before_fit, and the DataModule's
+    setup("fit") as Trainer.fit runs it; the first refusal is kept as fit words it. So that nothing is
+    downloaded or written, the model is made with random weights (`weights_check` checks what fit
+    would load), W&B's folder is not made and no seed is set. A parse error (an unknown option, a
+    value of the wrong type) exits with status 2 and fit's message, as fit does."""
+    from fssam2.cli import CLI_SETTINGS, FSSAM2CLI, _cause
     from fssam2.module import FSSAM2Module
 
-    class ConfigOnly(FSSAM2CLI):
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
+    class FitUntilTraining(FSSAM2CLI):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.refusal: str | None = None
+            try:
+                super().__init__(*args, **kwargs)
+            except Exception as err:
+                if getattr(self, "config", None) is None:
+                    raise
+                cause = _cause(err, InputError)
+                text = str(cause) if cause is not None else f"{type(err).__name__}: {str(err).strip()}"
+                self.refusal = text.splitlines()[0] if text else type(err).__name__
 
         def _set_seed(self) -> None:
             pass
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args come from doctor's own
-        cli = ConfigOnly(
-            FSSAM2Module,
-            FewShotDataModule,
-            **CLI_SETTINGS,
-            parser_kwargs={"prog": "fssam2 doctor"},
-            args=args,
-            run=False,
-        )
-    return cli.config
+        def before_instantiate_classes(self) -> None:
+            super().before_instantiate_classes()
+            self._wandb_dir = None  # made by a run that starts; doctor writes nothing
+
+        def instantiate_classes(self) -> None:
+            model = self.config[self.subcommand].model
+            given, model.sam2_checkpoint = model.sam2_checkpoint, hub.RANDOM_INIT
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*starts from random initialisation")
+                    super().instantiate_classes()
+            finally:
+                model.sam2_checkpoint = given
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            getattr(self, f"before_{subcommand}")()
+            self.datamodule.image_size = self.model.model.image_size  # as the Trainer sets it
+            self.datamodule.setup(subcommand)
+
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level, environment = lightning_log.level, dict(os.environ)
+    lightning_log.setLevel(logging.WARNING)  # the Trainer's and DataModule's start-up notes are not the report's
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):  # stdout is the report's
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # args come from doctor's own
+            cli = FitUntilTraining(
+                FSSAM2Module,
+                FewShotDataModule,
+                **CLI_SETTINGS,
+                parser_kwargs={"prog": "fssam2"},  # a parse error's usage and help are fit's
+                args=["fit", *args],
+            )
+    finally:
+        lightning_log.setLevel(level)
+        for key in os.environ.keys() - environment.keys():  # fit points W&B at its run folder: doctor does not
+            del os.environ[key]
+        os.environ.update(environment)
+    return FitChecks(cli.config["fit"], cli.refusal, getattr(cli, "datamodule", None))
 
 
-def make_datamodule(data: Any) -> FewShotDataModule:
-    from jsonargparse import Namespace
+def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Check]:
+    """Every check, in report order (the memory measurement last: it takes longest); `args` are
+    fit's options (`--config` and overrides), None without a config."""
+    from fssam2.cli import DEFAULT_RUN_DIR, datamodule_of
 
-    module, _, name = data.class_path.rpartition(".")
-    cls = getattr(__import__(module, fromlist=[name]), name)
-    kwargs = data.init_args.as_dict() if isinstance(data.init_args, Namespace) else dict(data.init_args or {})
-    return cls(**kwargs)
-
-
-def doctor_checks(config: Any | None, measure: bool | None) -> Iterator[Check]:
-    """Every check, in report order (the memory measurement last: it takes longest)."""
-    from fssam2.cli import DEFAULT_RUN_DIR
-
+    fit = fit_checks(args) if args is not None else None  # first: a parse error ends doctor as it ends fit
     yield versions()
     yield from device_checks()
-    datamodule = make_datamodule(config.data) if config is not None else None
+    config = fit.config if fit is not None else None
+    datamodule = fit.datamodule if fit is not None else None
+    if fit is not None and datamodule is None:
+        with contextlib.suppress(Exception):  # fit refused before making it; its refusal is reported below
+            datamodule = datamodule_of(fit.config)
     device, used, device_problem = run_devices(config.trainer) if config is not None else (None, [], None)
     if device_problem is not None:
         yield device_problem
-    yield from data_checks(datamodule)
+    failed: list[str] = [] if device_problem is None else [device_problem.text]
+    checks = data_checks(datamodule, configured=fit is not None)
     model = config.model if config is not None else None
     sam2_config = model.sam2_config if model is not None else "sam2.1_hiera_b+"
-    yield weights_check(sam2_config, model.sam2_checkpoint if model is not None else None)
+    checks.append(weights_check(sam2_config, model.sam2_checkpoint if model is not None else None))
+    for check in checks:
+        yield check
+        failed += [check.text] if check.status == "FAIL" else []
+    if fit is not None:
+        yield fit_verdict(fit.refusal, failed)
     given = datamodule.place if isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given else None
-    yield disk_check("data home" if given is None else "data root", hub.data_dir() if given is None else given.root)
+    home, _ = data_home()
+    if given is not None:
+        yield disk_check("data root", given.root)
+    elif home is not None:
+        yield disk_check("data home", home)
     run_dir = config.trainer.default_root_dir if config is not None else None
     yield disk_check("run folder", Path(run_dir or DEFAULT_RUN_DIR).expanduser().resolve())
-    if config is None or datamodule is None or device is None:  # all three are set with a config
+    if fit is None or device is None:  # both set with a config
         return
     if measure is None:
         measure = device.type == "cuda"
@@ -484,7 +560,20 @@ def doctor_checks(config: Any | None, measure: bool | None) -> Iterator[Check]:
     if device_problem is not None and device_problem.status == "FAIL":
         yield Check("--", "memory", "not measured: the configured devices are not here")
         return
-    yield measure_check(config, datamodule, device, used)
+    if fit.refusal is not None or datamodule is None:
+        yield Check("--", "memory", "not measured: fit refuses the options (see the config line)")
+        return
+    yield measure_check(fit.config, datamodule, device, used)
+
+
+def fit_verdict(refusal: str | None, failed: list[str]) -> Check:
+    """The config line: whether `fssam2 fit` accepts the options; a refusal already reported as a
+    FAIL above is not counted twice (fit stops there, so the checks after it wait for its fix)."""
+    if refusal is None:
+        return Check("ok", "config", "fssam2 fit accepts these options (its own checks, up to the first step)")
+    if refusal in failed:
+        return Check("--", "config", "fssam2 fit stops at the problem above; its later checks run once it is fixed")
+    return Check("FAIL", "config", f"fssam2 fit refuses these options: {refusal}")
 
 
 def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.device, used: list[torch.device]) -> Check:
@@ -528,9 +617,9 @@ def doctor_command(args: list[str]) -> None:
         raise InputError("fssam2 doctor --measure measures the run of a config: give --config CONFIG.")
     if opts.config and not Path(opts.config).expanduser().is_file():
         raise InputError(f"--config {opts.config} does not exist: give a fit config (e.g. configs/pascal_fold0.yaml).")
-    config = parse_config([*(["--config", opts.config] if opts.config else []), *rest]) if opts.config or rest else None
+    fit_args = [*(["--config", opts.config] if opts.config else []), *rest] if opts.config or rest else None
     failed = 0
-    for check in doctor_checks(config, opts.measure):
+    for check in doctor_checks(fit_args, opts.measure):
         print(check.line(), flush=True)
         failed += check.status == "FAIL"
     if failed:

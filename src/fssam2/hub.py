@@ -48,6 +48,19 @@ HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
     "sam2.1_hiera_l": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
 }
 HUB_REVISION = "main"
+
+
+def download_sources(name: str) -> list[str]:
+    """Where `download(name)` fetches a released checkpoint from, in the order it tries them."""
+    sources = []
+    if name in HUB_CHECKPOINTS:
+        repo_id, filename = HUB_CHECKPOINTS[name]
+        sources.append(f"the Hugging Face Hub ({repo_id}, {filename})")
+    if name in CHECKPOINT_URLS:
+        sources.append(CHECKPOINT_URLS[name])
+    return sources
+
+
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -84,10 +97,14 @@ def cache_dir() -> Path:
 def data_dir() -> Path:
     """The data home: `$FSSAM2_DATA`, else `cache_dir() / "data"`. It holds the dataset roots the
     benchmarks read (`VOC2012/`, `COCO2014/`, `FSS-1000/`) and their split lists (`splits/`);
-    `fssam2 prepare` writes there and the DataModules read there when `--data.root` is not given."""
+    `fssam2 prepare` writes there and the DataModules read there when `--data.root` is not given.
+    A data home that is a file, or lies under one, is refused (InputError)."""
     if os.environ.get("FSSAM2_DATA"):
-        return Path(os.environ["FSSAM2_DATA"]).expanduser().absolute()
-    return cache_dir() / "data"
+        path = Path(os.environ["FSSAM2_DATA"]).expanduser().absolute()
+        fix = "point $FSSAM2_DATA at a folder (`fssam2 prepare` creates it), or unset it"
+        return check_folder(path, f"The data home $FSSAM2_DATA={path}", fix)
+    path = cache_dir() / "data"
+    return check_folder(path, f"The data home {path}", "move that file away, or set $FSSAM2_DATA to a folder")
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -95,6 +112,16 @@ def existing_ancestor(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
+
+
+def check_folder(path: Path, what: str, fix: str) -> Path:
+    """`path`, when it is a folder or can be made one (its nearest existing parent is a folder); else
+    one line (InputError): `what` names the path, `fix` says how to mend it."""
+    existing = existing_ancestor(path)
+    if existing.is_dir():
+        return path
+    problem = "is a file, not a folder" if existing == path else f"lies inside {existing}, which is a file"
+    raise InputError(f"{what} {problem}: {fix}.")
 
 
 def cached_path(name: str) -> Path:

@@ -10,6 +10,7 @@ MeanIoU); pixels equal to `ignore_index` count as neither foreground nor backgro
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,11 +52,29 @@ class FewShotIoU(Metric):
             self.add_state(name, default=torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, class_id: torch.Tensor) -> None:
-        """preds [B, H, W] in {0, 1}; target [B, H, W] in {0, 1, ignore_index}; class_id [B]."""
+        """Add a batch of scored episodes.
+
+        Args:
+            preds: [B, H, W] binary predictions, every value 0 or 1 (bool, integer, or float exactly
+                0.0 / 1.0). Logits or probabilities are refused, not thresholded: threshold them
+                first (`logits > 0`, `probs > 0.5`).
+            target: [B, H, W], every value 0 (background), 1 (object) or `ignore_index`.
+            class_id: [B], the class of each episode, among the metric's `class_ids`.
+        """
         if preds.shape != target.shape or preds.dim() != 3:
             raise InputError(
                 f"FewShotIoU.update: preds {tuple(preds.shape)} and target {tuple(target.shape)} must "
                 "both be [B, H, W] (score predictions at the target's size)."
+            )
+        if not _only(preds, (0, 1)):
+            raise InputError(
+                f"FewShotIoU.update: preds ({preds.dtype}) hold values other than 0 and 1: pass binary "
+                "predictions (threshold logits with `logits > 0`, probabilities with `probs > 0.5`)."
+            )
+        if not _only(target, (0, 1, self.ignore_index)):
+            raise InputError(
+                f"FewShotIoU.update: target holds values other than 0, 1 and ignore_index={self.ignore_index}: "
+                "pass the episode's binary mask (1 = the class's object, 0 = background)."
             )
         class_id = torch.as_tensor(class_id, device=self._slot.device).long().reshape(-1)
         known = (class_id >= 0) & (class_id < self._slot.numel())
@@ -84,13 +103,26 @@ class FewShotIoU(Metric):
 
         @functools.wraps(wrapped)
         def keep_per_class(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-            result = wrapped(*args, **kwargs)
+            with warnings.catch_warnings():
+                # compute() itself says when nothing was scored, by the states summed over processes;
+                # this process alone having no update (more processes than batches) is fine.
+                warnings.filterwarnings(
+                    "ignore", message="The ``compute`` method of metric FewShotIoU was called before"
+                )
+                result = wrapped(*args, **kwargs)
             return {**result, "per_class": result["per_class"].reshape(-1)}
 
         return keep_per_class
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """miou and fbiou (percent), per-class IoU (percent, in class_ids order)."""
+        """miou and fbiou (percent), per-class IoU (percent, in class_ids order). Refused (InputError)
+        when no pixel was scored on any process since the metric was made or reset."""
+        # The states are summed across processes here, so every process decides alike.
+        if int(self.union_fg.sum() + self.union_bg.sum()) == 0:
+            raise InputError(
+                "FewShotIoU.compute: nothing to score, no pixel was counted (no update() since the metric was "
+                "made or reset, or every target pixel was ignore_index): update it with at least one episode first."
+            )
         per_class = self.inter_fg.double() / self.union_fg.double().clamp(min=1)
         fg = self.inter_fg.sum().double() / self.union_fg.sum().double().clamp(min=1)
         bg = self.inter_bg.sum().double() / self.union_bg.sum().double().clamp(min=1)
@@ -99,3 +131,13 @@ class FewShotIoU(Metric):
             "fbiou": 100 * ((fg + bg) / 2).float(),
             "per_class": 100 * per_class.float(),
         }
+
+
+def _only(values: torch.Tensor, allowed: tuple[int, ...]) -> bool:
+    """Whether every element of `values` equals one of `allowed` (bool counts as 0 / 1)."""
+    if values.dtype == torch.bool:
+        return True
+    ok = torch.zeros_like(values, dtype=torch.bool)
+    for value in allowed:
+        ok |= values == value
+    return bool(ok.all())

@@ -8,8 +8,9 @@ every subcommand shares (`--root`, `--archives`, `--mirror`) are added by `main`
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from fssam2.hub import data_dir
+from fssam2.hub import check_folder, data_dir
 from fssam2.prepare import coco, fss1000, pascal, splits
 from fssam2.prepare.coco import render_coco_labels
 from fssam2.prepare.splits import MIN_PIXELS, coco_held_out, derive_split_lists, pascal_held_out
@@ -40,5 +41,9 @@ def main(args: list[str]) -> None:
         )
         module.add_arguments(command)
     opts = parser.parse_args(args)
-    opts.root = str(opts.root or data_dir())
+    if opts.root:
+        root = Path(opts.root).expanduser()
+        opts.root = str(check_folder(root, f"--root {root}", "give the data folder (it is created when absent)"))
+    else:
+        opts.root = str(data_dir())  # refuses a data home that is a file
     SUBCOMMANDS[opts.what].run(opts)
