@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from conftest import TESTS, make_episode
 from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
 from fssam2.lora import LoRAConfig, lora_layers, merge_lora_, unmerge_lora_, unmerged_weights
 from fssam2.model import EpisodeKeys, FewShotSAM2
 from fssam2.module import FSSAM2Module
+from helpers import TESTS, make_episode
 
 MB = 2**20
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import wandb
 
-from conftest import TESTS
 from fssam2.cli import run_cli
 from fssam2.lora import is_lora_parameter
+from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 

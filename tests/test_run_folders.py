@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from conftest import TESTS
 from fssam2.cli import run_cli
+from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 SHORT_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]

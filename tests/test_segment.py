@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TESTS
 from fssam2 import FewShotSAM2, InputError, build_sam2
 from fssam2.cli import run_cli
 from fssam2.segment import Segmenter
 from fssam2.synthetic import SyntheticBenchmark
+from helpers import TESTS
 
 
 @pytest.fixture(scope="module")
