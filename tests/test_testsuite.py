@@ -1,8 +1,32 @@
-"""The suite's own habits: tests import helpers.py, not conftest."""
+"""The suite's own habits: every test's homes and caches are its own, and tests import helpers.py, not conftest."""
 
+import os
 import re
 
+import pytest
+
+from fssam2 import hub
+from fssam2.cli import run_cli
 from helpers import TESTS
+
+
+@pytest.mark.parametrize("turn", [1, 2])
+def test_every_test_has_empty_homes_of_its_own(isolated_home, capsys, turn):
+    """Run twice: a file the first turn writes to the SAM2 cache would be seen by the second if homes were shared."""
+    from huggingface_hub import constants
+
+    assert hub.cache_dir() == isolated_home / "fssam2" and not hub.cache_dir().exists()
+    assert hub.data_dir() == isolated_home / "fssam2" / "data" and "FSSAM2_DATA" not in os.environ
+    for folder in (constants.HF_HOME, constants.HF_HUB_CACHE, os.environ["HF_HUB_CACHE"], os.environ["XDG_CACHE_HOME"]):
+        assert os.path.commonpath([folder, isolated_home]) == str(isolated_home), folder
+    assert constants.is_offline_mode()
+    hub.cache_dir().mkdir(parents=True)
+    (hub.cache_dir() / "sam2.1_hiera_b+.pt.part").write_bytes(b"\0" * 2**20)
+    with pytest.raises(SystemExit):  # no datasets in the empty data home
+        run_cli(["doctor"])
+    out = capsys.readouterr().out
+    assert f"data home {isolated_home / 'fssam2' / 'data'} (default" in out
+    assert "1 MB of it in sam2.1_hiera_b+.pt.part" in out  # the CLI reads this test's SAM2 cache
 
 
 def test_no_test_imports_conftest():
