@@ -1,9 +1,15 @@
-"""Fixtures for every test: homes and caches isolated per test, and the tiny SAM2.
-What tests import (make_episode, one_line_error, TESTS, ...) is in helpers.py."""
+"""Fixtures for every test: homes and caches isolated per test, the tiny SAM2, and one trained tiny
+run per test session. What tests import (make_episode, one_line_error, TESTS, ...) is in helpers.py."""
 
+import copy
 import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +17,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "all")  # every time, not once per process
 
-from fssam2 import build_sam2  # noqa: E402
+from fssam2 import FewShotSAM2, build_sam2  # noqa: E402
+from helpers import TINY  # noqa: E402
 
 # huggingface_hub reads its cache folders and offline switch at import, so they are patched as well as set.
 HF_CONSTANTS = ("HF_HOME", "HF_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH")
@@ -75,3 +82,65 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """The files of one `fssam2 fit` (read-only: write elsewhere) and the model it trained."""
+
+    run_dir: Path  # the fit's --trainer.default_root_dir
+    base: Path  # the SAM2 checkpoint it started from (--model.sam2_checkpoint)
+    best: Path  # checkpoints/best.ckpt
+    last: Path  # checkpoints/last.ckpt
+    _model: FewShotSAM2
+
+    @property
+    def tiny_options(self) -> tuple[str, ...]:
+        """What a command given tests/configs/tiny.yaml (random initialisation) and --ckpt_path of this run
+        adds, lest the config's model.sam2_checkpoint conflict with the checkpoint's."""
+        return ("--model.sam2_checkpoint", str(self.base))
+
+    def model(self) -> FewShotSAM2:
+        """A fresh copy of the trained model as it was in memory at the end of the fit, in eval mode."""
+        return copy.deepcopy(self._model)
+
+
+@contextmanager
+def untouched_globals() -> Iterator[None]:
+    """Restore the environment and the random generators a run changes (seed_everything, W&B's folders),
+    so a session fixture's run leaves the tests after it as they would be without it."""
+    environ = dict(os.environ)
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """One LoRA fit of the tiny SAM2 (tests/configs/tiny.yaml, 1 epoch, from a saved random base
+    checkpoint) through the real CLI, made once per test session for every test that needs a trained
+    checkpoint. Tests that test `fit` itself run their own."""
+    from fssam2.cli import run_cli
+
+    root = tmp_path_factory.mktemp("trained_run")
+    with untouched_globals(), pytest.MonkeyPatch.context() as monkeypatch:
+        isolate_homes(monkeypatch, root / "home")
+        torch.manual_seed(3)
+        base = root / "base.pt"
+        torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, base)
+        run_dir = root / "run"
+        fit = run_cli([
+            "fit", "--config", str(TINY), "--model.sam2_checkpoint", str(base),
+            "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run_dir),
+        ])  # fmt: skip
+        model = copy.deepcopy(fit.model.model).eval()
+    run = TrainedRun(run_dir, base, run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt", model)
+    for path in (run.base, run.best, run.last):
+        path.chmod(0o444)  # shared by many tests: one that writes over them fails instead of changing the others
+    return run

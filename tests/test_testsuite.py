@@ -33,3 +33,22 @@ def test_no_test_imports_conftest():
     """Helpers live in helpers.py; conftest.py holds fixtures, which pytest hands to tests by name."""
     importing = [p.name for p in TESTS.glob("*.py") if re.search(r"^\s*(from|import) conftest\b", p.read_text(), re.M)]
     assert importing == [], f"{importing} import conftest: import from helpers instead"
+
+
+def test_the_shared_trained_run_hands_out_copies_of_what_it_saved(trained_run):
+    """conftest's one fit per session: its files are marked read-only, and each model() is a fresh copy
+    of the trained weights, which equal last.ckpt's."""
+    import torch
+
+    for path in (trained_run.base, trained_run.best, trained_run.last):
+        assert path.is_file() and path.stat().st_mode & 0o222 == 0, path
+    saved = torch.load(trained_run.last, map_location="cpu", weights_only=False)["state_dict"]
+    first, second = trained_run.model(), trained_run.model()
+    assert not first.training
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, saved[f"model.{name}"]), name
+    lora_b = next(p for n, p in first.named_parameters() if n.endswith("lora_B"))
+    assert lora_b.abs().sum() > 0  # trained
+    with torch.no_grad():
+        lora_b.zero_()
+    assert next(p for n, p in second.named_parameters() if n.endswith("lora_B")).abs().sum() > 0
