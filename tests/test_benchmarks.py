@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED, one_line_error
 from fssam2 import InputError, module
 from fssam2.benchmarks import (
     CocoDataModule,
@@ -26,6 +25,7 @@ from fssam2.cli import run_cli
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes
 from fssam2.module import score_at_original_size
 from fssam2.synthetic import SyntheticBenchmark, write_coco_layout, write_fss_layout, write_pascal_layout
+from helpers import SHARED, one_line_error
 
 SPLITS = SHARED / "data" / "splits"
 needs_splits = pytest.mark.skipif(

@@ -7,9 +7,9 @@ import pytest
 import torch
 import wandb
 
-from conftest import TESTS, one_line_error
 from fssam2.cli import run_cli
 from fssam2.lora import is_lora_parameter
+from helpers import TESTS, one_line_error
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 
@@ -260,23 +260,31 @@ def test_folder_data_with_one_held_out_class_or_none(two_class_folders, tmp_path
 
 
 @pytest.mark.slow
-def test_options_given_with_ckpt_path_are_honoured_or_refused(tmp_path, capsys):
+def test_options_given_with_ckpt_path_are_honoured_or_refused(trained_run, tmp_path, capsys):
     """Lightning replaced every model option with the checkpoint's: evaluation options given
     with --ckpt_path were ignored without a word, and so were conflicting architecture options."""
-    run_dir = tmp_path / "run"
-    cli("fit", "--trainer.default_root_dir", str(run_dir), "--trainer.max_epochs", "1", "--trainer.logger", "false")
-    last = str(run_dir / "checkpoints" / "last.ckpt")
+    last, base = str(trained_run.last), trained_run.tiny_options
     uncached = tmp_path / "uncached"
-    test = cli("test", f"--trainer.default_root_dir={uncached}", "--ckpt_path", last, "--model.feature_cache", "null")
+    test = cli(
+        "test", f"--trainer.default_root_dir={uncached}", "--ckpt_path", last, *base, "--model.feature_cache", "null"
+    )
     assert test.model.cache_config is None
     assert json.loads((uncached / "test_metrics.json").read_text())["encoder_passes"] is None
     test = cli(
-        "test", f"--trainer.default_root_dir={tmp_path / 'b'}", "--ckpt_path", last, "--model.encoder_batch", "3"
+        "test", f"--trainer.default_root_dir={tmp_path / 'b'}", "--ckpt_path", last, *base, "--model.encoder_batch", "3"
     )
     assert test.model.model.encoder_batch == 3 and test.model.hparams.merge_lora is True
     _one_error_line(
         capsys,
-        ["test", f"--trainer.default_root_dir={tmp_path / 'c'}", "--ckpt_path", last, "--model.image_size", "96"],
+        [
+            "test",
+            f"--trainer.default_root_dir={tmp_path / 'c'}",
+            "--ckpt_path",
+            last,
+            *base,
+            "--model.image_size",
+            "96",
+        ],
         "--model.image_size=96 conflicts with",
         "image_size=64",
     )

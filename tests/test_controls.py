@@ -10,7 +10,6 @@ import pytest
 import torch
 import wandb
 
-from conftest import TESTS
 from fssam2 import InputError
 from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
@@ -18,6 +17,7 @@ from fssam2.data import EpisodeDataset, SyntheticDataModule, collate_episodes
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes
 from fssam2.model import EpisodeKeys
 from fssam2.module import FSSAM2Module
+from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 SMALL = {"pool_sizes": (150, 60, 60)}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TESTS, one_line_error
 from fssam2.cli import run_cli
+from helpers import TESTS, one_line_error
 from test_benchmarks import CONFIGS, generated  # noqa: F401 - the generated datasets and their lists
 
 TINY = str(TESTS / "configs" / "tiny.yaml")

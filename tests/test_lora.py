@@ -5,9 +5,9 @@ import re
 import pytest
 import torch
 
-from conftest import make_episode
 from fssam2 import FewShotSAM2, InputError, LoRAConfig, build_sam2, load_lora_state_dict, lora_state_dict
 from fssam2.lora import mark_only_lora_trainable
+from helpers import make_episode
 
 
 def trainable(model):

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_episode
 from fssam2 import FewShotSAM2, InputError
+from helpers import make_episode
 
 
 def reference_forward(sam2, support_images, support_masks, query_images):

@@ -9,7 +9,6 @@ import random
 import pytest
 import torch
 
-from conftest import TESTS
 from fssam2 import InputError
 from fssam2.cache import CacheConfig, FeatureCache, Residency
 from fssam2.cli import run_cli
@@ -28,6 +27,7 @@ from fssam2.plan import (
     simulate,
     trace,
 )
+from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 

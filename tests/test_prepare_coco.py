@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import one_line_error
 from fssam2.benchmarks import fold_lists, read_label
 from fssam2.cli import run_cli
 from fssam2.downloads import Archive
 from fssam2.prepare import coco, marker
+from helpers import one_line_error
 from loopback import serve
 
 # COCO's 80 category ids: 1..90 with ten never used

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error
 from fssam2.cli import run_cli
 from fssam2.prepare import fss1000
 from fssam2.synthetic import SyntheticBenchmark, write_fss_layout
+from helpers import one_line_error
 from loopback import serve
 
 NAMES = {split: [f"{split}_cat{k}" for k in range(2)] for split in ("train", "val", "test")}

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, one_line_error
 from fssam2.benchmarks import FSS1000DataModule, fold_lists, read_class_file, read_data_list
 from fssam2.cli import run_cli
 from fssam2.prepare import splits
+from helpers import SHARED, one_line_error
 from loopback import serve
 
 SPLITS = SHARED / "data" / "splits"

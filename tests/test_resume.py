@@ -14,10 +14,10 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from conftest import TESTS
 from fssam2.callbacks import AtomicCheckpointIO, RunCheckpoint
 from fssam2.data import SyntheticDataModule
 from fssam2.episodes import EpisodeSampler
+from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 _started: list[subprocess.Popen] = []

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from conftest import TESTS, one_line_error
 from fssam2.cli import run_cli
+from helpers import TESTS, one_line_error
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 # 2 batches each (a limit of 1 would read as 1.0: every batch).

@@ -8,27 +8,20 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import TESTS, one_line_error
 from fssam2 import FewShotSAM2, InputError, build_sam2
 from fssam2.cli import run_cli
 from fssam2.segment import Segmenter
 from fssam2.synthetic import SyntheticBenchmark
+from helpers import one_line_error
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A LoRA fit of the tiny model on a saved base checkpoint, and its exported files."""
+def trained(trained_run, tmp_path_factory):
+    """The session's LoRA fit of the tiny model on a saved base checkpoint (conftest), and its exported files."""
     root = tmp_path_factory.mktemp("trained")
-    torch.manual_seed(3)
-    base = root / "base.pt"
-    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, base)
-    fit = run_cli([
-        "fit", "--config", str(TESTS / "configs" / "tiny.yaml"), "--model.sam2_checkpoint", str(base),
-        "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(root / "run"),
-    ])  # fmt: skip
-    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    ckpt = trained_run.last
     run_cli(["export", str(ckpt), "--output", str(root / "adapter.safetensors"), "--merge", str(root / "merged.pt")])
-    return root, base, fit.model.model.eval()
+    return root, trained_run.base, trained_run.model()
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ class RunConfig(SaveConfigCallback):
             return
         self.already_saved = True
         if trainer.is_global_zero:
-            text = self.parser.dump(self.config, skip_none=False)
+            text = self.parser.dump(self.config, skip_unset=False)
             self.saved_path = write_new(Path(trainer.default_root_dir) / self.config_filename, text)
             rank_zero_info(f"config saved to {self.saved_path}")
             fn = trainer.state.fn  # set while fit / validate / test / predict runs

@@ -381,7 +381,7 @@ def episodes_command(args: list[str]) -> None:
     parser.add_argument("--limit", type=int | None, default=None, help="print at most this many episodes")
     for ignored in ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
         parser.add_argument(f"--{ignored}", type=Any, default=None, help=argparse.SUPPRESS)
-    cfg = parser.instantiate_classes(parser.parse_args(args))
+    cfg = parser.instantiate(parser.parse_args(args))
     rule = cfg.data.episodes(cfg.split)
     count = len(rule) if cfg.limit is None else min(cfg.limit, len(rule))
     for index in range(count):
@@ -393,8 +393,7 @@ def datamodule_of(config: Namespace) -> FewShotDataModule:
     """The DataModule a run's config describes, made alone (no model, no Trainer)."""
     parser = ArgumentParser()
     parser.add_subclass_arguments(FewShotDataModule, "data", required=True)
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    return instantiate(parser.parse_object({"data": config.data})).data
+    return parser.instantiate(parser.parse_object({"data": config.data})).data
 
 
 def plan_report(config: Namespace, subcommand: str) -> str:
