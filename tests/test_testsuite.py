@@ -22,8 +22,7 @@ def test_every_test_has_empty_homes_of_its_own(isolated_home, capsys, turn):
     assert constants.is_offline_mode()
     hub.cache_dir().mkdir(parents=True)
     (hub.cache_dir() / "sam2.1_hiera_b+.pt.part").write_bytes(b"\0" * 2**20)
-    with pytest.raises(SystemExit):  # no datasets in the empty data home
-        run_cli(["doctor"])
+    run_cli(["doctor"])  # without a config the empty data home is information, not a failure
     out = capsys.readouterr().out
     assert f"data home {isolated_home / 'fssam2' / 'data'} (default" in out
     assert "1 MB of it in sam2.1_hiera_b+.pt.part" in out  # the CLI reads this test's SAM2 cache
