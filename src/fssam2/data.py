@@ -51,7 +51,7 @@ IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]
-GapEpisodes = int | Literal["all"]
+GapEpisodes = int | str  # an int >= 0 or "all" (checked by check_gap_episodes, whose one line names the option)
 GAP_STREAM = 0x6A70  # the support-gap subset's random stream, apart from the episodes' own draws
 
 
@@ -391,7 +391,7 @@ class FewShotDataModule(L.LightningDataModule):
         if split not in self._gap:
             found: list[Episode] = []
             if split != "train" and self.support_control == "none" and self.gap_episodes != 0:
-                rule = self.dataset(split).episodes
+                rule = self.episodes(split)  # not the dataset, which needs image_size (set up later)
                 episodes = [rule.episode(i, EVAL_EPOCH) for i in range(len(rule))]
                 if len({e.class_id for e in episodes}) >= 2:
                     size = len(episodes) if self.gap_episodes == "all" else min(int(self.gap_episodes), len(episodes))
