@@ -292,7 +292,7 @@ class FewShotDataModule(L.LightningDataModule):
         image_cache_mb: float = 512.0,
         support_control: SupportControl = "none",
         eval_order: EvalOrder = "planned",
-        gap_episodes: GapEpisodes = 100,
+        gap_episodes: GapEpisodes = 50,
     ) -> None:
         super().__init__()
         check_shot(shot)
