@@ -2,6 +2,8 @@
 the gap off (0) and on (the default, and all episodes), side by side, alternating, median of
 `--repeats`, on the tiny test config (8 episodes, random init) and the demo's validation (200
 episodes, the packaged tracker, 128 px). CPU, float32, the feature cache on (the default).
+Wall seconds and the process's CPU seconds (all its threads): on a shared machine the CPU
+seconds are the steadier figure.
 
     python experiments/bench_gap.py [--repeats 3]
 """
@@ -33,13 +35,14 @@ SETUPS: dict[str, dict[str, Any]] = {
 }
 
 
-def validate(module: FSSAM2Module, data: dict[str, Any], gap: int | str) -> tuple[float, dict[str, float]]:
-    """Seconds of one `validate` (a fresh DataModule: its plan and subset are made inside), and its metrics."""
+def validate(module: FSSAM2Module, data: dict[str, Any], gap: int | str) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of one `validate` (a fresh DataModule: its plan and subset are made
+    inside), and its metrics."""
     dm = SyntheticDataModule(fold=0, shot=1, num_workers=0, gap_episodes=gap, **data)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     result = trainer.validate(module, datamodule=dm, verbose=False)[0]
-    return time.perf_counter() - start, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def main() -> None:
@@ -47,25 +50,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
     warnings.filterwarnings("ignore")  # random init and small gaps warn; timing only here
-    print("| setup | gap_episodes | episodes + gap items | validation s (median) | x off | encoder passes |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| setup | gap_episodes | episodes + gap items | wall s (median) | x off | CPU s (median) | x off | encoder passes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, setup in SETUPS.items():
         module = FSSAM2Module(**setup["model"])
         settings = [0, DEFAULT, "all"]
         validate(module, setup["data"], 0)  # warm up: first-call costs (threads, allocator) not in the figures
-        times: dict[Any, list[float]] = {g: [] for g in settings}
+        walls: dict[Any, list[float]] = {g: [] for g in settings}
+        cpus: dict[Any, list[float]] = {g: [] for g in settings}
         results: dict[Any, dict[str, float]] = {}
         for _ in range(opts.repeats):
             for gap in settings:
-                seconds, results[gap] = validate(module, setup["data"], gap)
-                times[gap].append(seconds)
-        off = statistics.median(times[0])
+                wall, cpu, results[gap] = validate(module, setup["data"], gap)
+                walls[gap].append(wall)
+                cpus[gap].append(cpu)
+        wall_off, cpu_off = statistics.median(walls[0]), statistics.median(cpus[0])
         for gap in settings:
-            median = statistics.median(times[gap])
+            wall, cpu = statistics.median(walls[gap]), statistics.median(cpus[gap])
             items = setup["data"]["val_episodes"] + int(results[gap].get("val/gap_episodes", 0))
             print(
-                f"| {name} | {gap} | {items} | {median:.2f} | {median / off:.2f} "
-                f"| {results[gap].get('val/encoder_passes', float('nan')):.0f} |"
+                f"| {name} | {gap} | {items} | {wall:.2f} | {wall / wall_off:.2f} | {cpu:.2f} | {cpu / cpu_off:.2f} "
+                f"| {results[gap].get('val/encoder_passes', float('nan')):.0f} |",
+                flush=True,
             )
 
 
