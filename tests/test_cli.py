@@ -70,9 +70,11 @@ def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ddp_spawn_two_processes_equal_one(tmp_path):
-    single = cli("test", "--trainer.default_root_dir", str(tmp_path / "one"))
+    gap = ("--data.init_args.gap_episodes", "10")  # a support-gap subset of the 25 episodes
+    single = cli("test", "--trainer.default_root_dir", str(tmp_path / "one"), *gap)
     double = cli(
         "test",
+        *gap,
         "--trainer.default_root_dir",
         str(tmp_path / "two"),
         "--trainer.strategy",
@@ -85,6 +87,9 @@ def test_ddp_spawn_two_processes_equal_one(tmp_path):
     assert double.trainer.world_size == 2
     for key in ("test/miou", "test/fbiou", "test/iou_class_1", "test/iou_class_5"):
         assert two[key].item() == one[key].item(), key  # 25 episodes over 2 processes, none twice
+    # The support gap's subset runs once too, with the same figures.
+    for key in ("test/gap_episodes", "test/gap_miou_true", "test/gap_miou_swap", "test/support_gap"):
+        assert two[key].item() == one[key].item(), key
 
 
 @pytest.mark.slow

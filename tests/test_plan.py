@@ -187,7 +187,7 @@ def test_planned_cached_logits_equal_unplanned_uncached_and_passes_equal_the_rep
     image_bytes, memory_bytes = entry_bytes(model, 64)
     batches = plan.rank_batches()
     items = [collate_episodes([dataset[(e.index, EVAL_EPOCH)] for e in batch]) for batch in batches]
-    tiny_module._plan_steps = {batch[0].index: step for step, batch in enumerate(batches)}
+    tiny_module._plan_steps = {(batch[0].gap, batch[0].index): step for step, batch in enumerate(batches)}
     floor = len({e.query for e in plan.episodes} | {s for e in plan.episodes for s in e.supports})
     try:
         for images, memories in ((2, 8), (3, 1), (1, 5)):

@@ -109,7 +109,7 @@ def per_class_iou(trainer: L.Trainer, split: str = "test") -> dict[str, float]:
 class TestResults(L.Callback):
     """Writes `<run dir>/test_metrics.json` after `test`, and `<run dir>/val_metrics.json` after
     `validate` (not the validations of a fit): mIoU, FB-IoU, per-class IoU, the episode setting,
-    support control included, the name of the run's saved config and the checkpoint, with every
+    support control included, the support gap, the name of the run's saved config and the checkpoint, with every
     path absolute. An earlier run's file is kept: a later one writes `test_metrics-1.json`, `-2`,
     ... (see `write_new`), whole or not at all."""
 
@@ -142,6 +142,12 @@ class TestResults(L.Callback):
             "seed": getattr(dm, "seed", None),
             "sam2_checkpoint": _file_or_name(pl_module.hparams.get("sam2_checkpoint")),  # or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
+            # mIoU true - swap on a subset of the episodes (data.gap_episodes); null when not computed
+            # (gap_episodes 0, or a support control for the whole run).
+            "support_gap": metrics.get(f"{split}/support_gap"),
+            "gap_miou_true": metrics.get(f"{split}/gap_miou_true"),
+            "gap_miou_swap": metrics.get(f"{split}/gap_miou_swap"),
+            "gap_episodes": int(metrics[f"{split}/gap_episodes"]) if f"{split}/gap_episodes" in metrics else None,
             "encoder_passes": metrics.get(f"{split}/encoder_passes"),  # None without the feature cache
             "memory_encoder_passes": metrics.get(f"{split}/memory_encoder_passes"),
             # Episodes; the blank control not counted.

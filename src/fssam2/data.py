@@ -29,7 +29,17 @@ from fssam2.episodes import (
     episode_rng,
 )
 from fssam2.errors import InputError
-from fssam2.plan import EvalPlan, PlanSampler, Shown, build_plan
+from fssam2.plan import (
+    GAP_CONTROL,
+    EvalPlan,
+    ItemKey,
+    KeySampler,
+    PlanSampler,
+    Shown,
+    build_plan,
+    index_batches,
+    item_keys,
+)
 from fssam2.synthetic import SyntheticBenchmark
 
 if TYPE_CHECKING:
@@ -41,6 +51,8 @@ IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]
+GapEpisodes = int | str  # an int >= 0 or "all" (checked by check_gap_episodes, whose one line names the option)
+GAP_STREAM = 0x6A70  # the support-gap subset's random stream, apart from the episodes' own draws
 
 
 def cpu_cores() -> int:
@@ -59,6 +71,16 @@ def check_support_control(control: str) -> None:
     allowed = get_args(SupportControl)
     if control not in allowed:
         raise InputError(f"data.support_control={control!r} is not one of {', '.join(allowed)}: pick one of those.")
+
+
+def check_gap_episodes(value: object) -> None:
+    """data.gap_episodes: an int >= 0 or "all"; else one line naming the option."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return
+    raise InputError(
+        f"data.gap_episodes={value!r} is not a number of episodes: give an int >= 0 (0 turns the support gap off) "
+        "or all (every evaluation episode)."
+    )
 
 
 def training_augmentation() -> A.Compose:
@@ -96,6 +118,8 @@ class EpisodeDataset(Dataset):
     support_control changes the supports only, never the query, its targets or class_id:
     "swap" shows the supports (images and masks of the donor's class) of `donor(index)`, an episode
     of another class; "blank" shows the true support images with all-zero masks.
+    A key (index, epoch, control) shows `control` for that item alone: the support-gap items of an
+    evaluation (fssam2.plan.GAP_CONTROL), whose field `gap` is then true.
     image_size None: the episodes can be listed (`shown`, plans) but not loaded.
     """
 
@@ -165,23 +189,27 @@ class EpisodeDataset(Dataset):
             f"the split's {n} episodes: swap needs >= 2 classes; use none or blank."
         )
 
-    def shown(self, index: int, epoch: int) -> tuple[Episode, Episode, Shown]:
+    def shown(self, index: int, epoch: int, control: SupportControl | None = None) -> tuple[Episode, Episode, Shown]:
         """(the episode, the episode whose supports it shows, what it asks of the encoders): the
-        items and the evaluation plan (fssam2.plan) both come from here."""
+        items and the evaluation plan (fssam2.plan) both come from here. control: a support-gap
+        item's control instead of the dataset's."""
         episode = self.episodes.episode(index, epoch)
-        shown = self.donor(index, epoch) if self.support_control == "swap" else episode
-        support_class = 0 if self.support_control == "blank" else shown.class_id
-        return episode, shown, Shown(index, episode.query, episode.class_id, shown.supports, support_class)
+        shows = self.support_control if control is None else control
+        shown = self.donor(index, epoch) if shows == "swap" else episode
+        support_class = 0 if shows == "blank" else shown.class_id
+        asked = Shown(index, episode.query, episode.class_id, shown.supports, support_class, gap=control is not None)
+        return episode, shown, asked
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, epoch = key
-        episode, shown, asked = self.shown(index, epoch)
+    def __getitem__(self, key: ItemKey) -> dict[str, Any]:
+        index, epoch = key[0], key[1]
+        control = cast(SupportControl, key[2]) if len(key) > 2 else None
+        episode, shown, asked = self.shown(index, epoch, control)
         if self.augmentation is not None:
             # Drawn after the protocol's draws, so augmentation never changes the episode.
             self.augmentation.set_random_seed(int(episode_rng(self.episodes.seed, index, epoch).integers(2**31)))
         supports = [self._prepare(s, shown.class_id) for s in shown.supports]
         masks = np.stack([s[1] == 1 for s in supports])
-        if self.support_control == "blank":
+        if (self.support_control if control is None else control) == "blank":
             masks = np.zeros_like(masks)
         query_image, query_mask, query_target = self._prepare(episode.query, episode.class_id)
         return {
@@ -196,13 +224,14 @@ class EpisodeDataset(Dataset):
             "index": index,
             "query": episode.query,
             "supports": shown.supports,
+            "gap": asked.gap,  # a support-gap item: scored for the support gap alone
         }
 
 
 def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the fixed-size fields; keep query_target a list (original sizes may differ) and
-    supports a list of each episode's K ids."""
-    as_lists = ("query_target", "supports")
+    """Stack the fixed-size fields; keep query_target a list (original sizes may differ),
+    supports a list of each episode's K ids and gap a list of bools."""
+    as_lists = ("query_target", "supports", "gap")
     out = torch.utils.data.default_collate([{k: v for k, v in it.items() if k not in as_lists} for it in items])
     for key in as_lists:
         out[key] = [it[key] for it in items]
@@ -233,6 +262,11 @@ class FewShotDataModule(L.LightningDataModule):
             masks) of another episode of a different class, the same one in every run (see
             `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
             The gap true minus swap is how much the support decides the mask.
+        gap_episodes: validation and test also run this many of their episodes (a subset drawn
+            from the split's seed, the same in every run and for any number of processes or
+            workers) with swapped supports, and report the support gap, mIoU true minus swap on
+            that subset (`support_gap_episodes`); "all": every episode; 0: no gap. Off when
+            support_control is not none, or the split's episodes show fewer than two classes.
         eval_order: how evaluation episodes (val, test, predict) are run; the episodes and the
             metric are the same either way. "planned": grouped by class and query, so the
             feature cache reuses what it holds, and under DDP each process gets whole groups
@@ -258,10 +292,13 @@ class FewShotDataModule(L.LightningDataModule):
         image_cache_mb: float = 512.0,
         support_control: SupportControl = "none",
         eval_order: EvalOrder = "planned",
+        gap_episodes: GapEpisodes = 50,
     ) -> None:
         super().__init__()
         check_shot(shot)
         check_support_control(support_control)
+        check_gap_episodes(gap_episodes)
+        self.gap_episodes = gap_episodes
         if batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1.")
         check_budget(image_cache_mb, "data.image_cache_mb")
@@ -285,10 +322,12 @@ class FewShotDataModule(L.LightningDataModule):
                 "shot": shot,
                 "seed": seed,
                 "support_control": support_control,
+                "gap_episodes": gap_episodes,
             }
         )
         self._datasets: dict[str, EpisodeDataset] = {}
-        self._plans: dict[str, EvalPlan] = {}
+        self._plans: dict[tuple[str, bool], EvalPlan] = {}
+        self._gap: dict[str, list[Episode]] = {}
 
     # what a benchmark provides
     def episodes(self, split: str) -> EpisodeRule:
@@ -343,29 +382,62 @@ class FewShotDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def plan(self, split: str) -> EvalPlan:
+    def support_gap_episodes(self, split: str) -> list[Episode]:
+        """The episodes of `split` that an evaluation also runs with swapped supports for the
+        support gap, by index: the first data.gap_episodes of a permutation of the split's
+        episodes drawn from (its seed, GAP_STREAM), so the subset depends on the seed and split
+        alone (and a larger subset holds a smaller one). Empty for training, with gap_episodes 0,
+        under a support control, or when the episodes show fewer than two classes (no swap)."""
+        if split not in self._gap:
+            found: list[Episode] = []
+            if split != "train" and self.support_control == "none" and self.gap_episodes != 0:
+                rule = self.episodes(split)  # not the dataset, which needs image_size (set up later)
+                episodes = [rule.episode(i, EVAL_EPOCH) for i in range(len(rule))]
+                if len({e.class_id for e in episodes}) >= 2:
+                    size = len(episodes) if self.gap_episodes == "all" else min(int(self.gap_episodes), len(episodes))
+                    order = np.random.default_rng((self.split_seed(split), GAP_STREAM)).permutation(len(episodes))
+                    found = [episodes[i] for i in sorted(order[:size].tolist())]
+            self._gap[split] = found
+        return self._gap[split]
+
+    def _gap_items(self, split: str) -> list[Shown]:
+        dataset = self.dataset(split)
+        return [dataset.shown(e.index, EVAL_EPOCH, GAP_CONTROL)[2] for e in self.support_gap_episodes(split)]
+
+    def plan(self, split: str, gap: bool = True) -> EvalPlan:
         """The planned order of an evaluation split's episodes, whatever eval_order says; made once,
-        from the supports the dataset shows (support controls included)."""
-        if split not in self._plans:
+        from the supports the dataset shows (support controls included), with the support-gap
+        items (`support_gap_episodes`) unless gap is false (predict runs none)."""
+        if (split, gap) not in self._plans:
             dataset = self.dataset(split)
             shown = [dataset.shown(i, EVAL_EPOCH)[2] for i in range(len(dataset))]
-            self._plans[split] = build_plan(shown, self.batch_size)
-        return self._plans[split]
+            self._plans[split, gap] = build_plan(shown, self.batch_size, self._gap_items(split) if gap else ())
+        return self._plans[split, gap]
 
-    def eval_plan(self, split: str) -> EvalPlan | None:
+    def eval_plan(self, split: str, gap: bool = True) -> EvalPlan | None:
         """The plan an evaluation of `split` runs (None under eval_order=index or for train)."""
         if split == "train" or self.eval_order != "planned":
             return None
-        return self.plan(split)
+        return self.plan(split, gap)
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str, gap: bool = True) -> DataLoader:
         dataset = self.dataset(split)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        plan = self.eval_plan(split)
-        if plan is not None:
+        plan = self.eval_plan(split, gap)
+        gap_items = self._gap_items(split) if gap and plan is None else []
+        if plan is not None or gap_items:
+            if plan is not None:
+                batches: KeySampler = PlanSampler(plan, rank, world)
+            else:  # episode order (as EpisodeSampler), then the support-gap items in batches of their own
+                mine = list(range(rank, len(dataset), world))
+                own: list[list[ItemKey]] = [
+                    [(i, EVAL_EPOCH) for i in mine[j : j + self.batch_size]]
+                    for j in range(0, len(mine), self.batch_size)
+                ]
+                batches = KeySampler([*own, *item_keys(index_batches(gap_items, self.batch_size, rank, world))])
             return DataLoader(
                 dataset,
-                batch_sampler=PlanSampler(plan, rank, world),
+                batch_sampler=batches,
                 num_workers=self.num_workers,
                 collate_fn=collate_episodes,
                 persistent_workers=self.num_workers > 0,
@@ -393,7 +465,7 @@ class FewShotDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader("test", gap=False)
 
 
 def trainer_datamodule(trainer: L.Trainer) -> L.LightningDataModule | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torchmetrics import Metric
@@ -131,6 +131,102 @@ class FewShotIoU(Metric):
             "fbiou": 100 * ((fg + bg) / 2).float(),
             "per_class": 100 * per_class.float(),
         }
+
+
+class SupportGap(Metric):
+    """The support gap: mIoU with the true supports minus mIoU with swapped supports, on one
+    subset of episodes, each episode's foreground counts kept apart, summed across processes.
+
+    Both figures are over the episodes scored both ways (a run cut short by limit_*_batches may
+    miss some), with the metric's rule: per class of those episodes, intersections and unions
+    summed over its episodes; mIoU = 100 * mean over those classes of I_fg / max(U_fg, 1).
+
+    Args:
+        episodes: the subset's episode indices.
+        classes: each episode's class (the query's class, also under swapped supports).
+        ignore_index: target value that counts as neither foreground nor background.
+    """
+
+    full_state_update = False
+    _slot: torch.Tensor
+    _class: torch.Tensor
+    inter: torch.Tensor
+    union: torch.Tensor
+    seen: torch.Tensor
+
+    def __init__(self, episodes: Sequence[int], classes: Sequence[int], ignore_index: int = 255, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        episodes, classes = [int(i) for i in episodes], [int(c) for c in classes]
+        if not episodes or len(set(episodes)) != len(episodes) or len(classes) != len(episodes) or min(episodes) < 0:
+            raise InputError(f"SupportGap: give distinct episode indices >= 0 and one class each, not {episodes}.")
+        self.episodes, self.classes, self.ignore_index = episodes, classes, ignore_index
+        k = len(episodes)
+        lookup = torch.full((max(episodes) + 1,), k, dtype=torch.long)  # k: not in the subset
+        lookup[torch.tensor(episodes)] = torch.arange(k)
+        self.register_buffer("_slot", lookup, persistent=False)
+        self.class_ids = sorted(set(classes))
+        self.register_buffer("_class", torch.tensor([self.class_ids.index(c) for c in classes]), persistent=False)
+        for name in ("inter", "union", "seen"):  # [true, swapped] x [the subset's episodes, one slot for the others]
+            self.add_state(name, default=torch.zeros(2, k + 1, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(
+        self, preds: Sequence[torch.Tensor], target: Sequence[torch.Tensor], index: torch.Tensor, swapped: bool
+    ) -> None:
+        """Add a batch: binary predictions and targets ([H, W] each, sizes may differ between
+        episodes), the episodes' indices, and whether their supports were swapped. Episodes
+        outside the subset are left out (counted nowhere)."""
+        if all(p.shape == preds[0].shape for p in preds):
+            inter, union = _foreground(torch.stack(list(preds)), torch.stack(list(target)), self.ignore_index)
+        else:
+            pairs = [_foreground(p[None], t[None], self.ignore_index) for p, t in zip(preds, target, strict=True)]
+            inter, union = torch.cat([i for i, _ in pairs]), torch.cat([u for _, u in pairs])
+        index = torch.as_tensor(index, device=self._slot.device).long().reshape(-1)
+        k = len(self.episodes)
+        slots = torch.where(index < self._slot.numel(), self._slot[index.clamp(0, self._slot.numel() - 1)], k)
+        row = int(swapped)
+        self.inter[row].index_add_(0, slots.to(inter.device), inter)
+        self.union[row].index_add_(0, slots.to(union.device), union)
+        self.seen[row].index_add_(0, slots.to(inter.device), torch.ones_like(inter))
+
+    def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
+        wrapped = super()._wrap_compute(compute)
+
+        @functools.wraps(wrapped)
+        def quiet(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            with warnings.catch_warnings():  # this process alone having no update is fine (see FewShotIoU)
+                warnings.filterwarnings("ignore", message="The ``compute`` method of metric SupportGap was called")
+                return cast(dict[str, torch.Tensor], wrapped(*args, **kwargs))
+
+        return quiet
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """true and swap mIoU (percent), gap = true - swap, and episodes: how many were scored
+        both ways (0: nothing to report; the figures are then NaN)."""
+        k = len(self.episodes)
+        both = (self.seen[0, :k] > 0) & (self.seen[1, :k] > 0)
+        classes = self._class[both]
+        n = len(self.class_ids)
+        present = torch.zeros(n, dtype=torch.long, device=both.device).index_add_(0, classes, torch.ones_like(classes))
+        figures = []
+        for row in (0, 1):
+            inter = torch.zeros(n, dtype=torch.long, device=both.device).index_add_(
+                0, classes, self.inter[row, :k][both]
+            )
+            union = torch.zeros(n, dtype=torch.long, device=both.device).index_add_(
+                0, classes, self.union[row, :k][both]
+            )
+            per_class = (inter.double() / union.double().clamp(min=1))[present > 0]
+            figures.append(100 * per_class.mean().float())  # as FewShotIoU.compute; NaN over no class
+        true, swap = figures
+        return {"true": true, "swap": swap, "gap": true - swap, "episodes": both.sum()}
+
+
+def _foreground(preds: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground intersection and union of each episode ([B] each) of [B, H, W] predictions and targets."""
+    valid = target != ignore_index
+    pred_fg = preds.bool() & valid
+    true_fg = (target == 1) & valid
+    return (pred_fg & true_fg).sum((1, 2)), (pred_fg | true_fg).sum((1, 2))
 
 
 def _only(values: torch.Tensor, allowed: tuple[int, ...]) -> bool:

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
@@ -18,11 +19,12 @@ from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
 from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
-from fssam2.metric import FewShotIoU
+from fssam2.metric import FewShotIoU, SupportGap
 from fssam2.model import EpisodeKeys, FewShotSAM2
 from fssam2.plan import image_key, memory_key, trace
 
 IGNORE = 255
+MIN_SUPPORT_GAP = 5.0  # mIoU; a smaller support gap means the supports hardly change the masks
 
 
 def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -55,6 +57,18 @@ def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) ->
         (F.interpolate(lg[None].float(), size=tuple(t.shape), mode="bilinear", align_corners=True)[0, 0] > 0).long()
         for lg, t in zip(logits, targets, strict=True)
     ]
+
+
+def support_gap_warning(split: str, true: float, swap: float, episodes: int) -> str | None:
+    """The one-line warning of a support gap under MIN_SUPPORT_GAP mIoU, or None."""
+    gap = true - swap
+    if gap >= MIN_SUPPORT_GAP:
+        return None
+    return (
+        f"{split}: support gap {gap:.1f} mIoU (true supports {true:.1f}, swapped supports {swap:.1f}, on "
+        f"{episodes} episodes of data.gap_episodes) is under {MIN_SUPPORT_GAP:g}: the model ignores its supports "
+        "and segments objects."
+    )
 
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -180,7 +194,9 @@ class FSSAM2Module(L.LightningModule):
             for part in ("image_encoder", "memory_attention", "sam_mask_decoder"):
                 self.model.sam2.get_submodule(part).compile(backend=backend)  # in place: same parameter names
         self.metrics = torch.nn.ModuleDict()
-        self._plan_steps: dict[int, int] = {}  # first episode index of a planned batch -> its step on this process
+        # (support-gap batch, first episode index) of a planned batch -> its step on this process
+        self._plan_steps: dict[tuple[bool, int], int] = {}
+        self._last_gap: dict[str, tuple[float, float, int]] = {}  # split -> the latest (true, swap, episodes)
         self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
 
     def forward(
@@ -204,22 +220,38 @@ class FSSAM2Module(L.LightningModule):
                 queries=[image_key(split, q, size) for q in batch["query"]],
             )
             # The batch's step in this process's plan, which the cache's next uses count in.
-            cache.clock = self._plan_steps.get(int(batch["index"][0]), cache.clock)
+            step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
+            cache.clock = self._plan_steps.get(step, cache.clock)
         return self.model(batch["support_images"], batch["support_masks"], batch["query_image"], keys)
 
     def setup(self, stage: str) -> None:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls that remain under bf16 autocast
             torch.backends.cudnn.allow_tf32 = True
-        for split, class_ids in stage_class_ids(trainer_datamodule(self.trainer), stage).items():
+        datamodule = trainer_datamodule(self.trainer)
+        for split, class_ids in stage_class_ids(datamodule, stage).items():
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(class_ids)
+            # Made anew each run: the subset is the DataModule's (stage_class_ids checked its type).
+            subset = cast(FewShotDataModule, datamodule).support_gap_episodes(split)
+            if subset:
+                self.metrics[f"{split}_gap"] = SupportGap([e.index for e in subset], [e.class_id for e in subset])
+            elif f"{split}_gap" in self.metrics:
+                del self.metrics[f"{split}_gap"]
 
-    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Loss at the input size, metric at each query's original size; returns (loss, predictions)."""
+    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Loss at the input size, metric at each query's original size; returns (loss, predictions).
+        A support-gap batch (swapped supports) counts for the support gap alone: (None, predictions)."""
         logits = self._logits(batch, split)  # [B, 1, S, S]
-        loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
         targets = batch["query_target"]
+        gap = cast(SupportGap | None, self.metrics[f"{split}_gap"] if f"{split}_gap" in self.metrics else None)
+        if any(batch.get("gap", ())):
+            with torch.no_grad():
+                preds = score_at_original_size(logits.detach(), targets)
+                if gap is not None:
+                    gap.update(preds, targets, batch["index"], swapped=True)
+            return None, preds
+        loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
         with torch.no_grad():
             # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
             # the blank control's supports (support_class 0) are empty by design.
@@ -236,6 +268,8 @@ class FSSAM2Module(L.LightningModule):
             else:
                 for p, t, c in zip(preds, targets, batch["class_id"], strict=True):
                     metric.update(p[None], t[None], c[None])
+            if gap is not None:
+                gap.update(preds, targets, batch["index"], swapped=False)
         batch_size = len(targets)
         self.log(
             f"{split}/loss",
@@ -257,6 +291,8 @@ class FSSAM2Module(L.LightningModule):
             for class_id, iou in zip(metric.class_ids, result["per_class"], strict=True):
                 self.log(f"{split}/iou_class_{class_id}", iou)
         metric.reset()
+        if f"{split}_gap" in self.metrics:
+            self._log_gap(split, cast(SupportGap, self.metrics[f"{split}_gap"]))
         local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long, device=self.device))
         supports, targets = (int(n) for n in self.trainer.strategy.reduce(local, reduce_op="sum"))
         self.log(f"{split}/empty_support_masks", float(supports))
@@ -267,8 +303,39 @@ class FSSAM2Module(L.LightningModule):
                 "target: check how the masks are stored (any non-zero value is the object) and the label maps."
             )
 
+    def _log_gap(self, split: str, gap: SupportGap) -> None:
+        """Logs the support gap (none when no episode was scored both ways, as in the sanity check),
+        and warns when it is small: at the end of a test or validate run, and of a fit (`on_fit_end`)
+        rather than at each validation, when the model has not learned yet."""
+        result = gap.compute()
+        gap.reset()
+        episodes = int(result["episodes"])
+        if episodes == 0:
+            return
+        self.log(f"{split}/gap_miou_true", result["true"])
+        self.log(f"{split}/gap_miou_swap", result["swap"])
+        self.log(f"{split}/support_gap", result["gap"], prog_bar=True)
+        self.log(f"{split}/gap_episodes", float(episodes))
+        if self.trainer.sanity_checking:
+            return
+        self._last_gap[split] = (float(result["true"]), float(result["swap"]), episodes)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            self._warn_small_gap(split)
+
+    def _warn_small_gap(self, split: str) -> None:
+        found = self._last_gap.get(split)
+        warning = support_gap_warning(split, *found) if found is not None else None
+        if warning is not None:
+            rank_zero_warn(warning)
+
+    def on_fit_start(self) -> None:
+        self._last_gap.pop("val", None)
+
+    def on_fit_end(self) -> None:
+        self._warn_small_gap("val")  # the last validation's
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, "train")
+        loss = cast(torch.Tensor, self._step(batch, "train")[0])  # training batches are never support-gap batches
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         finite = bool(torch.isfinite(loss))
         # Decided by all ranks together: a rank raising alone would leave the others waiting in backward.
@@ -294,7 +361,7 @@ class FSSAM2Module(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
-    def _start_evaluation(self, split: str) -> None:
+    def _start_evaluation(self, split: str, gap: bool = True) -> None:
         """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
         cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
         if self.hparams["merge_lora"]:
@@ -304,11 +371,11 @@ class FSSAM2Module(L.LightningModule):
         cache = self.model.feature_cache = FeatureCache(self.cache_config)
         self._plan_steps = {}
         datamodule = trainer_datamodule(self.trainer) if self._trainer is not None else None
-        plan = datamodule.eval_plan(split) if isinstance(datamodule, FewShotDataModule) else None
+        plan = datamodule.eval_plan(split, gap) if isinstance(datamodule, FewShotDataModule) else None
         if plan is not None:
             batches = plan.rank_batches(self.global_rank, self.trainer.world_size)
             cache.plan(trace(batches, split, self.model.image_size))
-            self._plan_steps = {batch[0].index: step for step, batch in enumerate(batches)}
+            self._plan_steps = {(batch[0].gap, batch[0].index): step for step, batch in enumerate(batches)}
 
     def _end_evaluation(self, split: str) -> None:
         cache, self.model.feature_cache = self.model.feature_cache, None
@@ -355,15 +422,16 @@ class FSSAM2Module(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_evaluation("test")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]]:
-        return {"preds": self._step(batch, "test")[1]}
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]] | None:
+        loss, preds = self._step(batch, "test")
+        return None if loss is None else {"preds": preds}  # a support-gap batch's are not the test's
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
         self._end_evaluation("test")
 
     def on_predict_epoch_start(self) -> None:
-        self._start_evaluation("test")
+        self._start_evaluation("test", gap=False)  # predict runs no support-gap items
 
     def on_predict_epoch_end(self) -> None:
         self._end_evaluation("predict")

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 
@@ -38,13 +38,15 @@ MIN_UNIT_BATCHES = 4  # consecutive small classes (FSS-1000: 10 episodes each) s
 class Shown:
     """What episode `index` asks of the encoders: its query (scored for `class_id`) and the
     supports it shows, whose masks show `support_class` (under a support control these are not
-    the episode's own; see `fssam2.data.EpisodeDataset.shown`)."""
+    the episode's own; see `fssam2.data.EpisodeDataset.shown`). gap: a support-gap item, episode
+    `index` run a second time with swapped supports (see `EvalPlan.gap`)."""
 
     index: int
     query: str
     class_id: int
     supports: tuple[str, ...]
     support_class: int
+    gap: bool = False
 
 
 ImageKey = tuple[str, str, int]  # (split, image id, size)
@@ -68,11 +70,17 @@ class EvalPlan:
     episodes: every episode of the split, `episodes[i].index == i`.
     batches: episode indices of each batch, in the order one process runs them.
     units: consecutive runs of batch positions; a process gets whole units.
+    gap: the support-gap items (swapped supports, `gap` true), one per episode of the subset.
+    gap_batches: positions in `gap` of each support-gap batch. They never mix with the episodes'
+        batches: a process runs its episodes' batches exactly as without them, then its support-gap
+        batches, so the episodes' results and the cache's choices for them do not change.
     """
 
     episodes: list[Shown]
     batches: list[tuple[int, ...]]
     units: list[range]
+    gap: list[Shown] = field(default_factory=list)
+    gap_batches: list[tuple[int, ...]] = field(default_factory=list)
 
     def images(self, positions: Sequence[int]) -> set[str]:
         """The distinct images (queries and supports) the batches at `positions` show."""
@@ -83,15 +91,13 @@ class EvalPlan:
                 found.update(self.episodes[i].supports)
         return found
 
-    def shard(self, rank: int, world_size: int) -> list[int]:
-        """Positions of the batches process `rank` of `world_size` runs, in plan order.
+    def _owners(self, world_size: int) -> list[int]:
+        """The process of each batch position.
 
         Units go whole to the process with the least work so far, largest first (longest
         processing time first), work being the distinct images a unit needs (its encoder passes
         on a process that has seen none of them). With fewer units than processes, the largest
         are halved at a batch boundary first. Batch contents never change."""
-        if not 0 <= rank < world_size:
-            raise InputError(f"Process rank {rank} is not in 0..{world_size - 1}.")
         if world_size > len(self.batches):
             raise InputError(
                 f"{len(self.episodes)} evaluation episodes make {len(self.batches)} batches, fewer than the "
@@ -103,23 +109,48 @@ class EvalPlan:
             half = len(units[big]) // 2
             units[big : big + 1] = [units[big][:half], units[big][half:]]
         costs = [len(self.images(u)) for u in units]
-        loads, owner = [0] * world_size, [0] * len(units)
+        loads, owners = [0] * world_size, [0] * len(self.batches)
         for u in sorted(range(len(units)), key=lambda u: (-costs[u], u)):
-            owner[u] = min(range(world_size), key=lambda r: (loads[r], r))
-            loads[owner[u]] += costs[u]
-        return [p for u, unit in enumerate(units) if owner[u] == rank for p in unit]
+            rank = min(range(world_size), key=lambda r: (loads[r], r))
+            loads[rank] += costs[u]
+            for p in units[u]:
+                owners[p] = rank
+        return owners
+
+    def shard(self, rank: int, world_size: int) -> list[int]:
+        """Positions of the batches process `rank` of `world_size` runs, in plan order (see `_owners`)."""
+        if not 0 <= rank < world_size:
+            raise InputError(f"Process rank {rank} is not in 0..{world_size - 1}.")
+        return [p for p, owner in enumerate(self._owners(world_size)) if owner == rank]
+
+    def gap_shard(self, rank: int, world_size: int) -> list[int]:
+        """Positions of the support-gap batches process `rank` runs: each goes to the process that
+        runs its first episode's own batch (which holds that query's features), in plan order."""
+        if not 0 <= rank < world_size:
+            raise InputError(f"Process rank {rank} is not in 0..{world_size - 1}.")
+        if not self.gap_batches:
+            return []
+        owners = self._owners(world_size)
+        batch_of = {i: p for p, batch in enumerate(self.batches) for i in batch}
+        return [g for g, batch in enumerate(self.gap_batches) if owners[batch_of[self.gap[batch[0]].index]] == rank]
 
     def rank_batches(self, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
-        """The episodes of each batch process `rank` runs, in its order."""
-        return [[self.episodes[i] for i in self.batches[p]] for p in self.shard(rank, world_size)]
+        """The episodes of each batch process `rank` runs, in its order: its episodes' batches,
+        then its support-gap batches."""
+        mine = [[self.episodes[i] for i in self.batches[p]] for p in self.shard(rank, world_size)]
+        return mine + [[self.gap[j] for j in self.gap_batches[g]] for g in self.gap_shard(rank, world_size)]
 
 
-def build_plan(episodes: Sequence[Shown], batch_size: int) -> EvalPlan:
+def build_plan(episodes: Sequence[Shown], batch_size: int, gap: Sequence[Shown] = ()) -> EvalPlan:
     """Group by class (ascending), order a group by (query, index), merge consecutive small
-    groups into units of at least MIN_UNIT_BATCHES batches, and cut each unit into batches."""
+    groups into units of at least MIN_UNIT_BATCHES batches, and cut each unit into batches.
+    The support-gap items `gap` (at most one per episode) follow their episodes' order, cut into
+    batches of their own; the episodes' batches are the same with them or without."""
     episodes = list(episodes)
     if [e.index for e in episodes] != list(range(len(episodes))):
         raise ValueError("build_plan needs every episode of the split, in index order.")
+    if len({e.index for e in gap}) != len(gap) or not all(e.gap and 0 <= e.index < len(episodes) for e in gap):
+        raise ValueError("build_plan's support-gap items are marked gap, each of a distinct episode of the split.")
     if batch_size < 1:
         raise InputError(f"data.batch_size={batch_size} must be >= 1.")
     groups: dict[int, list[Shown]] = defaultdict(list)
@@ -138,21 +169,40 @@ def build_plan(episodes: Sequence[Shown], batch_size: int) -> EvalPlan:
         start = len(batches)
         batches += [tuple(e.index for e in unit[i : i + batch_size]) for i in range(0, len(unit), batch_size)]
         units.append(range(start, len(batches)))
-    return EvalPlan(episodes, batches, units)
+    position = {i: n for n, i in enumerate(i for batch in batches for i in batch)}
+    order = sorted(range(len(gap)), key=lambda j: position[gap[j].index])
+    gap_batches = [tuple(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    return EvalPlan(episodes, batches, units, list(gap), gap_batches)
 
 
-class PlanSampler(torch.utils.data.Sampler):
-    """A DataLoader batch sampler: the planned batches of process `rank` of `world_size`, each a
-    list of (episode index, epoch) pairs as `EpisodeDataset` takes them."""
+ItemKey = tuple[int, int] | tuple[int, int, str]  # what EpisodeDataset takes: (index, epoch[, control])
+GAP_CONTROL: Literal["swap"] = "swap"  # the supports a support-gap item shows
 
-    def __init__(self, plan: EvalPlan, rank: int = 0, world_size: int = 1) -> None:
-        self.batches = [plan.batches[p] for p in plan.shard(rank, world_size)]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return iter([[(i, EVAL_EPOCH) for i in batch] for batch in self.batches])
+def item_keys(batches: Sequence[Sequence[Shown]]) -> list[list[ItemKey]]:
+    """The `EpisodeDataset` keys of batches: (index, EVAL_EPOCH), and for a support-gap item
+    (index, EVAL_EPOCH, GAP_CONTROL)."""
+    return [[(e.index, EVAL_EPOCH, GAP_CONTROL) if e.gap else (e.index, EVAL_EPOCH) for e in b] for b in batches]
+
+
+class KeySampler(torch.utils.data.Sampler):
+    """A DataLoader batch sampler over fixed batches of `EpisodeDataset` keys."""
+
+    def __init__(self, batches: list[list[ItemKey]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[ItemKey]]:
+        return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class PlanSampler(KeySampler):
+    """The planned batches of process `rank` of `world_size` (support-gap batches last)."""
+
+    def __init__(self, plan: EvalPlan, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(item_keys(plan.rank_batches(rank, world_size)))
 
 
 def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
@@ -160,6 +210,14 @@ def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, wor
     ... in batches of `batch_size`."""
     mine = list(episodes)[rank::world_size]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def unplanned_batches(plan: EvalPlan, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
+    """What process `rank` runs under data.eval_order=index: its episodes (`index_batches`), then
+    its share of the support-gap items, by index, in batches of their own."""
+    return index_batches(plan.episodes, batch_size, rank, world_size) + index_batches(
+        sorted(plan.gap, key=lambda e: e.index), batch_size, rank, world_size
+    )
 
 
 def _batch_keys(
@@ -300,7 +358,7 @@ def report(
     unplanned = total(
         [
             simulate(
-                index_batches(plan.episodes, batch_size, r, world_size),
+                unplanned_batches(plan, batch_size, r, world_size),
                 image_bytes,
                 memory_bytes,
                 budget_bytes,
@@ -311,7 +369,7 @@ def report(
     )
     return PlanReport(
         len(plan.episodes),
-        distinct_images(plan.episodes),
+        distinct_images([*plan.episodes, *plan.gap]),
         planned,
         unplanned,
         image_bytes,
@@ -373,5 +431,6 @@ def describe(
         f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "
         f"{datamodule.shot}-shot, batch {datamodule.batch_size}; {sam2_config} at {size} px, "
         f"precision {precision or '32-true'}{', half' if half else ''}"
+        f"{f'; and {len(plan.gap)} support-gap episodes (swapped supports)' if plan.gap else ''}"
     )
     return format_report(found, title)
