@@ -169,7 +169,15 @@ def test_cli_test_with_and_without_cache_and_merge_agree(tmp_path, caplog):
     assert "feature cache" not in caplog.text and "test/encoder_passes" not in plain
     # Unplanned (index order, least recently used) and small: evictions happen. The planned order
     # is tested in test_plan.py.
-    lru = ("--data.init_args.eval_order", "index", "--model.feature_cache.max_megabytes", "0.02")
+    # The support gap off: its swapped episodes would add memory lookups beyond the 25 episodes' 50.
+    lru = (
+        "--data.init_args.eval_order",
+        "index",
+        "--model.feature_cache.max_megabytes",
+        "0.02",
+        "--data.init_args.gap_episodes",
+        "0",
+    )
     fast = test("fast", *lru)
     assert "test feature cache: " in caplog.text
     spill = test("spill", *lru, "--model.feature_cache.spill_dir", str(tmp_path / "features"))

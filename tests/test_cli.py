@@ -338,12 +338,17 @@ def test_fit_with_a_support_control_is_refused_before_the_logger_writes(tmp_path
 
 def test_a_batch_limit_of_1_warns_that_it_means_every_batch(tmp_path, capsys):
     """The CLI reads 1 as 1.0, which Lightning takes as 100%: one line says so."""
-    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path / "a"), "--trainer.limit_val_batches", "1")
+    no_gap = ("--data.init_args.gap_episodes", "0")  # the episodes' own batches only, not the support gap's
+    validate = cli(
+        "validate", "--trainer.default_root_dir", str(tmp_path / "a"), "--trainer.limit_val_batches", "1", *no_gap
+    )
     assert validate.trainer.num_val_batches == [2]  # every batch: 8 episodes, 4 a batch
     warnings = [line for line in capsys.readouterr().err.splitlines() if "limit_val_batches" in line]
     assert warnings == [
         "fssam2: warning: trainer.limit_val_batches=1.0 runs every val batch (1 reads as 1.0, i.e. 100%); for a "
         "number of batches give 2 or more, for a share a fraction below 1 such as 0.5."
     ]
-    validate = cli("validate", "--trainer.default_root_dir", str(tmp_path / "b"), "--trainer.limit_val_batches", "0.5")
+    validate = cli(
+        "validate", "--trainer.default_root_dir", str(tmp_path / "b"), "--trainer.limit_val_batches", "0.5", *no_gap
+    )
     assert validate.trainer.num_val_batches == [1] and "limit_val_batches" not in capsys.readouterr().err
