@@ -388,7 +388,7 @@ def check_layout(
         if not (path / folder).is_dir():
             raise InputError(
                 f"{benchmark} root {path} has no folder {folder}: expected {', '.join(folders)} under --data.root "
-                f"(see the README, 'Datasets'){also}."
+                f"(see docs/datasets.md){also}."
             )
     return path
 
