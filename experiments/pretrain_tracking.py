@@ -1,9 +1,21 @@
-"""Pretrain the tiny SAM2 for video object tracking on synthetic clips (`fssam2.synthetic.SyntheticVideo`).
+"""Pretrain the tiny SAM2 on synthetic clips: video object tracking, and prompts as SAM2 takes them.
 
 FS-SAM2 starts from a SAM2 pretrained for tracking. The tiny SAM2 has no released weights, so this
 gives it the same start: every parameter the FS-SAM2 forward pass uses, and the IoU head, trains on pairs (frame 0
 with one object's mask as the memory, a later frame in which to find that object again), through
-the same forward pass as few-shot episodes (`fssam2.FewShotSAM2`, K = 1).
+the same forward pass as few-shot episodes (`fssam2.FewShotSAM2`, K = 1). With `--prompt-weight`
+(default 1), the later frame is also decoded without memory from a point, points or a box drawn
+from the object's mask, then once more with a corrective click, as SAM2 trains its prompt path.
+
+Worlds: `varied` (the default, `fssam2.synthetic.VariedVideo`: many shapes and patterns in random
+colours, looks that change between frames, so colour alone never identifies an object) made the
+shipped `fssam2_tiny_varied`; `hue` (`SyntheticVideo`, hue-coded blobs) made the first tracker,
+`fssam2_tiny_tracking`:
+
+    python experiments/pretrain_tracking.py                # writes src/fssam2/checkpoints/fssam2_tiny_varied.pt
+    python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --steps 4000 \
+        --out src/fssam2/checkpoints/fssam2_tiny_tracking.pt                       # the first tracker
+    python experiments/pretrain_tracking.py --steps 600 --out /tmp/probe.pt --lr 2e-3   # a probe
 
 Recipe (see docs/synthetic.md, "The tracker the demo starts from", for the measurements behind it):
 AdamW, linear warm-up then cosine decay, and a motion curriculum that starts with nearly still
@@ -11,13 +23,10 @@ clips (the memory only has to be copied into place) and reaches full motion a fi
 The rate decides whether the memory path opens: every run first segments every object whatever
 the memory shows; at 5e-4 the memory is then read, at 2e-3 it never is. This script's evaluation
 prints the IoU with the true memory beside another clip's memory and an empty mask, so that
-failure is visible.
-
-    python experiments/pretrain_tracking.py                # writes src/fssam2/checkpoints/fssam2_tiny_tracking.pt
-    python experiments/pretrain_tracking.py --steps 600 --out /tmp/probe.pt --lr 2e-3   # a probe
+failure is visible, and the prompted-mask IoU from one click, three clicks and the box.
 
 Seeded: the same arguments on the same machine and torch build give the same weights. It runs on
-one CPU thread by default (`--threads`), about 3 steps a second on the machine docs/synthetic.md names.
+one CPU thread by default (`--threads`).
 """
 
 from __future__ import annotations
@@ -35,16 +44,17 @@ import torch.nn.functional as F
 
 from fssam2 import build_sam2
 from fssam2.data import to_input
-from fssam2.model import FewShotSAM2
+from fssam2.model import FewShotSAM2, ImageFeatures
 from fssam2.module import bce_dice_per_episode
-from fssam2.synthetic import SyntheticVideo
+from fssam2.synthetic import SyntheticVideo, VariedVideo
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "src" / "fssam2" / "checkpoints" / "fssam2_tiny_tracking.pt"
+DEFAULT_OUT = ROOT / "src" / "fssam2" / "checkpoints" / "fssam2_tiny_varied.pt"
+WORLDS = {"varied": VariedVideo, "hue": SyntheticVideo}  # the clips each world draws
 EVAL_SEED_OFFSET = 1000  # evaluation clips come from another seed than training clips
 
 
-def batch_of(video: SyntheticVideo, indices: range, motion: float, size: int) -> tuple[torch.Tensor, ...]:
+def batch_of(video: SyntheticVideo | VariedVideo, indices: range, motion: float, size: int) -> tuple[torch.Tensor, ...]:
     """Support images [B, 1, 3, S, S], support masks [B, 1, S, S], query images [B, 3, S, S],
     query targets [B, S, S] (long, {0, 1})."""
     pairs = [video.pair(i, motion) for i in indices]
@@ -56,11 +66,11 @@ def batch_of(video: SyntheticVideo, indices: range, motion: float, size: int) ->
 
 
 @torch.no_grad()
-def evaluate(model: FewShotSAM2, clips: int, seed: int, batch: int) -> dict[str, float]:
+def evaluate(model: FewShotSAM2, world: str, clips: int, seed: int, batch: int, prompts: bool) -> dict[str, float]:
     """Foreground IoU (summed intersections over summed unions, x100) on held-out clips at full
     motion, with the true memory, with the memory of another clip (`swap`) and with an empty
-    memory mask (`blank`)."""
-    video = SyntheticVideo(image_size=model.image_size, seed=seed + EVAL_SEED_OFFSET)
+    memory mask (`blank`); with `prompts`, also of the later frame's object decoded from prompts."""
+    video = WORLDS[world](image_size=model.image_size, seed=seed + EVAL_SEED_OFFSET)
     size = model.image_size
     data = [batch_of(video, range(i, min(i + batch, clips)), 1.0, size) for i in range(0, clips, batch)]
     images0 = torch.cat([d[0] for d in data])
@@ -93,6 +103,8 @@ def evaluate(model: FewShotSAM2, clips: int, seed: int, batch: int) -> dict[str,
             inter += int((pred & truth).sum())
             union += int((pred | truth).sum())
         out[name] = 100 * inter / max(union, 1)
+    if prompts:
+        out.update({f"prompt_{k}": v for k, v in prompt_iou(model, images1, targets, seed, batch).items()})
     model.train(was_training)
     # How loud the memory readout is, and how much of it depends on which memory it reads.
     out["readout"] = float(readouts["true"].pow(2).mean().sqrt())
@@ -100,28 +112,154 @@ def evaluate(model: FewShotSAM2, clips: int, seed: int, batch: int) -> dict[str,
     return out
 
 
-def tracking_loss(
-    model: FewShotSAM2, images0: torch.Tensor, masks0: torch.Tensor, images1: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """SAM2's own training signal for its mask decoder, on the FS-SAM2 forward pass: the single
-    mask (what FS-SAM2 reads) and the best of the three multimask outputs, each BCE + Dice, and
-    the IoU head regressing each mask's IoU. In eval mode SAM2 falls back to the multimask output
-    with the highest predicted IoU when the single mask is unstable (DESIGN.md, step 4), so those
-    outputs and the IoU head must be trained too."""
-    b = images1.shape[0]
-    feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))  # [2B, ...]
-    memory, memory_pos = model.encode_memory(feats.select(slice(0, b)), masks0.flatten(0, 1), b)
-    inputs = model.decoder_inputs(feats.select(slice(b, None)), memory, memory_pos)
-    masks, iou_pred, _, _ = model.sam2.sam_mask_decoder.predict_masks(
-        **inputs, repeat_image=False
-    )  # [B, 4, h, w], [B, 4]
+def mask_terms(masks: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each of the decoder's four masks scored against the target: BCE + Dice [B, 4] and the IoU
+    its prediction would get [B, 4] (no gradient). masks [B, 4, h, w] low-resolution logits,
+    targets [B, S, S] in {0, 1}."""
     size = targets.shape[-1]
     logits = F.interpolate(masks.float(), size=(size, size), mode="bilinear", align_corners=False)  # [B, 4, S, S]
     per_mask = torch.stack([bce_dice_per_episode(logits[:, i], targets) for i in range(logits.shape[1])], 1)
     with torch.no_grad():
         pred, truth = logits > 0, (targets == 1)[:, None]
         iou = (pred & truth).flatten(2).sum(2) / (pred | truth).flatten(2).sum(2).clamp(min=1)
+    return per_mask, iou
+
+
+def tracking_loss(
+    model: FewShotSAM2, feats: ImageFeatures, masks0: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """SAM2's own training signal for its mask decoder, on the FS-SAM2 forward pass (features of
+    frames 0 then 1): the single mask (what FS-SAM2 reads) and the best of the three multimask
+    outputs, each BCE + Dice, and the IoU head regressing each mask's IoU. In eval mode SAM2 falls
+    back to the multimask output with the highest predicted IoU when the single mask is unstable
+    (DESIGN.md, step 4), so those outputs and the IoU head must be trained too."""
+    b = targets.shape[0]
+    memory, memory_pos = model.encode_memory(feats.select(slice(0, b)), masks0.flatten(0, 1), b)
+    inputs = model.decoder_inputs(feats.select(slice(b, None)), memory, memory_pos)
+    masks, iou_pred, _, _ = model.sam2.sam_mask_decoder.predict_masks(
+        **inputs, repeat_image=False
+    )  # [B, 4, h, w], [B, 4]
+    per_mask, iou = mask_terms(masks, targets)
     return per_mask[:, 0].mean() + per_mask[:, 1:].min(1).values.mean() + F.mse_loss(iou_pred.float(), iou)
+
+
+def sample_prompt(
+    mask: np.ndarray, rng: np.random.Generator, kind: str, jitter: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt of a mask [S, S] bool as SAM's training draws them: points [P, 2] (x, y) and labels [P].
+    kind: "point" (one foreground click), "points" (2-5 foreground clicks, half the time one
+    background click in the box around the object), "box" (its corners, each moved by up to
+    `jitter` of the box's sides; labels 2 and 3)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return np.zeros((1, 2)), np.array([-1])
+    if kind == "box":
+        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+        shift = rng.uniform(-jitter, jitter, 4) * np.array([x1 - x0, x1 - x0, y1 - y0, y1 - y0])
+        box = np.clip(np.array([x0, x1, y0, y1]) + shift, 0, mask.shape[0] - 1)
+        return np.array([[box[0], box[2]], [box[1], box[3]]]), np.array([2, 3])
+    n = 1 if kind == "point" else int(rng.integers(2, 6))
+    pick = rng.integers(len(xs), size=n)
+    points, labels = [np.stack([xs[pick], ys[pick]], 1)], [np.ones(n, np.int64)]
+    if kind == "points" and rng.random() < 0.5:
+        around = np.zeros_like(mask)
+        around[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+        bys, bxs = np.nonzero(around & ~mask)
+        if len(bxs):
+            j = int(rng.integers(len(bxs)))
+            points.append(np.array([[bxs[j], bys[j]]]))
+            labels.append(np.zeros(1, np.int64))
+    return np.concatenate(points).astype(np.float64), np.concatenate(labels)
+
+
+def correction(truth: np.ndarray, pred: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One corrective click, as SAM's interactive training adds: in the larger error region, a
+    foreground click where the object was missed or a background click where it was over-segmented."""
+    missed, extra = truth & ~pred, pred & ~truth
+    region, label = (missed, 1) if missed.sum() >= extra.sum() else (extra, 0)
+    ys, xs = np.nonzero(region)
+    if not len(xs):
+        return np.zeros((1, 2)), np.array([-1])
+    j = int(rng.integers(len(xs)))
+    return np.array([[xs[j], ys[j]]], np.float64), np.array([label])
+
+
+def padded(prompts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item prompts -> coords [B, P, 2] float, labels [B, P] int32, padded with label -1."""
+    p = max(len(labels) for _, labels in prompts)
+    coords = torch.zeros(len(prompts), p, 2)
+    labels = -torch.ones(len(prompts), p, dtype=torch.int32)
+    for i, (c, lab) in enumerate(prompts):
+        coords[i, : len(lab)] = torch.from_numpy(c).float()
+        labels[i, : len(lab)] = torch.from_numpy(lab).int()
+    return coords, labels
+
+
+def chosen_mask(masks: torch.Tensor, iou_pred: torch.Tensor, single_click: torch.Tensor) -> torch.Tensor:
+    """The mask SAM2 reads: the multimask output of highest predicted IoU after a single click,
+    the single mask otherwise. masks [B, 4, h, w], iou_pred [B, 4], single_click [B] bool -> [B, h, w]."""
+    best = iou_pred[:, 1:].argmax(1) + 1
+    index = torch.where(single_click, best, torch.zeros_like(best))
+    return masks[torch.arange(len(masks)), index]
+
+
+def prompt_loss(
+    model: FewShotSAM2, image: ImageFeatures, targets: torch.Tensor, rng: np.random.Generator
+) -> torch.Tensor:
+    """SAM2's prompt training on frames decoded without memory: a point, points or a box drawn
+    from the object's mask, then one corrective click on the first prediction; both rounds' masks
+    are scored. Items whose object is fully covered are left out."""
+    truth = targets.numpy().astype(bool)
+    kinds = rng.choice(["point", "points", "box"], size=len(truth), p=[0.35, 0.3, 0.35])
+    first = [sample_prompt(t, rng, str(kind)) for t, kind in zip(truth, kinds, strict=True)]
+    coords, labels = padded(first)
+    masks, iou_pred = model.decode_prompts(image, coords, labels)
+    per_mask, iou = mask_terms(masks, targets)
+    loss = per_mask[:, 0] + per_mask[:, 1:].min(1).values + (iou_pred.float() - iou).pow(2).mean(1)  # [B]
+    size = targets.shape[-1]
+    with torch.no_grad():
+        chosen = chosen_mask(masks, iou_pred, torch.from_numpy(kinds == "point"))
+        pred = F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
+    fixes = [correction(t, p, rng) for t, p in zip(truth, pred.numpy(), strict=True)]
+    second = [
+        (np.concatenate([c, fc]), np.concatenate([lab, fl])) for (c, lab), (fc, fl) in zip(first, fixes, strict=True)
+    ]
+    coords, labels = padded(second)
+    masks, iou_pred = model.decode_prompts(image, coords, labels)
+    per_mask, iou = mask_terms(masks, targets)
+    loss = loss + per_mask[:, 0] + per_mask[:, 1:].min(1).values + (iou_pred.float() - iou).pow(2).mean(1)
+    valid = torch.from_numpy(truth.reshape(len(truth), -1).any(1)).float()
+    return (loss * valid).sum() / valid.sum().clamp(min=1) / 2
+
+
+@torch.no_grad()
+def prompt_iou(model: FewShotSAM2, images: torch.Tensor, targets: torch.Tensor, seed: int, batch: int) -> dict:
+    """Foreground IoU (summed intersections over summed unions, x100) of the mask SAM2 decodes
+    without memory from one foreground click, three clicks and the object's box (no jitter)."""
+    out = {}
+    truth = targets.numpy().astype(bool)
+    for kind in ("point", "points", "box"):
+        rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, len(kind)))
+        inter = union = 0
+        for i in range(0, len(images), batch):
+            feats = model.encode_images(images[i : i + batch])
+            if kind == "points":
+                clicks = [[sample_prompt(t, rng, "point") for _ in range(3)] for t in truth[i : i + batch]]
+                prompts = [
+                    (np.concatenate([c for c, _ in cl]), np.concatenate([lab for _, lab in cl])) for cl in clicks
+                ]
+            else:
+                prompts = [sample_prompt(t, rng, kind, jitter=0.0) for t in truth[i : i + batch]]
+            coords, labels = padded(prompts)
+            masks, iou_pred = model.decode_prompts(feats, coords, labels)
+            chosen = chosen_mask(masks, iou_pred, torch.full((len(masks),), kind == "point"))
+            size = targets.shape[-1]
+            pred = F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
+            t = targets[i : i + batch] == 1
+            inter += int((pred & t).sum())
+            union += int((pred | t).sum())
+        out[kind] = 100 * inter / max(union, 1)
+    return out
 
 
 def motion_at(step: int, steps: int, start: float, full_at: float) -> float:
@@ -132,7 +270,7 @@ def motion_at(step: int, steps: int, start: float, full_at: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint to write (never overwritten)")
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument(
@@ -143,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--motion-start", type=float, default=0.1, help="motion of the first clips, 0..1")
     parser.add_argument("--motion-full-at", type=float, default=0.2, help="fraction of the run reaching full motion")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--world", choices=sorted(WORLDS), default="varied", help="the clips' world (hue: the first tracker's)"
+    )
+    parser.add_argument(
+        "--prompt-weight", type=float, default=1.0, help="weight of the prompt loss (0: tracking pairs only)"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-clips", type=int, default=200)
@@ -160,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     # The forward pass's parameters, and the IoU head that picks the fallback mask in eval mode.
     params = [p for _, p in model.used_parameters()]
     params += list(model.sam2.sam_mask_decoder.iou_prediction_head.parameters())
+    if opts.prompt_weight:  # prompted frames are decoded with the no-memory embedding
+        params.append(model.sam2.no_mem_embed)
     for p in params:
         p.requires_grad_(True)
     memory_parts = {
@@ -178,14 +324,19 @@ def main(argv: list[str] | None = None) -> None:
         return 0.5 * (1 + math.cos(math.pi * (step - opts.warmup) / max(1, opts.steps - opts.warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
-    video = SyntheticVideo(image_size=opts.image_size, seed=opts.seed)
+    video = WORLDS[opts.world](image_size=opts.image_size, seed=opts.seed)
+    prompt_rng = np.random.default_rng((opts.seed, 3))
     print(f"pretraining {sum(p.numel() for p in params):,} parameters for {opts.steps} steps of {opts.batch} clips")
     start, losses = time.perf_counter(), []
     for step in range(opts.steps):
         motion = motion_at(step, opts.steps, opts.motion_start, opts.motion_full_at)
         batch = batch_of(video, range(step * opts.batch, (step + 1) * opts.batch), motion, opts.image_size)
         images0, masks0, images1, targets = (t.to(device) for t in batch)
-        loss = tracking_loss(model, images0, masks0, images1, targets)
+        feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))  # frames 0 then 1
+        loss = tracking_loss(model, feats, masks0, targets)
+        if opts.prompt_weight:
+            b = len(targets)
+            loss = loss + opts.prompt_weight * prompt_loss(model, feats.select(slice(b, None)), targets, prompt_rng)
         if not torch.isfinite(loss):
             raise SystemExit(f"non-finite loss at step {step}: lower --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -194,12 +345,13 @@ def main(argv: list[str] | None = None) -> None:
         scheduler.step()
         losses.append(loss.item())
         if (step + 1) % opts.eval_every == 0 or step + 1 == opts.steps:
-            scores = evaluate(model, opts.eval_clips, opts.seed, 16)
+            scores = evaluate(model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight))
             print(
                 f"step {step + 1:>6}  motion {motion:.2f}  loss {np.mean(losses[-opts.eval_every :]):.3f}  "
                 f"IoU true {scores['true']:5.1f}  swap {scores['swap']:5.1f}  blank {scores['blank']:5.1f}  "
                 f"readout {scores['readout']:.3f} (swap diff {scores['readout_swap_diff']:.3f})  "
-                f"({(time.perf_counter() - start) / 60:.1f} min)",
+                + "".join(f"{k} {v:5.1f}  " for k, v in scores.items() if k.startswith("prompt_"))
+                + f"({(time.perf_counter() - start) / 60:.1f} min)",
                 flush=True,
             )
     opts.out.parent.mkdir(parents=True, exist_ok=True)

@@ -479,6 +479,8 @@ class SyntheticDataModule(FewShotDataModule):
     4 folds, query images cycling through the fold's list. Needs no files.
 
     Args:
+        family: what defines a class: "hue" (a hue band with a shape and a fill), "shape" (an
+            outline in any colours and fill) or "texture" (a pattern in any colours and outline).
         benchmark_seed: seed of the rendered images.
         image_side: side of the rendered images (their "original size").
         pool_sizes: images rendered for train / val / test.
@@ -489,6 +491,7 @@ class SyntheticDataModule(FewShotDataModule):
 
     def __init__(
         self,
+        family: str = "hue",
         benchmark_seed: int = 0,
         image_side: int = 128,
         pool_sizes: tuple[int, int, int] = (1200, 240, 480),
@@ -497,7 +500,7 @@ class SyntheticDataModule(FewShotDataModule):
         super().__init__(**kwargs)
         n_train, n_val, n_test = pool_sizes
         self.benchmark = SyntheticBenchmark(
-            image_size=image_side, pool_sizes=(n_train, n_val, n_test), seed=benchmark_seed
+            image_size=image_side, pool_sizes=(n_train, n_val, n_test), seed=benchmark_seed, family=family
         )
         self.benchmark.fold_classes(self.fold)  # validates the fold
 

@@ -203,6 +203,29 @@ class FewShotSAM2(nn.Module):
             "high_res_features": query.high_res,
         }
 
+    def decode_prompts(
+        self, image: ImageFeatures, coords: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An image prompted with points, decoded without memory, as SAM2's video predictor
+        decodes a prompted frame (the no-memory embedding added to the image embedding).
+
+        coords [B, P, 2] (x, y) in input pixels; labels [B, P] int: 1 foreground, 0 background,
+        2 / 3 a box's top-left / bottom-right corner, -1 padding. Returns the mask decoder's four
+        masks [B, 4, S/4, S/4] (the single mask, then the three multimask outputs) and its IoU
+        predictions [B, 4].
+        """
+        emb = image.embedding + self.sam2.no_mem_embed.view(1, -1, 1, 1)  # [B, C, h, w]
+        sparse, dense = self.sam2.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        masks, iou_pred, _, _ = self.sam2.sam_mask_decoder.predict_masks(
+            image_embeddings=emb,
+            image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=image.high_res,
+        )
+        return masks, iou_pred
+
     def decode(self, query: ImageFeatures, memory: torch.Tensor, memory_pos: torch.Tensor) -> torch.Tensor:
         """Steps 3-4: condition the query on the memory and decode. Returns logits [B, 1, S, S]."""
         low_res, _, _, _ = self.sam2.sam_mask_decoder(

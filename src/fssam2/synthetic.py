@@ -16,8 +16,8 @@ holding any held-out class).
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -26,8 +26,14 @@ import numpy as np
 from PIL import Image
 
 from fssam2.errors import InputError
+from fssam2.looks import PATTERNS, SHAPE_OUTLINES, Figure, Outline, random_colors, random_outline, random_params
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+# What defines a class of the benchmark: a hue band (with a shape and a fill), a shape (any colour
+# and fill), or a texture (any colour and shape).
+FAMILIES = ("hue", "shape", "texture")
+FAMILY_CLASSES = 20  # the shape and texture families each have 20 classes
+FILLS = ("solid", "stripes", "checker", "dots", "ramp", "glow")  # fills of the shape family's objects
 SHAPES = ("disc", "square", "triangle", "diamond", "cross")
 BOUNDARY = 255
 # Corners and minor/major axis ratio of each shape; a cross is two bars.
@@ -59,6 +65,15 @@ class Blob:
         local = np.stack([r * np.cos(a), r * ratio * self.stretch * np.sin(a)], axis=1)
         return [local @ rot.T + (cx, cy)]
 
+    def pixels(self, xx: np.ndarray, yy: np.ndarray, noise: np.random.Generator) -> np.ndarray:
+        """Colours [n, 3] of the pixels at (xx, yy), [n] each."""
+        shade: float | np.ndarray = 1.0
+        if self.stripes is not None:
+            period, angle, dark = self.stripes
+            phase = (xx * np.cos(angle) + yy * np.sin(angle)) / period
+            shade = np.where(np.floor(phase) % 2 == 0, 1.0, dark)[:, None]
+        return np.array(self.color) * shade + noise.normal(0, 6, (len(xx), 3))
+
     def mask(self, size: int) -> np.ndarray:
         canvas = np.zeros((size, size), np.uint8)
         for polygon in self.polygons():  # one call each: fillPoly would XOR overlapping polygons
@@ -67,7 +82,7 @@ class Blob:
 
 
 def paint(
-    background: tuple[float, float, float], blobs: list[Blob], size: int, noise: np.random.Generator
+    background: tuple[float, float, float], blobs: Sequence[Blob | Figure], size: int, noise: np.random.Generator
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Image [S, S, 3] uint8 of `blobs` drawn in order over a gradient (level, x slope, y slope),
     and each blob's visible mask (later blobs cover earlier ones)."""
@@ -76,12 +91,7 @@ def paint(
     image = np.repeat((level + (gx * xx + gy * yy) / size)[..., None], 3, axis=2) + noise.normal(0, 12, (size, size, 3))
     masks = [blob.mask(size) for blob in blobs]
     for blob, mask in zip(blobs, masks, strict=True):
-        shade: float | np.ndarray = 1.0
-        if blob.stripes is not None:
-            period, angle, dark = blob.stripes
-            phase = (xx[mask] * np.cos(angle) + yy[mask] * np.sin(angle)) / period
-            shade = np.where(np.floor(phase) % 2 == 0, 1.0, dark)[:, None]
-        image[mask] = np.array(blob.color) * shade + noise.normal(0, 6, (int(mask.sum()), 3))
+        image[mask] = blob.pixels(xx[mask], yy[mask], noise)
     visible = []
     for i, mask in enumerate(masks):
         covered = np.zeros_like(mask)
@@ -91,7 +101,7 @@ def paint(
     return np.clip(image, 0, 255).astype(np.uint8), visible
 
 
-def label_map(blobs: list[Blob], size: int) -> np.ndarray:
+def label_map(blobs: Sequence[Blob | Figure], size: int) -> np.ndarray:
     """[S, S] uint8: each blob's label where it is visible, 255 on the boundaries between regions."""
     label = np.zeros((size, size), np.uint8)
     for blob in blobs:
@@ -120,6 +130,32 @@ def random_stripes(rng: np.random.Generator) -> tuple[float, float, float]:
     return rng.uniform(3.0, 6.0), rng.uniform(0, np.pi), rng.uniform(0.45, 0.65)
 
 
+def figure(
+    rng: np.random.Generator, label: int, shape: str | Outline, pattern: str, radius: float, size: int
+) -> Figure:
+    """A Figure of a named shape (or an outline) and pattern, placed, turned, squashed and coloured at random."""
+    outline = SHAPE_OUTLINES[shape] if isinstance(shape, str) else shape
+    low = min(radius, size / 2)  # a region larger than the image is centred anywhere in it
+    return Figure(
+        label=label,
+        outline=Figure.frozen(outline),
+        center=(float(rng.uniform(low, size - low)), float(rng.uniform(low, size - low))),
+        radius=float(radius),
+        angle=float(rng.uniform(0, 2 * np.pi)),
+        stretch=float(rng.uniform(0.8, 1.0)),
+        pattern=pattern,
+        params=random_params(rng, pattern),
+        colors=random_colors(rng),
+    )
+
+
+def clutter(rng: np.random.Generator, size: int) -> Figure:
+    """A small unlabelled object (label 0: background) of any look."""
+    shape = random_outline(rng) if rng.random() < 0.5 else list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]
+    pattern = list(PATTERNS)[int(rng.integers(len(PATTERNS)))]
+    return figure(rng, 0, shape, pattern, rng.uniform(0.04, 0.08) * size, size)
+
+
 @dataclass(frozen=True)
 class SyntheticBenchmark:
     """The generator; identical arguments give identical images, lists and episodes."""
@@ -130,10 +166,18 @@ class SyntheticBenchmark:
     pool_sizes: tuple[int, int, int] = (1200, 240, 480)  # images rendered for train / val / test
     min_pixels: int = 48  # a class counts as present with at least this many pixels
     seed: int = 0  # seed of the rendered images
+    family: str = "hue"  # what defines a class: one of FAMILIES
 
     def __post_init__(self) -> None:
         if self.num_classes % self.num_folds:
             raise InputError(f"num_classes={self.num_classes} must be divisible by num_folds={self.num_folds}.")
+        if self.family not in FAMILIES:
+            raise InputError(f"family={self.family!r} is not a class family: use one of {', '.join(FAMILIES)}.")
+        if self.family != "hue" and self.num_classes > FAMILY_CLASSES:
+            raise InputError(
+                f"num_classes={self.num_classes} is more than the {self.family} family's {FAMILY_CLASSES} classes: "
+                f"use at most {FAMILY_CLASSES}, or family='hue'."
+            )
 
     # classes and folds
     def fold_classes(self, fold: int) -> list[int]:
@@ -170,12 +214,23 @@ class SyntheticBenchmark:
         classes = rng.choice(np.arange(1, self.num_classes + 1), int(rng.integers(2, 4)), replace=False).tolist()
         if top_class is not None:
             classes = [c for c in classes if c != top_class][: len(classes) - 1] + [top_class]
-        return background, [self.instance(rng, int(c)) for c in classes]
+        objects: list[Blob | Figure] = [self.instance(rng, int(c)) for c in classes]
+        if self.family != "hue":  # small unlabelled clutter under the objects
+            scatter: list[Blob | Figure] = [clutter(rng, self.image_size) for _ in range(int(rng.integers(0, 3)))]
+            objects = scatter + objects
+        return background, objects
 
-    def instance(self, rng: np.random.Generator, class_id: int) -> Blob:
-        """One object of a class: the class fixes the hue band, shape and fill; the rest varies."""
-        hue, shape, striped = self.appearance(class_id)
+    def instance(self, rng: np.random.Generator, class_id: int) -> Blob | Figure:
+        """One object of a class: the class fixes the hue band, shape and fill (hue family), the
+        shape (shape family) or the pattern (texture family); the rest varies."""
         s = self.image_size
+        if self.family == "shape":
+            fill = FILLS[int(rng.integers(len(FILLS)))]
+            return figure(rng, class_id, list(SHAPE_OUTLINES)[class_id - 1], fill, rng.uniform(0.12, 0.26) * s, s)
+        if self.family == "texture":
+            shape = list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]
+            return figure(rng, class_id, shape, list(PATTERNS)[class_id - 1], rng.uniform(0.14, 0.26) * s, s)
+        hue, shape, striped = self.appearance(class_id)
         r = rng.uniform(0.10, 0.26) * s
         return Blob(
             label=class_id,
@@ -307,6 +362,84 @@ class SyntheticVideo:
             SHAPES[int(rng.integers(len(SHAPES)))],
             random_stripes(rng) if rng.random() < 0.5 else None,
         )
+
+
+@dataclass(frozen=True)
+class VariedVideo:
+    """Clips of a varied world for pretraining a tracker that matches more than colour: 2-5 objects,
+    each a named shape or a random polygon, filled with any of the patterns in any colours, over
+    clutter and, half the time, a large low-contrast region. Distractors often share the tracked
+    object's shape (in another fill), or its fill and colours (in another shape). Between the two
+    frames objects move, scale, turn and cover each other, and in 40% of the clips every object
+    takes new colours (15%: a new pattern too, and then no distractor shares the tracked object's
+    shape), so colour alone never identifies an instance. Identical arguments give identical clips.
+    """
+
+    image_size: int = 128  # side of the square frames
+    seed: int = 0  # seed of the clips; pretraining and its evaluation use different seeds
+
+    def pair(self, index: int, motion: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Clip `index`: (frame 0 [S, S, 3] uint8, the object's mask in it [S, S] bool, a later
+        frame, the object's visible mask there). `motion` in [0, 1] scales how far the objects
+        move, scale and turn between the two frames, and how likely their looks change."""
+        rng = np.random.default_rng((self.seed, index, 7))
+        s = self.image_size
+        background = random_background(rng)
+        count = int(rng.integers(2, 6))
+        shapes: list[Outline] = [self._outline(rng) for _ in range(count)]
+        patterns = [list(PATTERNS)[int(i)] for i in rng.integers(len(PATTERNS), size=count)]
+        colors = [random_colors(rng) for _ in range(count)]
+        if count > 1 and rng.random() < 0.4:  # a distractor of the same shape, another fill
+            shapes[1] = shapes[0]
+        if count > 2 and rng.random() < 0.4:  # a distractor of the same fill and colours, another shape
+            patterns[2], colors[2] = patterns[0], colors[0]
+        change = rng.random() / max(motion, 1e-6)
+        recolor, repattern = change < 0.4, change < 0.15
+        if repattern:
+            shapes[1:] = [self._outline(rng) if shape is shapes[0] else shape for shape in shapes[1:]]
+        starts, ends = [], []
+        for label in range(1, count + 1):
+            start = figure(rng, label, shapes[label - 1], patterns[label - 1], rng.uniform(0.10, 0.24) * s, s)
+            radius = start.radius * float(np.exp(motion * rng.uniform(-0.35, 0.35)))
+            shift = motion * rng.uniform(-0.35, 0.35, 2) * s
+            center = np.clip(np.array(start.center) + shift, radius * 0.5, s - radius * 0.5)
+            pattern = list(PATTERNS)[int(rng.integers(len(PATTERNS)))] if repattern else start.pattern
+            jitter = 1 + motion * rng.uniform(-0.08, 0.08)
+            look = (
+                random_colors(rng)
+                if recolor
+                else tuple(as_rgb(np.clip(np.array(c) * jitter, 0, 255)) for c in start.colors)
+            )
+            end = replace(
+                start,
+                center=(float(center[0]), float(center[1])),
+                radius=radius,
+                angle=start.angle + motion * float(rng.uniform(-0.8, 0.8)),
+                pattern=pattern,
+                params=random_params(rng, pattern) if repattern else start.params,
+                colors=look,  # type: ignore[arg-type]
+            )
+            starts.append(start)
+            ends.append(end)
+        scenery: list[Figure] = []
+        if rng.random() < 0.5:  # a large low-contrast region of the background
+            region = figure(rng, 0, self._outline(rng), "solid", rng.uniform(0.4, 0.7) * s, s)
+            grey = float(rng.uniform(60, 170))
+            tint = [grey + float(rng.uniform(-25, 25)) for _ in range(3)]
+            scenery.append(replace(region, colors=(as_rgb(tint), as_rgb(tint))))
+        scenery += [clutter(rng, s) for _ in range(int(rng.integers(0, 4)))]
+        first = scenery + starts[1:] + starts[:1]  # the tracked object whole in the memory frame
+        later = scenery + [ends[i] for i in rng.permutation(count)]  # any drawing order: it may be covered
+        image0, visible0 = paint(background, first, s, np.random.default_rng((self.seed, index, 8)))
+        image1, visible1 = paint(background, later, s, np.random.default_rng((self.seed, index, 9)))
+        mask1 = next(m for obj, m in zip(later, visible1, strict=True) if obj.label == 1)
+        return image0, visible0[-1], image1, mask1
+
+    @staticmethod
+    def _outline(rng: np.random.Generator) -> Outline:
+        if rng.random() < 0.45:
+            return random_outline(rng)
+        return SHAPE_OUTLINES[list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]]
 
 
 # The benchmark written in the on-disk layouts of the real ones (for tests and `make reproduce` smoke runs).
