@@ -120,3 +120,30 @@ def test_short_meta_training_from_the_tracker_keeps_the_support_deciding(tmp_pat
         assert results[control]["support_control"] == control
     assert results["none"]["miou"] - results["swap"]["miou"] > 20
     assert results["none"]["miou"] - results["blank"]["miou"] > 20
+
+
+@pytest.mark.slow
+def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys):
+    """experiments/demo.py, cut to a few steps: one table per family, each with the five rows and
+    the in-run support gap, and every family's results in demo_results.json."""
+    demo = load_script("demo")
+    short = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        "--trainer.check_val_every_n_epoch=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--data.init_args.test_episodes=16",
+        "--data.init_args.gap_episodes=8",
+        "--data.init_args.pool_sizes=[200,40,80]",
+    ]
+    demo.main(["--runs", str(tmp_path), "--families", "hue", "texture", "--", *short])
+    printed = capsys.readouterr().out
+    assert "hue family" in printed and "texture family" in printed and "shape family" not in printed
+    (folder,) = tmp_path.iterdir()
+    results = json.loads((folder / "demo_results.json").read_text())["families"]
+    assert list(results) == ["hue", "texture"]
+    for family in results.values():
+        assert len(family["rows"]) == 5 and family["support_gap"]["gap_episodes"] == 8
+        assert Path(family["best_checkpoint"]).is_file()
