@@ -278,12 +278,13 @@ def check_new_fit(run_dir: Path, ckpt_path: str | None) -> None:
 
 
 def warn_batch_limits(trainer: Namespace, subcommand: str) -> None:
-    """One line when a trainer.limit_*_batches the run uses is 1: the command line and config files
-    read it as 1.0, which Lightning takes as every batch (a whole number from 2 up counts batches)."""
+    """One line when a trainer.limit_*_batches the run uses was read as the float 1.0, which
+    Lightning takes as every batch (jsonargparse before 4.53 reads a written 1 so; from 4.53 it
+    stays the integer 1, one batch, and nothing is said)."""
     used = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
     for split in used.get(subcommand, ()):
         value = trainer.get(f"limit_{split}_batches")
-        if value is not None and float(value) == 1.0:
+        if isinstance(value, float) and value == 1.0:
             sys.stderr.write(
                 f"fssam2: warning: trainer.limit_{split}_batches={value} runs every {split} batch (1 reads as 1.0, "
                 "i.e. 100%); for a number of batches give 2 or more, for a share a fraction below 1 such as 0.5.\n"
