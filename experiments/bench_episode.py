@@ -50,8 +50,8 @@ import numpy as np
 import torch
 
 from fssam2.build import build_sam2
+from fssam2.cli.doctor import status_bytes
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
-from fssam2.doctor import status_bytes
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
 from fssam2.model import FewShotSAM2
 from fssam2.module import bce_dice_loss

@@ -13,15 +13,16 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
-from fssam2.build import build_sam2
+from fssam2.build import build_sam2, download
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
-from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
+from fssam2.hub import CHECKPOINT_URLS
 from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
 from fssam2.metric import FewShotIoU, SupportGap
 from fssam2.model import EpisodeKeys, FewShotSAM2
 from fssam2.plan import image_key, memory_key, trace
+from fssam2.registry import RANDOM_INIT
 
 IGNORE = 255
 MIN_SUPPORT_GAP = 5.0  # mIoU; a smaller support gap means the supports hardly change the masks
