@@ -200,6 +200,11 @@ class FSSAM2Module(L.LightningModule):
         self._last_gap: dict[str, tuple[float, float, int]] = {}  # split -> the latest (true, swap, episodes)
         self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
 
+    @property
+    def image_size(self) -> int:
+        """The model's square input size, which the DataModule resizes images to."""
+        return self.model.image_size
+
     def forward(
         self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
     ) -> torch.Tensor:

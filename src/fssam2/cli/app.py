@@ -381,7 +381,7 @@ def datamodule_of(config: Namespace) -> FewShotDataModule:
 
 def plan_report(config: Namespace, subcommand: str) -> str:
     """What `--model.feature_cache.plan_only true` prints for a test / validate / predict config."""
-    from fssam2.plan import describe
+    from fssam2.plan_report import describe
 
     split = {"test": "test", "predict": "test", "validate": "val"}.get(subcommand)
     if split is None:
