@@ -41,7 +41,7 @@ from fssam2.benchmarks import fold_lists  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.cli import run_cli  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, coco_classes  # noqa: E402
-from fssam2.model import FewShotSAM2  # noqa: E402
+from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
 from fssam2.plan import index_batches  # noqa: E402
 from fssam2.plan_report import distinct_images, entry_bytes, simulate  # noqa: E402
 

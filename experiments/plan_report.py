@@ -22,7 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from fssam2.benchmarks import FSS_NUMBERS, fold_lists, read_data_list  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes  # noqa: E402
-from fssam2.model import FewShotSAM2  # noqa: E402
+from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
 from fssam2.plan import Shown, build_plan  # noqa: E402
 from fssam2.plan_report import autocast_dtype, entry_bytes, report  # noqa: E402
 

@@ -33,6 +33,20 @@ Entry = tuple[torch.Tensor, ...]  # one image's maps (or one support's memory), 
 Dtypes = tuple[torch.dtype, ...]  # an entry's dtypes as computed (under autocast they may differ)
 
 
+ImageKey = tuple[str, str, int]  # (split, image id, size)
+MemoryKey = tuple[Hashable, int]  # (image key, class)
+
+
+def image_key(split: str, image_id: str, size: int) -> ImageKey:
+    """The feature-cache key of an image's encoder features."""
+    return (split, image_id, size)
+
+
+def memory_key(image: Hashable, support_class: int) -> MemoryKey:
+    """The feature-cache key of a support's memory: its image and the class its mask shows."""
+    return (image, int(support_class))
+
+
 @dataclass
 class CacheConfig:
     """How evaluation caches image-encoder features (test, validate, predict; never training)."""

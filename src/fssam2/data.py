@@ -29,6 +29,7 @@ from fssam2.episodes import (
     episode_rng,
 )
 from fssam2.errors import InputError
+from fssam2.metric import IGNORE
 from fssam2.plan import (
     GAP_CONTROL,
     EvalPlan,
@@ -44,7 +45,6 @@ from fssam2.synthetic import SyntheticBenchmark
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]

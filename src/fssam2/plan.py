@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from fssam2.cache import Uses
+from fssam2.cache import ImageKey, MemoryKey, Uses, image_key, memory_key
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
 
@@ -45,20 +45,6 @@ class Shown:
     supports: tuple[str, ...]
     support_class: int
     gap: bool = False
-
-
-ImageKey = tuple[str, str, int]  # (split, image id, size)
-MemoryKey = tuple[Hashable, int]  # (image key, class)
-
-
-def image_key(split: str, image_id: str, size: int) -> ImageKey:
-    """The feature-cache key of an image's encoder features."""
-    return (split, image_id, size)
-
-
-def memory_key(image: Hashable, support_class: int) -> MemoryKey:
-    """The feature-cache key of a support's memory: its image and the class its mask shows."""
-    return (image, int(support_class))
 
 
 @dataclass

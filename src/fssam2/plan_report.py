@@ -15,7 +15,7 @@ from fssam2.build import build_sam2
 from fssam2.cache import Residency
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
-from fssam2.model import FewShotSAM2
+from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.plan import EvalPlan, ImageKey, MemoryKey, Shown, batch_keys, trace, unplanned_batches
 
 

@@ -31,7 +31,7 @@ from fssam2.cache import CacheConfig
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
-from fssam2.module import STAGE_SPLITS, FSSAM2Module, stage_class_ids
+from fssam2.module import DEFAULT_METHOD, STAGE_SPLITS, FSSAM2Module, method_class, stage_class_ids
 
 DEFAULT_RUN_DIR = "runs/fssam2"
 
@@ -159,7 +159,7 @@ class FSSAM2CLI(LightningCLI):
         model = self.config[subcommand].model
         defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
         taken = {}
-        for key in CHECKPOINT_FIXES:
+        for key in checkpoint_fixes(stored):
             if key not in stored or _plain(model.get(key)) == _plain(stored[key]):
                 continue
             if _plain(model.get(key)) != _plain(defaults[key]):
@@ -327,9 +327,11 @@ def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpo
     return "\n".join(lines)
 
 
-# Model options a training checkpoint's weights fix; every other model option (the evaluation
-# fast path, the optimiser) comes from the command line and config files.
-CHECKPOINT_FIXES = ("sam2_config", "sam2_checkpoint", "image_size", "lora", "trainable")
+def checkpoint_fixes(stored: dict[str, Any]) -> tuple[str, ...]:
+    """Model options a training checkpoint's weights fix: its method and the options the method
+    names (`FewShotMethod.FIXED_BY_WEIGHTS`); every other model option (the evaluation fast path,
+    the optimiser) comes from the command line and config files."""
+    return ("method", *method_class(stored.get("method", DEFAULT_METHOD)).FIXED_BY_WEIGHTS)
 
 
 def _plain(value: Any) -> Any:

@@ -332,7 +332,7 @@ def measure_step_memory(
     trainable parameters, optimiser state already allocated) with 1 and with 2 episodes of random
     images at the model's input size, counting the model, its gradients and the optimiser state;
     returns (1-episode peak, 2-episode peak, input size), a peak None where the GPU ran out of memory."""
-    from fssam2.module import bce_dice_loss
+    from fssam2.methods.base import bce_dice_loss
 
     autocast, dtype = precision_context(precision, device)
     meter = PeakMemory(device)
