@@ -33,7 +33,6 @@ import torch
 from fssam2 import hub
 from fssam2.benchmarks import (
     BENCHMARKS,
-    PASCAL_DOMAIN_SHIFT,
     PREPARED_MARKER,
     DataPlace,
     OnDiskDataModule,
@@ -43,6 +42,7 @@ from fssam2.benchmarks import (
 )
 from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, datamodule_of
 from fssam2.data import FewShotDataModule, cpu_cores
+from fssam2.episodes import PASCAL_DOMAIN_SHIFT
 from fssam2.errors import InputError, cause_of
 from fssam2.registry import RANDOM_INIT
 
