@@ -36,10 +36,11 @@ test: install ## run the whole test suite (slow end-to-end tests included)
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: install ## ruff (lint, format check) over the sources, tests and experiments; mypy over src/fssam2
+lint: install ## ruff (lint, format check) over the sources, tests and experiments; mypy over src/fssam2; the import layers
 	$(BIN)/ruff check src tests experiments
 	$(BIN)/ruff format --check src tests experiments
 	$(BIN)/mypy
+	PYTHONPATH=src $(BIN)/lint-imports  # this checkout's src, whichever checkout .venv installed
 
 clean: ## remove .venv and caches (runs/ is kept)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache src/*.egg-info

@@ -50,11 +50,11 @@ import numpy as np
 import torch
 
 from fssam2.build import build_sam2
+from fssam2.cli.doctor import status_bytes
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
-from fssam2.doctor import status_bytes
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
-from fssam2.model import FewShotSAM2
-from fssam2.module import bce_dice_loss
+from fssam2.methods.base import bce_dice_loss
+from fssam2.methods.fssam2 import FewShotSAM2
 
 MEAN = torch.from_numpy(IMAGENET_MEAN / 255).view(3, 1, 1)  # the normalisation of fssam2.data, on [0, 1] pixels
 STD = torch.from_numpy(IMAGENET_STD / 255).view(3, 1, 1)

@@ -41,8 +41,9 @@ from fssam2.benchmarks import fold_lists  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.cli import run_cli  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, coco_classes  # noqa: E402
-from fssam2.model import FewShotSAM2  # noqa: E402
-from fssam2.plan import distinct_images, entry_bytes, index_batches, simulate  # noqa: E402
+from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
+from fssam2.plan import index_batches  # noqa: E402
+from fssam2.plan_report import distinct_images, entry_bytes, simulate  # noqa: E402
 
 DEFAULT_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -118,7 +118,7 @@ import torch
 from lightning.pytorch.cli import _JSONARGPARSE_SIGNATURES_AVAILABLE
 
 import fssam2.cli  # noqa: F401
-import fssam2.model  # noqa: F401
+import fssam2.methods.fssam2  # noqa: F401
 
 names = ["torch", "numpy", "lightning", "torchmetrics", "sam2", "hydra-core", "jsonargparse", "albumentations", "pydantic", "typing_extensions"]
 print("versions:", ", ".join(f"{n} {md.version(n)}" for n in names))

@@ -5,7 +5,7 @@ rules of fssam2.episodes, seed 42, 1000 test episodes (FSS-1000: every test imag
 label maps here, PASCAL-5i's rule ("the class is drawn among the fold's classes present in the
 query's label map") uses the classes the fold's class file lists the query under. Entry sizes are
 those the feature cache keeps for the model at the input size (B+ at 1024 px in float32: 16 MB an
-image, 1 MB a support memory), measured by `fssam2.plan.entry_bytes`.
+image, 1 MB a support memory), measured by `fssam2.plan_report.entry_bytes`.
 
     python experiments/plan_report.py                                  # B+ 1024 px, 4096 MB
     python experiments/plan_report.py --precision bf16-mixed --processes 1 8
@@ -22,8 +22,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from fssam2.benchmarks import FSS_NUMBERS, fold_lists, read_data_list  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes  # noqa: E402
-from fssam2.model import FewShotSAM2  # noqa: E402
-from fssam2.plan import Shown, autocast_dtype, build_plan, entry_bytes, report  # noqa: E402
+from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
+from fssam2.plan import Shown, build_plan  # noqa: E402
+from fssam2.plan_report import autocast_dtype, entry_bytes, report  # noqa: E402
 
 DEFAULT_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
 

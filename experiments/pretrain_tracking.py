@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from fssam2 import build_sam2
 from fssam2.data import to_input
-from fssam2.model import FewShotSAM2, ImageFeatures
-from fssam2.module import bce_dice_per_episode
+from fssam2.methods.base import bce_dice_per_episode
+from fssam2.methods.fssam2 import FewShotSAM2, ImageFeatures
 from fssam2.synthetic import SyntheticVideo, VariedVideo
 
 ROOT = Path(__file__).resolve().parent.parent

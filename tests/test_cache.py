@@ -7,7 +7,7 @@ from fssam2 import InputError
 from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
 from fssam2.lora import LoRAConfig, lora_layers, merge_lora_, unmerge_lora_, unmerged_weights
-from fssam2.model import EpisodeKeys, FewShotSAM2
+from fssam2.methods.fssam2 import EpisodeKeys, FewShotSAM2
 from fssam2.module import FSSAM2Module
 from helpers import TESTS, make_episode, one_line_error
 

@@ -198,6 +198,21 @@ def test_help_lists_every_subcommand(capsys):
         assert line is not None and len(line.split()) > 1, f"{name} has no help line in:\n{out}"
 
 
+def test_the_dispatcher_runs_exactly_the_commands_the_application_lists():
+    from fssam2.cli import COMMANDS
+    from fssam2.cli.app import OWN_COMMANDS
+
+    assert tuple(COMMANDS) == OWN_COMMANDS  # `fssam2 --help` lists what run_cli runs
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "fssam2.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "doctor" in out.stdout and "fit" in out.stdout
+
+
 def _one_error_line(capsys, args, *expected):
     with pytest.raises(SystemExit) as exit_:
         cli(*args)

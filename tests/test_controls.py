@@ -15,7 +15,7 @@ from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
 from fssam2.data import EpisodeDataset, SyntheticDataModule, collate_episodes
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes
-from fssam2.model import EpisodeKeys
+from fssam2.methods.fssam2 import EpisodeKeys
 from fssam2.module import FSSAM2Module
 from helpers import TESTS
 

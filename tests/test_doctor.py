@@ -167,7 +167,7 @@ def test_doctor_measures_the_configured_run(homes, capsys, monkeypatch):
     found = re.search(r"peak (\d+\.\d+) GiB with 1 episode, (\d+\.\d+) GiB with 2 -> data.batch_size=4 needs", memory)
     assert found and float(found.group(1)) > 0 and memory.endswith("GiB free") and ": fits in " in memory, memory
     assert "fssam2_tiny at 64 px, 1-shot" in memory
-    monkeypatch.setattr("fssam2.doctor.available_memory", lambda device: 1 << 10)
+    monkeypatch.setattr("fssam2.cli.doctor.available_memory", lambda device: 1 << 10)
     code, lines = doctor(capsys, "--config", TINY, "--measure")
     assert code == 1 and "does NOT fit in 0.00 GiB free; not even 1 episode fits" in line(lines, "memory", "FAIL")
     if not torch.cuda.is_available():
@@ -176,7 +176,7 @@ def test_doctor_measures_the_configured_run(homes, capsys, monkeypatch):
 
 
 def test_memory_verdict_extrapolates_linearly():
-    from fssam2.doctor import memory_verdict
+    from fssam2.cli.doctor import memory_verdict
 
     ok = memory_verdict(2 * GiB, 3 * GiB, 8, 9 * GiB, "cpu")
     assert ok.status == "ok" and "data.batch_size=8 needs about 9.00 GiB: fits in 9.00 GiB free" in ok.text

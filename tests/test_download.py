@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fssam2
-from fssam2 import InputError, build_sam2, hub
+from fssam2 import InputError, build, build_sam2, hub
 from fssam2.build import resolve_config
 from fssam2.cli import run_cli
 
@@ -83,7 +83,7 @@ def test_resumed_download(server):
     part = hub.cached_path("fssam2_tiny").with_name("fssam2_tiny.pt.part")
     part.parent.mkdir(parents=True)
     part.write_bytes(handler.body[:1000])
-    path = hub.download("fssam2_tiny", progress=False)
+    path = build.download("fssam2_tiny", progress=False)
     assert handler.ranges == ["bytes=1000-"] and path.read_bytes() == handler.body
 
 
@@ -91,16 +91,16 @@ def test_truncated_transfer_keeps_the_part_and_resumes(server):
     handler, _ = server
     handler.mode = "truncate"
     with pytest.raises(InputError, match="run the same command again to resume"):
-        hub.download("fssam2_tiny", progress=False)
+        build.download("fssam2_tiny", progress=False)
     final = hub.cached_path("fssam2_tiny")
     assert not final.exists() and 0 < final.with_name(final.name + ".part").stat().st_size < len(handler.body)
     handler.mode = "ok"
-    assert hub.download("fssam2_tiny", progress=False).read_bytes() == handler.body
+    assert build.download("fssam2_tiny", progress=False).read_bytes() == handler.body
 
 
 def test_wrong_checksum_is_discarded(server):
     with pytest.raises(InputError, match="expected 00ff.*was discarded"):
-        hub.download("fssam2_tiny", sha256="00ff", progress=False)
+        build.download("fssam2_tiny", sha256="00ff", progress=False)
     final = hub.cached_path("fssam2_tiny")
     assert not final.exists() and not final.with_name(final.name + ".part").exists()
 
@@ -112,7 +112,7 @@ def test_server_error_and_offline(server, capsys):
         run_cli(["download", "fssam2_tiny"])
     assert "the server answered 500" in capsys.readouterr().err
     with pytest.raises(InputError, match=r"Cannot reach http://127.0.0.1:9/x.pt .* put it at .*fssam2_tiny.pt"):
-        hub.download("fssam2_tiny", url="http://127.0.0.1:9/x.pt", progress=False)
+        build.download("fssam2_tiny", url="http://127.0.0.1:9/x.pt", progress=False)
     assert not hub.cached_path("fssam2_tiny").exists()
 
 
@@ -121,7 +121,7 @@ def test_a_file_of_another_model_is_refused(server, tmp_path):
     torch.save({"model": {"not_sam2": torch.zeros(1)}}, tmp_path / "other.pt")
     handler.body = (tmp_path / "other.pt").read_bytes()
     with pytest.raises(InputError, match="is not a fssam2_tiny checkpoint and was discarded"):
-        hub.download("fssam2_tiny", progress=False)
+        build.download("fssam2_tiny", progress=False)
     assert not hub.cached_path("fssam2_tiny").exists()
 
 
@@ -227,7 +227,7 @@ def test_hub_ids_are_sam2s():
 
 
 def test_hub_download_is_verified_against_the_published_sha256(hub_server, server, hf_cache, monkeypatch):
-    path = hub.download("fssam2_tiny", progress=False)
+    path = build.download("fssam2_tiny", progress=False)
     final = hub.cached_path("fssam2_tiny")
     assert path == final and final.read_bytes() == hub_server.body
     assert [r[0] for r in hub_server.requests] == ["HEAD", "HEAD", "GET"] and server[0].ranges == []
@@ -248,7 +248,7 @@ def test_hub_download_is_verified_against_the_published_sha256(hub_server, serve
     final.with_name(final.name + ".sha256").unlink()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     hub_server.requests.clear()
-    assert hub.download("fssam2_tiny", progress=False).read_bytes() == hub_server.body
+    assert build.download("fssam2_tiny", progress=False).read_bytes() == hub_server.body
     assert hub_server.requests == [] and record_of(final) == (
         hub_server.published,
         f"source: the Hugging Face Hub's published SHA-256 of {REPO}/{FILE}, as cached",
@@ -260,7 +260,7 @@ def test_a_hub_file_that_differs_from_its_published_sha256_is_refused(hub_server
     torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, tmp_path / "other.pt")
     hub_server.body = (tmp_path / "other.pt").read_bytes()
     with pytest.raises(InputError) as err:
-        hub.download("fssam2_tiny", progress=False)
+        build.download("fssam2_tiny", progress=False)
     message = str(err.value)
     assert "\n" not in message and f"{REPO}/{FILE}" in message
     assert f"SHA-256 {hub.sha256_of(tmp_path / 'other.pt')}, but the Hub publishes {hub_server.published}" in message
@@ -272,13 +272,13 @@ def test_a_hub_file_that_differs_from_its_published_sha256_is_refused(hub_server
 
 def test_a_hub_file_of_another_model_or_another_sha256_is_refused(hub_server, tmp_path):
     with pytest.raises(InputError, match=r"the --sha256 00ff you gave: check --sha256"):
-        hub.download("fssam2_tiny", sha256="00ff", progress=False)
+        build.download("fssam2_tiny", sha256="00ff", progress=False)
     torch.save({"model": {"not_sam2": torch.zeros(1)}}, tmp_path / "other.pt")
     hub_server.body = (tmp_path / "other.pt").read_bytes()
     hub_server.published = hub.sha256_of(tmp_path / "other.pt")  # published and served alike, in a new commit
     hub_server.commit = "f" * 40
     with pytest.raises(InputError, match=rf"{REPO}/{FILE} is not a fssam2_tiny checkpoint: .*missing keys"):
-        hub.download("fssam2_tiny", progress=False)
+        build.download("fssam2_tiny", progress=False)
     assert list(hub.cached_path("fssam2_tiny").parent.iterdir()) == []
 
 
@@ -299,7 +299,7 @@ def test_hub_unavailable_falls_back_to_metas_url(hub_server, server, monkeypatch
         rf"Hub \({REPO}, {FILE} at {endpoint}\) is unavailable .*; fetching {url} instead, whose SHA-256 is trusted"
     )
     with pytest.warns(UserWarning, match=warning):
-        path = hub.download("fssam2_tiny", progress=False)
+        path = build.download("fssam2_tiny", progress=False)
     assert path.read_bytes() == handler.body and handler.ranges == [None]
     assert record_of(path) == (
         hub.sha256_of(path),
@@ -317,7 +317,7 @@ def test_hub_and_metas_url_both_unreachable(tmp_path, hf_cache, monkeypatch, fre
     monkeypatch.setitem(hub.HUB_CHECKPOINTS, "fssam2_tiny", (REPO, FILE))
     final = hub.cached_path("fssam2_tiny")
     with pytest.warns(UserWarning, match="trusted on first use"), pytest.raises(InputError) as err:
-        hub.download("fssam2_tiny", progress=False)
+        build.download("fssam2_tiny", progress=False)
     message = str(err.value)
     assert "\n" not in message and message.startswith("Cannot fetch fssam2_tiny: the Hugging Face Hub (")
     assert f"{REPO}, {FILE}" in message and f"and {url} (" in message
@@ -333,7 +333,7 @@ def test_an_interrupted_hub_download_resumes(hub_server, monkeypatch):
 
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1 << 16)
     hub_server.mode = "truncate_once"
-    path = hub.download("fssam2_tiny", progress=False)
+    path = build.download("fssam2_tiny", progress=False)
     first, second = [r[2] for r in hub_server.requests if r[0] == "GET"]
     resumed_at = int(second.removeprefix("bytes=").removesuffix("-"))
     assert first is None and 0 < resumed_at <= len(hub_server.body) // 2
@@ -342,7 +342,7 @@ def test_an_interrupted_hub_download_resumes(hub_server, monkeypatch):
 
 def test_url_fetches_that_url_only(hub_server, server):
     handler, url = server
-    path = hub.download("fssam2_tiny", url=url, progress=False)
+    path = build.download("fssam2_tiny", url=url, progress=False)
     assert path.read_bytes() == handler.body and hub_server.requests == []
     assert record_of(path)[1] == f"source: trusted on first use: the first complete download of {url}"
 
@@ -350,7 +350,7 @@ def test_url_fetches_that_url_only(hub_server, server):
 def test_unknown_name_and_not_downloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("FSSAM2_HOME", str(tmp_path))
     with pytest.raises(InputError, match="Unknown SAM2 model 'sam3'"):
-        hub.download("sam3")
+        build.download("sam3")
     with pytest.raises(
         InputError, match=r"'sam2.1_hiera_t' is not downloaded yet: run `fssam2 download sam2.1_hiera_t`"
     ):

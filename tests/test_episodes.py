@@ -86,3 +86,16 @@ def test_training_shards_are_disjoint_equal_and_reshuffled_per_epoch():
     assert all(e == 3 for shard in shards for _, e in shard)
     samplers[0].set_epoch(4)
     assert [i for i, _ in samplers[0]] != [i for i, _ in shards[0]]
+
+
+def test_the_pascal_held_out_rule_has_one_home():
+    from fssam2.benchmarks import PascalDataModule
+    from fssam2.episodes import pascal_classes
+    from fssam2.prepare import pascal_held_out
+
+    for fold in (0, 1, 2, 3):
+        held, trained = pascal_classes("test", fold), pascal_classes("train", fold)
+        assert held == list(range(5 * fold + 1, 5 * fold + 6)) and sorted(held + trained) == list(range(1, 21))
+        assert PascalDataModule(fold=fold).class_ids("test") == held == pascal_held_out(fold)
+        assert PascalDataModule(fold=fold).class_ids("train") == trained
+    assert pascal_held_out(10) == pascal_classes("test", 10) == [1, 4, 9, 11, 12, 15]

@@ -10,7 +10,7 @@ from fssam2 import build_sam2
 from fssam2.cli import run_cli
 from fssam2.errors import InputError
 from fssam2.looks import PATTERNS, SHAPE_OUTLINES
-from fssam2.model import FewShotSAM2
+from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.synthetic import FAMILIES, SyntheticBenchmark, VariedVideo
 from helpers import TINY, one_line_error
 

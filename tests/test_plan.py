@@ -14,19 +14,10 @@ from fssam2.cache import CacheConfig, FeatureCache, Residency
 from fssam2.cli import run_cli
 from fssam2.data import SyntheticDataModule, collate_episodes
 from fssam2.episodes import EVAL_EPOCH
-from fssam2.model import FewShotSAM2
+from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.module import FSSAM2Module
-from fssam2.plan import (
-    MIN_UNIT_BATCHES,
-    PlanSampler,
-    Shown,
-    build_plan,
-    entry_bytes,
-    index_batches,
-    report,
-    simulate,
-    trace,
-)
+from fssam2.plan import MIN_UNIT_BATCHES, PlanSampler, Shown, build_plan, index_batches, trace
+from fssam2.plan_report import entry_bytes, report, simulate
 from helpers import TESTS
 
 TINY = str(TESTS / "configs" / "tiny.yaml")

@@ -174,7 +174,7 @@ def test_export_bad_input(tmp_path, capsys):
         run_cli(["export", str(tmp_path / "nope.ckpt"), "--output", str(tmp_path / "a.safetensors")])
     assert "nope.ckpt does not exist" in capsys.readouterr().err
     with pytest.raises(InputError, match="needs --output"):
-        from fssam2.cli import export_command
+        from fssam2.cli.commands import export_command
 
         export_command([str(tmp_path / "nope.ckpt")])
 

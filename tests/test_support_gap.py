@@ -16,7 +16,8 @@ from fssam2.data import SyntheticDataModule, collate_episodes
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.metric import FewShotIoU, SupportGap
 from fssam2.module import FSSAM2Module, support_gap_warning
-from fssam2.plan import GAP_CONTROL, PlanSampler, simulate, trace
+from fssam2.plan import GAP_CONTROL, PlanSampler, trace
+from fssam2.plan_report import simulate
 from helpers import TESTS, one_line_error
 
 TINY = str(TESTS / "configs" / "tiny.yaml")

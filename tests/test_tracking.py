@@ -10,7 +10,7 @@ import torch
 
 from fssam2 import build_sam2
 from fssam2.cli import run_cli
-from fssam2.model import FewShotSAM2
+from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.synthetic import SyntheticVideo
 
 ROOT = Path(__file__).resolve().parent.parent

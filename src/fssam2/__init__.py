@@ -3,8 +3,8 @@
 from fssam2.build import build_sam2
 from fssam2.errors import InputError
 from fssam2.lora import LoRAConfig, inject_lora, load_lora_state_dict, lora_state_dict
+from fssam2.methods import FewShotSAM2
 from fssam2.metric import FewShotIoU
-from fssam2.model import FewShotSAM2
 from fssam2.segment import Segmenter
 
 __all__ = [

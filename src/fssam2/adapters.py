@@ -22,22 +22,24 @@ from fssam2 import hub
 from fssam2.errors import InputError
 from fssam2.hub import checkpoint_sha256
 from fssam2.lora import LoRAConfig, is_lora_parameter, lora_delta, lora_layers
+from fssam2.registry import RANDOM_INIT
 
 FORMAT = "fssam2-adapter/1"
-RANDOM_INIT = "random-init"
+# An adapter's base_sha256 for a base with no weights file (model.sam2_checkpoint = registry.RANDOM_INIT).
+RANDOM_BASE_SHA256 = "random-init"
 
 
 def base_fingerprint(checkpoint: str | Path | None) -> str:
     """SHA-256 of the base checkpoint file, or "random-init" for a model built without one
     (model.sam2_checkpoint "random", or None in checkpoints written before that was explicit)."""
-    return RANDOM_INIT if checkpoint in (None, hub.RANDOM_INIT) else checkpoint_sha256(checkpoint)
+    return RANDOM_BASE_SHA256 if checkpoint in (None, RANDOM_INIT) else checkpoint_sha256(checkpoint)
 
 
 def recorded_checkpoint(checkpoint: str | Path | None) -> str:
     """How an adapter names its base checkpoint: "random", a downloaded or packaged name as is, or
     the absolute path of a file (so that it is found again from any folder)."""
-    if checkpoint in (None, hub.RANDOM_INIT):
-        return hub.RANDOM_INIT
+    if checkpoint in (None, RANDOM_INIT):
+        return RANDOM_INIT
     path = Path(checkpoint).expanduser()
     return str(path.resolve()) if path.is_file() else str(checkpoint)
 
@@ -62,7 +64,7 @@ def module_kwargs(ckpt: dict[str, Any]) -> dict[str, Any]:
     Checkpoints written before random initialisation was explicit say None for it."""
     kwargs = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
     if kwargs.get("sam2_checkpoint") is None:
-        kwargs["sam2_checkpoint"] = hub.RANDOM_INIT
+        kwargs["sam2_checkpoint"] = RANDOM_INIT
     return kwargs
 
 
@@ -133,8 +135,8 @@ def adapter_base_checkpoint(metadata: dict[str, str], path: str | Path) -> str |
     verifies them); any other base is an InputError asking for the file."""
     config, recorded = metadata["base_model"], metadata.get("base_checkpoint")
     if recorded is None:
-        if metadata["base_sha256"] == RANDOM_INIT:
-            recorded = hub.RANDOM_INIT
+        if metadata["base_sha256"] == RANDOM_BASE_SHA256:
+            recorded = RANDOM_INIT
         else:
             pinned = [n for n, c in hub.PACKAGED_CHECKPOINTS.items() if c.sha256 == metadata["base_sha256"]]
             recorded = pinned[0] if pinned else (config if config in hub.CHECKPOINT_URLS else None)
@@ -143,7 +145,7 @@ def adapter_base_checkpoint(metadata: dict[str, str], path: str | Path) -> str |
             f"Adapter {path} records its base {config} but not the checkpoint file (SHA-256 "
             f"{metadata['base_sha256']}): pass --sam2 {config} --sam2-checkpoint FILE with that file."
         )
-    return None if recorded == hub.RANDOM_INIT else recorded
+    return None if recorded == RANDOM_INIT else recorded
 
 
 def check_base(metadata: dict[str, str], path: str | Path, base_model: str, base_checkpoint: str | Path | None) -> None:

@@ -32,12 +32,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from fssam2.data import FewShotDataModule, ImageReader
-from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes
+from fssam2.episodes import (
+    PASCAL_DOMAIN_SHIFT,
+    ClassFirstEpisodes,
+    FolderEpisodes,
+    QueryCycleEpisodes,
+    coco_classes,
+    pascal_classes,
+)
 from fssam2.errors import InputError
 from fssam2.hub import data_dir
 
-# Domain-shift folds: 0-based PASCAL classes held out for models trained on COCO-20i fold f - 10.
-PASCAL_DOMAIN_SHIFT = {10: [0, 3, 8, 10, 11, 14], 11: [12, 17, 1, 5], 12: [2, 6, 15, 16, 18, 19], 13: [4, 7, 9, 13]}
 FSS_NUMBERS = tuple(range(1, 11))
 FSS_SPLIT_FILES = {"train": "trn.txt", "val": "val.txt", "test": "test.txt"}
 # Written by `fssam2 prepare` into a dataset's folder (and a benchmark's split-list folder) once
@@ -463,9 +468,7 @@ class PascalDataModule(OnDiskDataModule):
                 raise InputError(
                     f"data.fold={self.fold} is a COCO->PASCAL test fold: train on COCO-20i fold {self.fold - 10}."
                 )
-            return sorted(c + 1 for c in PASCAL_DOMAIN_SHIFT[self.fold])
-        held_out = list(range(5 * self.fold + 1, 5 * self.fold + 6))
-        return held_out if split != "train" else [c for c in range(1, 21) if c not in held_out]
+        return pascal_classes(split, self.fold)
 
     def episodes(self, split: str) -> QueryCycleEpisodes:
         self.place.check("pascal")

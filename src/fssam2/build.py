@@ -9,23 +9,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 
+from fssam2 import hub
 from fssam2.errors import InputError
 from fssam2.hub import checkpoint_config, resolve_checkpoint
-
-# Packaged config names -> (package holding the yaml, path inside it).
-PACKAGED_CONFIGS: dict[str, tuple[str, str]] = {
-    "sam2.1_hiera_t": ("sam2", "configs/sam2.1/sam2.1_hiera_t.yaml"),
-    "sam2.1_hiera_s": ("sam2", "configs/sam2.1/sam2.1_hiera_s.yaml"),
-    "sam2.1_hiera_b+": ("sam2", "configs/sam2.1/sam2.1_hiera_b+.yaml"),
-    "sam2.1_hiera_l": ("sam2", "configs/sam2.1/sam2.1_hiera_l.yaml"),
-    "fssam2_tiny": ("fssam2", "sam2_configs/fssam2_tiny.yaml"),
-}
+from fssam2.registry import PACKAGED_CONFIGS
 
 # What sam2's build_sam2 sets by default (apply_postprocessing=True): in eval mode the mask
 # decoder falls back to its multimask output when the single mask is unstable.
@@ -178,3 +172,13 @@ def build_sam2(
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, config)
     return model.to(device).eval()
+
+
+def check_loads(name: str, path: Path) -> None:
+    """Refuse a file that is not a state dict of config `name` (InputError): builds the whole SAM2."""
+    load_checkpoint(instantiate(load_model_config(name).model, _recursive_=True), path, name)
+
+
+def download(name: str, **kwargs: Any) -> Path:
+    """`fssam2.hub.download` (same keywords), refusing a fetched file that does not load as config `name`."""
+    return hub.download(name, check=lambda path: check_loads(name, path), **kwargs)

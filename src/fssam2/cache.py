@@ -9,7 +9,7 @@ recently used entry. With a plan (the future accesses of a planned evaluation, s
 follows Belady's rule: it drops the entry needed furthest in the future, and never keeps an entry
 that no later step needs. Evicted entries are dropped or, with a spill folder, written to disk and
 read back when needed. `Residency` makes these decisions on keys and sizes alone, so a replay
-without tensors (`fssam2.plan.simulate`) decides exactly as a real run does.
+without tensors (`fssam2.plan_report.simulate`) decides exactly as a real run does.
 """
 
 from __future__ import annotations
@@ -31,6 +31,20 @@ from fssam2.errors import InputError
 
 Entry = tuple[torch.Tensor, ...]  # one image's maps (or one support's memory), no batch dimension
 Dtypes = tuple[torch.dtype, ...]  # an entry's dtypes as computed (under autocast they may differ)
+
+
+ImageKey = tuple[str, str, int]  # (split, image id, size)
+MemoryKey = tuple[Hashable, int]  # (image key, class)
+
+
+def image_key(split: str, image_id: str, size: int) -> ImageKey:
+    """The feature-cache key of an image's encoder features."""
+    return (split, image_id, size)
+
+
+def memory_key(image: Hashable, support_class: int) -> MemoryKey:
+    """The feature-cache key of a support's memory: its image and the class its mask shows."""
+    return (image, int(support_class))
 
 
 @dataclass
@@ -74,7 +88,7 @@ Uses = dict[Hashable, list[int]]  # key -> the ascending plan steps at which it 
 
 class Residency:
     """Which keys a byte budget holds, and which to drop: the policy of `FeatureCache` on keys and
-    sizes alone (no tensors), shared with the replay `fssam2.plan.simulate`.
+    sizes alone (no tensors), shared with the replay `fssam2.plan_report.simulate`.
 
     Without a plan: least recently used first. With `plan(uses)` and `clock` set to the current
     step: Belady's rule, i.e. the key whose next use (first planned step after `clock`) is furthest

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import albumentations as A
 import cv2
@@ -29,6 +29,7 @@ from fssam2.episodes import (
     episode_rng,
 )
 from fssam2.errors import InputError
+from fssam2.metric import IGNORE
 from fssam2.plan import (
     GAP_CONTROL,
     EvalPlan,
@@ -42,12 +43,8 @@ from fssam2.plan import (
 )
 from fssam2.synthetic import SyntheticBenchmark
 
-if TYPE_CHECKING:
-    from fssam2.module import FSSAM2Module
-
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-IGNORE = 255
 ImageReader = Callable[[str], tuple[np.ndarray, np.ndarray]]
 SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]
@@ -364,7 +361,8 @@ class FewShotDataModule(L.LightningDataModule):
         if stage == "fit":
             self.check_fit()
         if self.trainer is not None:
-            self.image_size = cast("FSSAM2Module", self.trainer.lightning_module).model.image_size
+            # The model's input size; any LightningModule of fssam2 has `image_size` (the data imports no model).
+            self.image_size = int(cast(Any, self.trainer.lightning_module).image_size)
         if self.image_size is None:
             raise InputError(
                 "FewShotDataModule.image_size is unset: attach it to a Trainer or set it to the model's input size."

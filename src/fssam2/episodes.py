@@ -157,6 +157,19 @@ class ClassFirstEpisodes:
         return Episode(index=index, query=query, class_id=c + 1, supports=tuple(str(s) for s in supports))
 
 
+# Domain-shift folds: 0-based PASCAL classes held out for models trained on COCO-20i fold f - 10.
+PASCAL_DOMAIN_SHIFT = {10: [0, 3, 8, 10, 11, 14], 11: [12, 17, 1, 5], 12: [2, 6, 15, 16, 18, 19], 13: [4, 7, 9, 13]}
+
+
+def pascal_classes(split: str, fold: int) -> list[int]:
+    """1-based PASCAL-5i classes of a split: fold f holds out 5f+1..5f+5 and trains on the other 15;
+    a COCO->PASCAL fold (10-13, test only) holds out `PASCAL_DOMAIN_SHIFT[fold]`."""
+    if fold in PASCAL_DOMAIN_SHIFT:
+        return sorted(c + 1 for c in PASCAL_DOMAIN_SHIFT[fold])
+    held_out = list(range(5 * fold + 1, 5 * fold + 6))
+    return held_out if split != "train" else [c for c in range(1, 21) if c not in held_out]
+
+
 def coco_classes(split: str, fold: int) -> list[int]:
     """1-based COCO-20i classes of a split, in the order the published sampling draws from:
     held-out classes fold + 4v + 1 (v = 0..19), training classes ascending."""

@@ -6,3 +6,15 @@ class InputError(ValueError):
 
     The CLI prints it as a single line and exits with status 2, without a traceback.
     """
+
+
+def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The `kind` exception behind `err`, if any (jsonargparse wraps errors raised while it
+    instantiates a class)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,8 +32,8 @@ from tqdm import tqdm
 
 from fssam2.downloads import Unreachable, fetch_url, file_digest
 from fssam2.errors import InputError
+from fssam2.registry import PACKAGED_CONFIGS
 
-RANDOM_INIT = "random"  # the checkpoint value that asks for a randomly initialised SAM2 (model.sam2_checkpoint)
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 CHECKPOINT_URLS = {
     "sam2.1_hiera_t": f"{BASE_URL}/sam2.1_hiera_tiny.pt",
@@ -70,7 +71,7 @@ class PackagedCheckpoint(NamedTuple):
     package: str  # the package holding the file
     path: str  # the file's path inside the package
     sha256: str  # its pinned digest, checked on every load
-    config: str  # the packaged config name (fssam2.build.PACKAGED_CONFIGS) it belongs to
+    config: str  # the packaged config name (fssam2.registry.PACKAGED_CONFIGS) it belongs to
     regenerate: str  # the command that writes the file
 
 
@@ -216,15 +217,21 @@ def checkpoint_config(checkpoint: str | Path) -> str | None:
 
 
 def download(
-    name: str, *, sha256: str | None = None, url: str | None = None, progress: bool = True, timeout: float = 60.0
+    name: str,
+    *,
+    sha256: str | None = None,
+    url: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+    check: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download (or resume) the checkpoint of a packaged config name; returns its cached path.
     Released names come from the Hugging Face Hub, verified against its published SHA-256, else from
     Meta's URL; `url` fetches that URL directly. `timeout` is for Meta's URL (the Hub's are
     huggingface_hub's: HF_HUB_ETAG_TIMEOUT, HF_HUB_DOWNLOAD_TIMEOUT). A packaged checkpoint name
-    (`PACKAGED_CHECKPOINTS`) needs no download: its verified path is returned."""
-    from fssam2.build import PACKAGED_CONFIGS
-
+    (`PACKAGED_CHECKPOINTS`) needs no download: its verified path is returned. `check(path)` raises
+    InputError for a fetched file that is not a checkpoint of `name` (`fssam2.build.download` passes
+    one that builds the model); the file is then discarded."""
     if name in PACKAGED_CHECKPOINTS:
         if url is not None:
             raise InputError(f"{name!r} ships inside fssam2 and is never downloaded: drop --url.")
@@ -254,7 +261,7 @@ def download(
     hub_failure: _HubUnavailable | None = None
     if not direct and name in HUB_CHECKPOINTS:
         try:
-            path = _download_from_hub(name, final, sha256, progress)
+            path = _download_from_hub(name, final, sha256, progress, check)
         except _HubUnavailable as err:
             hub_failure = err
             trust = (
@@ -284,7 +291,8 @@ def download(
             f"Download of {url} has SHA-256 {actual}, expected {sha256}: it was discarded; check --sha256 and run again."
         )
     try:
-        _check_loads(name, part)
+        if check is not None:
+            check(part)
     except InputError as err:
         part.unlink()
         raise InputError(f"Download of {url} is not a {name} checkpoint and was discarded: {err}") from err
@@ -358,7 +366,9 @@ def _hub_fetch(repo_id: str, filename: str, progress: bool) -> tuple[Path, str, 
     return pointer, published, f"the Hugging Face Hub's published SHA-256 of {repo_id}/{filename}{commit} ({endpoint})"
 
 
-def _download_from_hub(name: str, final: Path, sha256: str | None, progress: bool) -> Path:
+def _download_from_hub(
+    name: str, final: Path, sha256: str | None, progress: bool, check: Callable[[Path], None] | None
+) -> Path:
     """Fetch `name` from the Hub, verify it against the published SHA-256 and place it at `final`."""
     repo_id, filename = HUB_CHECKPOINTS[name]
     pointer, published, source = _hub_fetch(repo_id, filename, progress)
@@ -384,22 +394,14 @@ def _download_from_hub(name: str, final: Path, sha256: str | None, progress: boo
         except OSError:
             shutil.copyfile(blob, temp)
         try:
-            _check_loads(name, temp)
+            if check is not None:
+                check(temp)
         except InputError as err:
             raise InputError(f"Hugging Face Hub file {repo_id}/{filename} is not a {name} checkpoint: {err}") from err
         _place(temp, final, actual, source)
     finally:
         temp.unlink(missing_ok=True)
     return final
-
-
-def _check_loads(name: str, path: Path) -> None:
-    """Refuse a file that is not a state dict of config `name` (InputError)."""
-    from hydra.utils import instantiate
-
-    from fssam2.build import load_checkpoint, load_model_config
-
-    load_checkpoint(instantiate(load_model_config(name).model, _recursive_=True), path, name)
 
 
 def _place(source_file: Path, final: Path, digest: str, source: str) -> None:

@@ -19,6 +19,8 @@ from torchmetrics import Metric
 
 from fssam2.errors import InputError
 
+IGNORE = 255  # a label or target pixel left out of the metric and the loss (object borders, padding)
+
 
 class FewShotIoU(Metric):
     """mIoU / FB-IoU over the classes `class_ids` of one fold, summed across processes.
@@ -37,7 +39,7 @@ class FewShotIoU(Metric):
     inter_bg: torch.Tensor
     union_bg: torch.Tensor
 
-    def __init__(self, class_ids: Sequence[int], ignore_index: int = 255, **kwargs: Any) -> None:
+    def __init__(self, class_ids: Sequence[int], ignore_index: int = IGNORE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         class_ids = [int(c) for c in class_ids]
         if not class_ids or len(set(class_ids)) != len(class_ids):
@@ -154,7 +156,9 @@ class SupportGap(Metric):
     union: torch.Tensor
     seen: torch.Tensor
 
-    def __init__(self, episodes: Sequence[int], classes: Sequence[int], ignore_index: int = 255, **kwargs: Any) -> None:
+    def __init__(
+        self, episodes: Sequence[int], classes: Sequence[int], ignore_index: int = IGNORE, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         episodes, classes = [int(i) for i in episodes], [int(c) for c in classes]
         if not episodes or len(set(episodes)) != len(episodes) or len(classes) != len(episodes) or min(episodes) < 0:

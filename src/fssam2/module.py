@@ -1,8 +1,9 @@
-"""The LightningModule: trains and evaluates a `FewShotSAM2`; the maths lives in model.py."""
+"""The LightningModule: trains and evaluates a few-shot method (`fssam2.methods`), chosen by class
+path; the maths lives in the method."""
 
 from __future__ import annotations
 
-import math
+import importlib
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -13,38 +14,18 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
-from fssam2.build import build_sam2
+from fssam2.build import download
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
-from fssam2.hub import CHECKPOINT_URLS, RANDOM_INIT, download
-from fssam2.lora import LoRAConfig, mark_only_lora_trainable, merge_lora_, unmerge_lora_, unmerged_weights
+from fssam2.hub import CHECKPOINT_URLS
+from fssam2.lora import LoRAConfig
+from fssam2.methods import FewShotMethod
 from fssam2.metric import FewShotIoU, SupportGap
-from fssam2.model import EpisodeKeys, FewShotSAM2
-from fssam2.plan import image_key, memory_key, trace
+from fssam2.plan import trace
+from fssam2.registry import RANDOM_INIT
 
-IGNORE = 255
 MIN_SUPPORT_GAP = 5.0  # mIoU; a smaller support gap means the supports hardly change the masks
-
-
-def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy + Dice (on the sigmoid) of each episode, [B].
-
-    logits [B, H, W]; target [B, H, W] in {0, 1, 255}, 255 left out of both terms.
-    """
-    valid = (target != IGNORE).float()
-    fg = (target == 1).float()
-    bce = F.binary_cross_entropy_with_logits(logits, fg, reduction="none")
-    bce = (bce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
-    prob = torch.sigmoid(logits) * valid
-    inter = (prob * fg).flatten(1).sum(1)
-    dice = 1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + fg.flatten(1).sum(1) + 1)
-    return bce + dice
-
-
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The training loss: `bce_dice_per_episode`, mean over the batch."""
-    return bce_dice_per_episode(logits, target).mean()
 
 
 def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -125,10 +106,30 @@ def base_checkpoint(sam2_config: str, sam2_checkpoint: str | None) -> str | None
     )
 
 
+DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
+
+
+def method_class(path: str) -> type[FewShotMethod]:
+    """The method class a class path (`model.method`) names; an InputError names the fix."""
+    module_name, _, name = str(path).rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name) if module_name else None
+    except ImportError:
+        found = None
+    if not (isinstance(found, type) and issubclass(found, FewShotMethod)):
+        raise InputError(
+            f"model.method={path} is not a few-shot method class: give a class path such as {DEFAULT_METHOD} "
+            "(a subclass of fssam2.methods.FewShotMethod)."
+        )
+    return found
+
+
 class FSSAM2Module(L.LightningModule):
-    """Meta-trains FS-SAM2 on episodes and scores it with the few-shot protocol.
+    """Meta-trains a few-shot method on episodes and scores it with the few-shot protocol.
 
     Args:
+        method: the method's class path (a `fssam2.methods.FewShotMethod`); FS-SAM2 by default.
+            The options from lora to encoder_batch are FS-SAM2's (`FewShotSAM2.build`).
         sam2_config: SAM2 config, a packaged name or a yaml path (see `fssam2.build_sam2`).
         sam2_checkpoint: SAM2 weights: a checkpoint file or a name (`fssam2 download` names,
             packaged names such as fssam2_tiny_tracking); None = the released weights of a
@@ -165,12 +166,14 @@ class FSSAM2Module(L.LightningModule):
         merge_lora: bool = True,
         compile: bool | str = False,
         encoder_batch: int | None = None,
+        method: str = DEFAULT_METHOD,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         # Checkpoints may hold these configs as plain dicts (Lightning stores hyperparameters so).
         lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
         self.cache_config = CacheConfig(**feature_cache) if isinstance(feature_cache, dict) else feature_cache
+        kind = method_class(method)
         if trainable == "lora" and lora is None:
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
@@ -181,23 +184,29 @@ class FSSAM2Module(L.LightningModule):
                 f"model.sam2_checkpoint={RANDOM_INIT}: SAM2 ({sam2_config}) starts from random initialisation."
             )
         self.hparams["sam2_checkpoint"] = checkpoint or RANDOM_INIT  # what checkpoints and results record
-        self.model = FewShotSAM2(build_sam2(sam2_config, checkpoint, image_size=image_size), lora, encoder_batch)
-        self.model.train()  # build_sam2 returns eval mode; Lightning keeps submodule modes as found
-        if trainable == "lora":
-            mark_only_lora_trainable(self.model)
-        else:
-            self.model.requires_grad_(False)
-            for _, param in self.model.used_parameters():
-                param.requires_grad_(True)
+        self.model: FewShotMethod = kind.build(
+            sam2_config,
+            checkpoint,
+            image_size,
+            lora=lora,
+            trainable=trainable,
+            encoder_batch=encoder_batch,
+            merge_lora=merge_lora,
+        )
         if compile:
             backend = "inductor" if compile is True else compile
-            for part in ("image_encoder", "memory_attention", "sam_mask_decoder"):
-                self.model.sam2.get_submodule(part).compile(backend=backend)  # in place: same parameter names
+            for part in self.model.COMPILED_PARTS:
+                self.model.get_submodule(part).compile(backend=backend)  # in place: same parameter names
         self.metrics = torch.nn.ModuleDict()
         # (support-gap batch, first episode index) of a planned batch -> its step on this process
         self._plan_steps: dict[tuple[bool, int], int] = {}
         self._last_gap: dict[str, tuple[float, float, int]] = {}  # split -> the latest (true, swap, episodes)
         self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
+
+    @property
+    def image_size(self) -> int:
+        """The model's square input size, which the DataModule resizes images to."""
+        return self.model.image_size
 
     def forward(
         self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
@@ -205,20 +214,11 @@ class FSSAM2Module(L.LightningModule):
         return self.model(support_images, support_masks, query_images)
 
     def _logits(self, batch: dict[str, Any], split: str) -> torch.Tensor:
-        """Query logits [B, 1, S, S]; with a feature cache, an image is keyed by (split, id, size)
-        and a support memory by that and the class its mask shows (support_class: under a
-        support control it is not the query's class_id)."""
+        """Query logits [B, 1, S, S]; with a feature cache, the method keys the batch's images."""
         keys = None
         cache = self.model.feature_cache
         if cache is not None:
-            size = self.model.image_size
-            supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
-            classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
-            keys = EpisodeKeys(
-                supports=supports,
-                memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
-                queries=[image_key(split, q, size) for q in batch["query"]],
-            )
+            keys = self.model.cache_keys(batch, split)
             # The batch's step in this process's plan, which the cache's next uses count in.
             step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
             cache.clock = self._plan_steps.get(step, cache.clock)
@@ -251,7 +251,7 @@ class FSSAM2Module(L.LightningModule):
                 if gap is not None:
                     gap.update(preds, targets, batch["index"], swapped=True)
             return None, preds
-        loss = bce_dice_loss(logits[:, 0].float(), batch["query_mask"])
+        loss = self.model.loss(logits[:, 0].float(), batch["query_mask"])
         with torch.no_grad():
             # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
             # the blank control's supports (support_class 0) are empty by design.
@@ -364,8 +364,7 @@ class FSSAM2Module(L.LightningModule):
     def _start_evaluation(self, split: str, gap: bool = True) -> None:
         """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
         cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
-        if self.hparams["merge_lora"]:
-            merge_lora_(self.model)
+        self.model.start_evaluation()
         if self.cache_config is None:
             return
         cache = self.model.feature_cache = FeatureCache(self.cache_config)
@@ -379,7 +378,7 @@ class FSSAM2Module(L.LightningModule):
 
     def _end_evaluation(self, split: str) -> None:
         cache, self.model.feature_cache = self.model.feature_cache, None
-        unmerge_lora_(self.model)
+        self.model.end_evaluation()
         if cache is None:
             return
         image, memory = (cache.stats.get(kind, CacheStats()) for kind in ("image", "memory"))
@@ -405,8 +404,9 @@ class FSSAM2Module(L.LightningModule):
             self.log(f"{split}/memory_encoder_passes", float(memory_passes))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning saves at the end of validation, which may be while LoRA is merged.
-        for name, weight in unmerged_weights(self.model).items():
+        # Lightning saves at the end of validation, which may be while the method's weights are
+        # changed for evaluation (LoRA merged): the method says what the checkpoint holds instead.
+        for name, weight in self.model.checkpoint_state().items():
             checkpoint["state_dict"][f"model.{name}"] = weight
 
     def on_validation_epoch_start(self) -> None:
@@ -445,14 +445,10 @@ class FSSAM2Module(L.LightningModule):
         ]
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.hparams["weight_decay"]},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams["lr"], betas=tuple(self.hparams["betas"]))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        optimizer, scheduler = self.model.optimizer(
+            self.hparams["lr"],
+            self.hparams["weight_decay"],
+            tuple(self.hparams["betas"]),
+            int(self.trainer.estimated_stepping_batches),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fssam2.data import IGNORE, FewShotDataModule, binary_target
+from fssam2.data import FewShotDataModule, binary_target
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.metric import FewShotIoU
+from fssam2.metric import IGNORE, FewShotIoU
 
 
 def objectness_prediction(label: np.ndarray) -> np.ndarray:

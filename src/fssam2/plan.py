@@ -12,9 +12,8 @@ processes run exactly the batches one process runs.
 
 `trace` lists, for one process's batches, the steps at which each image's features and each
 support's memory will be asked for; the feature cache evicts by it (Belady's rule, see
-`fssam2.cache.Residency`). `simulate` replays a plan through the same policy without tensors:
-the encoder passes and the peak cache bytes a run will have, which is what
-`--model.feature_cache.plan_only true` prints.
+`fssam2.cache.Residency`). This module imports no model code: the report of what a plan will
+cost (`fssam2.plan_report`) sits above it.
 """
 
 from __future__ import annotations
@@ -22,14 +21,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from fssam2.cache import Residency, Uses
+from fssam2.cache import ImageKey, MemoryKey, Uses, image_key, memory_key
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.model import FewShotSAM2
 
 MIN_UNIT_BATCHES = 4  # consecutive small classes (FSS-1000: 10 episodes each) share a unit up to this many batches
 
@@ -47,20 +45,6 @@ class Shown:
     supports: tuple[str, ...]
     support_class: int
     gap: bool = False
-
-
-ImageKey = tuple[str, str, int]  # (split, image id, size)
-MemoryKey = tuple[Hashable, int]  # (image key, class)
-
-
-def image_key(split: str, image_id: str, size: int) -> ImageKey:
-    """The feature-cache key of an image's encoder features."""
-    return (split, image_id, size)
-
-
-def memory_key(image: Hashable, support_class: int) -> MemoryKey:
-    """The feature-cache key of a support's memory: its image and the class its mask shows."""
-    return (image, int(support_class))
 
 
 @dataclass
@@ -220,9 +204,7 @@ def unplanned_batches(plan: EvalPlan, batch_size: int, rank: int = 0, world_size
     )
 
 
-def _batch_keys(
-    batch: Sequence[Shown], split: str, size: int
-) -> tuple[list[ImageKey], list[MemoryKey], list[ImageKey]]:
+def batch_keys(batch: Sequence[Shown], split: str, size: int) -> tuple[list[ImageKey], list[MemoryKey], list[ImageKey]]:
     """(support image keys, memory keys, query image keys) of a batch, as FSSAM2Module._logits makes them."""
     supports: list[ImageKey] = []
     memories: list[MemoryKey] = []
@@ -241,7 +223,7 @@ def trace(batches: Sequence[Sequence[Shown]], split: str, size: int) -> Uses:
     uses: dict[Hashable, list[int]] = defaultdict(list)
     seen: set[Hashable] = set()
     for step, batch in enumerate(batches):
-        supports, memories, queries = _batch_keys(batch, split, size)
+        supports, memories, queries = batch_keys(batch, split, size)
         for image, memory in zip(supports, memories, strict=True):
             _add(uses, ("memory", memory), step)
             if memory not in seen:
@@ -256,181 +238,3 @@ def _add(uses: dict[Hashable, list[int]], key: Hashable, step: int) -> None:
     steps = uses[key]
     if not steps or steps[-1] != step:
         steps.append(step)
-
-
-@dataclass(frozen=True)
-class Simulation:
-    passes: int  # image-encoder passes (images encoded)
-    memory_passes: int  # memory-encoder passes (support memories computed)
-    peak_bytes: int  # the most bytes the cache held at once
-
-
-def simulate(
-    batches: Sequence[Sequence[Shown]], image_bytes: int, memory_bytes: int, budget_bytes: int, planned: bool = True
-) -> Simulation:
-    """Replay one process's `batches` through the feature cache's policy (`Residency`) as
-    `FewShotSAM2.forward` asks for entries: memories first; then, in one encoder call, the images
-    of the memories not held and the queries; then the new images are kept, then the new
-    memories. planned: Belady's rule by `trace(batches)`; else least recently used."""
-    residency = Residency(budget_bytes)
-    if planned:
-        residency.plan(trace(batches, "", 0))
-    passes = memory_passes = 0
-    for step, batch in enumerate(batches):
-        residency.clock = step
-        supports, memories, queries = _batch_keys(batch, "", 0)
-        missing: dict[MemoryKey, ImageKey] = {}
-        for image, memory in zip(supports, memories, strict=True):
-            if not residency.touch(("memory", memory)):
-                missing.setdefault(memory, image)
-        images = list(missing.values()) + queries
-        encode = list(dict.fromkeys(k for k in images if not residency.touch(("image", k))))
-        passes += len(encode)
-        memory_passes += len(missing)
-        for k in encode:
-            residency.admit(("image", k), image_bytes)
-        for memory in missing:
-            residency.admit(("memory", memory), memory_bytes)
-    return Simulation(passes, memory_passes, residency.peak)
-
-
-def distinct_images(episodes: Sequence[Shown]) -> int:
-    """The floor: each image the episodes show, encoded once."""
-    return len({e.query for e in episodes} | {s for e in episodes for s in e.supports})
-
-
-PROBE_SIZE = 64  # input side of the one small forward pass that measures entry shapes and dtypes
-
-
-def entry_bytes(
-    model: FewShotSAM2, image_size: int, autocast: torch.dtype | None = None, half: bool = False
-) -> tuple[int, int]:
-    """Bytes the feature cache keeps for one image's features and for one support's memory at
-    `image_size`, as a run under `autocast` (None: float32) keeps them: measured by one forward
-    of the image and memory encoders at PROBE_SIZE px (every cached map is at S/4,
-    S/8 or S/16, so its size scales with the area), then narrowed as feature_cache.half does."""
-    if image_size % PROBE_SIZE:
-        raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
-    scale = (image_size // PROBE_SIZE) ** 2
-
-    def nbytes(tensors: Sequence[torch.Tensor]) -> int:
-        narrow = [2 if half and t.dtype in (torch.float32, torch.float64) else t.element_size() for t in tensors]
-        return sum(t.numel() * size * scale for t, size in zip(tensors, narrow, strict=True))
-
-    device = next(model.parameters()).device
-    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-        feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
-        maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
-    return nbytes(feats.per_image(0)), nbytes([maps[0]])
-
-
-def autocast_dtype(precision: str | int | None) -> torch.dtype | None:
-    """The autocast dtype of a Trainer precision ("bf16-mixed" -> bfloat16; "32-true" -> None)."""
-    text = str(precision or "32-true")
-    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else None
-
-
-@dataclass(frozen=True)
-class PlanReport:
-    episodes: int
-    floor: int  # distinct images
-    planned: Simulation  # all processes together (passes summed, peak the largest)
-    unplanned: Simulation  # index order, least recently used (fssam2 before planning)
-    image_bytes: int
-    memory_bytes: int
-    budget_bytes: int
-    world_size: int
-
-
-def report(
-    plan: EvalPlan, batch_size: int, image_bytes: int, memory_bytes: int, budget_bytes: int, world_size: int = 1
-) -> PlanReport:
-    """Planned and unplanned encoder passes of `plan` over `world_size` processes."""
-
-    def total(runs: list[Simulation]) -> Simulation:
-        return Simulation(
-            sum(r.passes for r in runs), sum(r.memory_passes for r in runs), max(r.peak_bytes for r in runs)
-        )
-
-    planned = total(
-        [simulate(plan.rank_batches(r, world_size), image_bytes, memory_bytes, budget_bytes) for r in range(world_size)]
-    )
-    unplanned = total(
-        [
-            simulate(
-                unplanned_batches(plan, batch_size, r, world_size),
-                image_bytes,
-                memory_bytes,
-                budget_bytes,
-                planned=False,
-            )
-            for r in range(world_size)
-        ]
-    )
-    return PlanReport(
-        len(plan.episodes),
-        distinct_images([*plan.episodes, *plan.gap]),
-        planned,
-        unplanned,
-        image_bytes,
-        memory_bytes,
-        budget_bytes,
-        world_size,
-    )
-
-
-REPORT_HEADER = (
-    "| episodes | distinct images (floor) | planned encoder passes | x floor | peak cache MB "
-    "| unplanned (index order, LRU) passes | x floor |"
-)
-
-
-def report_row(r: PlanReport) -> str:
-    mb = 2**20
-    return (
-        f"| {r.episodes} | {r.floor} | {r.planned.passes} | {r.planned.passes / max(r.floor, 1):.3f} "
-        f"| {r.planned.peak_bytes / mb:.4g} | {r.unplanned.passes} | {r.unplanned.passes / max(r.floor, 1):.3f} |"
-    )
-
-
-def format_report(r: PlanReport, title: str) -> str:
-    mb = 2**20
-    lines = [
-        title,
-        f"entries: {r.image_bytes / mb:.3g} MB an image's features, {r.memory_bytes / mb:.3g} MB a support memory; "
-        f"budget {r.budget_bytes / mb:.4g} MB; {r.world_size} process{'es' if r.world_size > 1 else ''}",
-        "",
-        REPORT_HEADER,
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        report_row(r),
-    ]
-    return "\n".join(lines)
-
-
-def describe(
-    datamodule: Any,  # a FewShotDataModule
-    split: str,
-    sam2_config: str,
-    image_size: int | None,
-    precision: str | int | None,
-    max_megabytes: float,
-    half: bool = False,
-    world_size: int = 1,
-) -> str:
-    """The plan report `--model.feature_cache.plan_only true` prints: the split's episodes, the
-    floor, planned encoder passes and peak cache bytes under the budget, and the unplanned figure
-    beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
-    from fssam2.build import build_sam2
-
-    plan = datamodule.plan(split)
-    model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
-    size = model.image_size
-    image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
-    found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
-    title = (
-        f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "
-        f"{datamodule.shot}-shot, batch {datamodule.batch_size}; {sam2_config} at {size} px, "
-        f"precision {precision or '32-true'}{', half' if half else ''}"
-        f"{f'; and {len(plan.gap)} support-gap episodes (swapped supports)' if plan.gap else ''}"
-    )
-    return format_report(found, title)

@@ -35,7 +35,7 @@ from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
 from fssam2.lora import load_lora_state_dict, merge_lora_
-from fssam2.model import FewShotSAM2
+from fssam2.methods.fssam2 import FewShotSAM2
 
 DEFAULT_SAM2 = "sam2.1_hiera_b+"
 ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fssam2.benchmarks import PASCAL_DOMAIN_SHIFT, LabelMapReader, check_layout, read_data_list, read_label
+from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read_label
 from fssam2.downloads import fetch_url, file_digest
-from fssam2.episodes import coco_classes
+from fssam2.episodes import coco_classes, pascal_classes
 from fssam2.errors import InputError
 
 MIN_PIXELS = 2 * 32 * 32
@@ -276,9 +276,7 @@ def derive_split_lists(
 
 
 def pascal_held_out(fold: int) -> list[int]:
-    if fold in PASCAL_DOMAIN_SHIFT:
-        return sorted(c + 1 for c in PASCAL_DOMAIN_SHIFT[fold])
-    return list(range(5 * fold + 1, 5 * fold + 6))
+    return pascal_classes("test", fold)
 
 
 def coco_held_out(fold: int) -> list[int]:

@@ -13,15 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
-from fssam2.cache import FeatureCache
+from fssam2.build import build_sam2
+from fssam2.cache import FeatureCache, image_key, memory_key
 from fssam2.errors import InputError
-from fssam2.lora import LoRAConfig, inject_lora, mark_only_lora_trainable
+from fssam2.lora import (
+    LoRAConfig,
+    inject_lora,
+    load_lora_state_dict,
+    lora_state_dict,
+    mark_only_lora_trainable,
+    merge_lora_,
+    unmerge_lora_,
+    unmerged_weights,
+)
+from fssam2.methods.base import FewShotMethod
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
 MASK_LOGIT_SCALE = 20.0
@@ -84,7 +96,7 @@ def memory_tokens(maps: torch.Tensor, batch: int) -> torch.Tensor:
     return maps.reshape(batch, n // batch, c, -1).permute(1, 3, 0, 2).reshape(-1, batch, c)
 
 
-class FewShotSAM2(nn.Module):
+class FewShotSAM2(FewShotMethod):
     """SAM2 used as a few-shot segmenter; optionally with LoRA layers inserted.
 
     Args:
@@ -97,8 +109,12 @@ class FewShotSAM2(nn.Module):
             ones (see experiments/bench_episode.py); on a GPU, one batch is fastest.
     """
 
+    FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size", "lora", "trainable")
+    COMPILED_PARTS: ClassVar[tuple[str, ...]] = ("sam2.image_encoder", "sam2.memory_attention", "sam2.sam_mask_decoder")
+
     def __init__(self, sam2: SAM2Base, lora: LoRAConfig | None = None, encoder_batch: int | None = None) -> None:
         super().__init__()
+        self.merge_for_evaluation = True  # fold LoRA into the weights while evaluating (see start_evaluation)
         if encoder_batch is not None and encoder_batch < 1:
             raise InputError(f"encoder_batch={encoder_batch} must be >= 1 (or None: all images in one batch).")
         self.sam2 = sam2
@@ -111,6 +127,79 @@ class FewShotSAM2(nn.Module):
         self.feature_cache: FeatureCache | None = None
         self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
         self._memory_position: torch.Tensor | None = None  # [1, C_mem, S/16, S/16], the same for any memory
+
+    @classmethod
+    def build(
+        cls,
+        sam2_config: str,
+        sam2_checkpoint: str | None,
+        image_size: int | None,
+        *,
+        lora: LoRAConfig | None = LoRAConfig(),  # noqa: B008 - a frozen-by-convention default
+        trainable: Literal["lora", "all"] = "lora",
+        encoder_batch: int | None = None,
+        merge_lora: bool = True,
+        **options: Any,
+    ) -> FewShotSAM2:
+        """FS-SAM2 on `build_sam2(sam2_config, sam2_checkpoint)`, in training mode. trainable: "lora"
+        trains only the LoRA factors (the published setting); "all" every parameter the forward
+        pass uses. merge_lora: fold LoRA into the weights while evaluating."""
+        if options:
+            raise InputError(f"FS-SAM2 has no option {', '.join(sorted(options))}: drop it.")
+        if trainable == "lora" and lora is None:
+            raise InputError(
+                "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
+            )
+        model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), lora, encoder_batch)
+        model.merge_for_evaluation = merge_lora
+        model.train()  # build_sam2 returns eval mode; Lightning keeps submodule modes as found
+        if trainable == "lora":
+            mark_only_lora_trainable(model)
+        else:
+            model.requires_grad_(False)
+            for _, param in model.used_parameters():
+                param.requires_grad_(True)
+        return model
+
+    def start_evaluation(self) -> None:
+        if self.merge_for_evaluation:
+            merge_lora_(self)
+
+    def end_evaluation(self) -> None:
+        unmerge_lora_(self)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        return unmerged_weights(self)  # Lightning may save while LoRA is merged
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return lora_state_dict(self)
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        load_lora_state_dict(self, state)
+
+    def cache_keys(self, batch: dict[str, Any], split: str) -> EpisodeKeys:
+        """An image is keyed by (split, id, size), a support memory by that and the class its mask
+        shows (support_class: under a support control it is not the query's class_id)."""
+        size = self.image_size
+        supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
+        classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
+        return EpisodeKeys(
+            supports=supports,
+            memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
+            queries=[image_key(split, q, size) for q in batch["query"]],
+        )
+
+    def encode_support(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 1-2 for the supports: memory and its position encoding, each [K*HW, B, C_mem]."""
+        b, k = support_images.shape[:2]
+        feats = self.encode_images(support_images.flatten(0, 1))
+        return self.encode_memory(feats, support_masks.flatten(0, 1), b)
+
+    def segment(self, query_images: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Steps 1, 3-4 for the queries [B, 3, S, S]: logits [B, 1, S, S]."""
+        return self.decode(self.encode_images(query_images), *memory)
 
     def used_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of every parameter the forward pass depends on."""

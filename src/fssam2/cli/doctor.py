@@ -33,7 +33,6 @@ import torch
 from fssam2 import hub
 from fssam2.benchmarks import (
     BENCHMARKS,
-    PASCAL_DOMAIN_SHIFT,
     PREPARED_MARKER,
     DataPlace,
     OnDiskDataModule,
@@ -41,8 +40,11 @@ from fssam2.benchmarks import (
     read_data_list,
     split_list_files,
 )
+from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, datamodule_of
 from fssam2.data import FewShotDataModule, cpu_cores
-from fssam2.errors import InputError
+from fssam2.episodes import PASCAL_DOMAIN_SHIFT
+from fssam2.errors import InputError, cause_of
+from fssam2.registry import RANDOM_INIT
 
 if TYPE_CHECKING:
     from fssam2.module import FSSAM2Module
@@ -216,8 +218,8 @@ def own_data_check(datamodule: FewShotDataModule) -> Check:
 # weights
 def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
     """What the module would load (see fssam2.module.base_checkpoint), without downloading or hashing."""
-    if sam2_checkpoint == hub.RANDOM_INIT:
-        return Check("ok", "weights", f"{sam2_config}: random initialisation (model.sam2_checkpoint={hub.RANDOM_INIT})")
+    if sam2_checkpoint == RANDOM_INIT:
+        return Check("ok", "weights", f"{sam2_config}: random initialisation (model.sam2_checkpoint={RANDOM_INIT})")
     name = str(sam2_checkpoint if sam2_checkpoint is not None else sam2_config)
     path = Path(name).expanduser()
     if name in hub.PACKAGED_CHECKPOINTS and not path.exists():
@@ -248,7 +250,7 @@ def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
             "FAIL",
             "weights",
             f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
-            f"checkpoint, or model.sam2_checkpoint={hub.RANDOM_INIT}.",
+            f"checkpoint, or model.sam2_checkpoint={RANDOM_INIT}.",
         )
     if not path.is_file():
         return Check("FAIL", "weights", f"model.sam2_checkpoint {path} does not exist: give a SAM2 .pt file or a name.")
@@ -330,7 +332,7 @@ def measure_step_memory(
     trainable parameters, optimiser state already allocated) with 1 and with 2 episodes of random
     images at the model's input size, counting the model, its gradients and the optimiser state;
     returns (1-episode peak, 2-episode peak, input size), a peak None where the GPU ran out of memory."""
-    from fssam2.module import bce_dice_loss
+    from fssam2.methods.base import bce_dice_loss
 
     autocast, dtype = precision_context(precision, device)
     meter = PeakMemory(device)
@@ -453,7 +455,6 @@ def fit_checks(args: list[str]) -> FitChecks:
     downloaded or written, the model is made with random weights (`weights_check` checks what fit
     would load), W&B's folder is not made and no seed is set. A parse error (an unknown option, a
     value of the wrong type) exits with status 2 and fit's message, as fit does."""
-    from fssam2.cli import CLI_SETTINGS, FSSAM2CLI, _cause
     from fssam2.module import FSSAM2Module
 
     class FitUntilTraining(FSSAM2CLI):
@@ -464,7 +465,7 @@ def fit_checks(args: list[str]) -> FitChecks:
             except Exception as err:
                 if getattr(self, "config", None) is None:
                     raise
-                cause = _cause(err, InputError)
+                cause = cause_of(err, InputError)
                 text = str(cause) if cause is not None else f"{type(err).__name__}: {str(err).strip()}"
                 self.refusal = text.splitlines()[0] if text else type(err).__name__
 
@@ -477,7 +478,7 @@ def fit_checks(args: list[str]) -> FitChecks:
 
         def instantiate_classes(self) -> None:
             model = self.config[self.subcommand].model
-            given, model.sam2_checkpoint = model.sam2_checkpoint, hub.RANDOM_INIT
+            given, model.sam2_checkpoint = model.sam2_checkpoint, RANDOM_INIT
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*starts from random initialisation")
@@ -514,8 +515,6 @@ def fit_checks(args: list[str]) -> FitChecks:
 def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Check]:
     """Every check, in report order (the memory measurement last: it takes longest); `args` are
     fit's options (`--config` and overrides), None without a config."""
-    from fssam2.cli import DEFAULT_RUN_DIR, datamodule_of
-
     fit = fit_checks(args) if args is not None else None  # first: a parse error ends doctor as it ends fit
     yield versions()
     yield from device_checks()
@@ -580,7 +579,7 @@ def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.devi
     """The measured memory of the configured run against the free memory of its devices (the least)."""
     from fssam2.module import FSSAM2Module
 
-    kwargs = {**config.model.as_dict(), "sam2_checkpoint": hub.RANDOM_INIT, "compile": False}
+    kwargs = {**config.model.as_dict(), "sam2_checkpoint": RANDOM_INIT, "compile": False}
 
     def build() -> FSSAM2Module:
         with warnings.catch_warnings():

@@ -1,4 +1,5 @@
-"""`fssam2`: LightningCLI over FSSAM2Module and the few-shot DataModules.
+"""The LightningCLI application of `fssam2` (fit, validate, test, predict): its defaults,
+settings and the checks it runs before a run starts. `fssam2.cli` dispatches to it.
 
     fssam2 fit --config configs/demo.yaml
     fssam2 test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
@@ -10,31 +11,27 @@ W&B file under the run directory (`trainer.default_root_dir`); checkpoints in
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
-import json
 import os
 import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypedDict
+from typing import Any, NoReturn, TypedDict
 
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, class_from_function
+from jsonargparse import ArgumentParser, Namespace, class_from_function
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from fssam2 import hub
 from fssam2.adapters import module_kwargs
-from fssam2.benchmarks import OnDiskDataModule, read_image
+from fssam2.benchmarks import OnDiskDataModule
 from fssam2.cache import CacheConfig
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
-from fssam2.doctor import doctor_command
-from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
-from fssam2.module import STAGE_SPLITS, FSSAM2Module, stage_class_ids
+from fssam2.module import DEFAULT_METHOD, STAGE_SPLITS, FSSAM2Module, method_class, stage_class_ids
 
 DEFAULT_RUN_DIR = "runs/fssam2"
 
@@ -81,6 +78,8 @@ SUBCOMMAND_HELP = {
     "episodes": "print the episodes a config would run, one JSON object a line",
     "doctor": "preflight: versions, devices, data, weights, disk, and the measured memory of --config's run",
 }
+# fssam2's commands that are not the Trainer's, run by `fssam2.cli.run_cli` before LightningCLI parses.
+OWN_COMMANDS = ("episodes", "doctor", "prepare", "download", "segment", "export")
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
 
@@ -135,7 +134,7 @@ class FSSAM2CLI(LightningCLI):
             sub_kwargs.setdefault("description", SUBCOMMAND_HELP[name])
             self._subcommand_parsers[name] = self._prepare_subcommand_parser(trainer_class, name, **sub_kwargs)
             subcommands.add_subcommand(name, self._subcommand_parsers[name], help=SUBCOMMAND_HELP[name])
-        for name in COMMANDS:
+        for name in OWN_COMMANDS:
             listed = ArgumentParser(prog=f"fssam2 {name}", description=SUBCOMMAND_HELP[name])
             subcommands.add_subcommand(name, listed, help=f"{SUBCOMMAND_HELP[name]} (fssam2 {name} --help)")
 
@@ -160,7 +159,7 @@ class FSSAM2CLI(LightningCLI):
         model = self.config[subcommand].model
         defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
         taken = {}
-        for key in CHECKPOINT_FIXES:
+        for key in checkpoint_fixes(stored):
             if key not in stored or _plain(model.get(key)) == _plain(stored[key]):
                 continue
             if _plain(model.get(key)) != _plain(defaults[key]):
@@ -173,7 +172,9 @@ class FSSAM2CLI(LightningCLI):
             self.config = self.parser.parse_object({subcommand: {"model": taken}}, self.config)
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand in COMMANDS:  # e.g. `fssam2 --config x.yaml segment`: run_cli dispatches on the first word
+        if (
+            self.subcommand in OWN_COMMANDS
+        ):  # e.g. `fssam2 --config x.yaml segment`: run_cli dispatches on the first word
             raise InputError(f"`{self.subcommand}` must come first: fssam2 {self.subcommand} ... (see its --help).")
         # fit saves config.yaml; a later test / validate / predict in the same run folder saves
         # its own <subcommand>_config.yaml; none replaces an existing file (see RunConfig).
@@ -327,9 +328,11 @@ def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpo
     return "\n".join(lines)
 
 
-# Model options a training checkpoint's weights fix; every other model option (the evaluation
-# fast path, the optimiser) comes from the command line and config files.
-CHECKPOINT_FIXES = ("sam2_config", "sam2_checkpoint", "image_size", "lora", "trainable")
+def checkpoint_fixes(stored: dict[str, Any]) -> tuple[str, ...]:
+    """Model options a training checkpoint's weights fix: its method and the options the method
+    names (`FewShotMethod.FIXED_BY_WEIGHTS`); every other model option (the evaluation fast path,
+    the optimiser) comes from the command line and config files."""
+    return ("method", *method_class(stored.get("method", DEFAULT_METHOD)).FIXED_BY_WEIGHTS)
 
 
 def _plain(value: Any) -> Any:
@@ -372,24 +375,6 @@ def check_checkpoint(ckpt_path: str | os.PathLike | None) -> None:
         )
 
 
-def episodes_command(args: list[str]) -> None:
-    """`fssam2 episodes`: print the episodes a config would run, one JSON object a line."""
-    parser = ArgumentParser(prog="fssam2 episodes", description=episodes_command.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile, help="a fit/test config; only its data section is used")
-    parser.add_subclass_arguments(FewShotDataModule, "data", required=True)
-    parser.add_argument("--split", type=Literal["test", "val", "train"], default="test")
-    parser.add_argument("--epoch", type=int, default=EVAL_EPOCH, help="training epoch (test and val episodes use -1)")
-    parser.add_argument("--limit", type=int | None, default=None, help="print at most this many episodes")
-    for ignored in ("model", "trainer", "seed_everything", "ckpt_path", "optimizer", "lr_scheduler"):
-        parser.add_argument(f"--{ignored}", type=Any, default=None, help=argparse.SUPPRESS)
-    cfg = parser.instantiate(parser.parse_args(args))
-    rule = cfg.data.episodes(cfg.split)
-    count = len(rule) if cfg.limit is None else min(cfg.limit, len(rule))
-    for index in range(count):
-        ep = rule.episode(index, cfg.epoch)
-        print(json.dumps({"index": index, "query": ep.query, "class": ep.class_id, "supports": list(ep.supports)}))
-
-
 def datamodule_of(config: Namespace) -> FewShotDataModule:
     """The DataModule a run's config describes, made alone (no model, no Trainer)."""
     parser = ArgumentParser()
@@ -399,7 +384,7 @@ def datamodule_of(config: Namespace) -> FewShotDataModule:
 
 def plan_report(config: Namespace, subcommand: str) -> str:
     """What `--model.feature_cache.plan_only true` prints for a test / validate / predict config."""
-    from fssam2.plan import describe
+    from fssam2.plan_report import describe
 
     split = {"test": "test", "predict": "test", "validate": "val"}.get(subcommand)
     if split is None:
@@ -425,108 +410,6 @@ def plan_report(config: Namespace, subcommand: str) -> str:
     )
 
 
-def prepare_command(args: list[str]) -> None:
-    """`fssam2 prepare pascal|coco|fss1000|splits`: the benchmarks and split lists, checked."""
-    # Imported here: prepare pascal needs torchvision (its archives' URLs and MD5s), which
-    # fit / test / segment do not, e.g. on a GPU machine that has torch alone.
-    from fssam2 import prepare
-
-    prepare.main(args)
-
-
-def download_command(args: list[str]) -> None:
-    """`fssam2 download NAME`: fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), from the
-    Hugging Face Hub checked against its published SHA-256, else from Meta's URL."""
-    parser = argparse.ArgumentParser(prog="fssam2 download", description=download_command.__doc__)
-    parser.add_argument("name", help=f"one of {', '.join(hub.CHECKPOINT_URLS)}")
-    parser.add_argument("--sha256", help="expected SHA-256 of the file, when you have one")
-    parser.add_argument("--url", help="fetch from this URL only (no Hugging Face Hub, no Meta URL)")
-    opts = parser.parse_args(args)
-    path = hub.download(opts.name, sha256=opts.sha256, url=opts.url)
-    if opts.name in hub.PACKAGED_CHECKPOINTS:  # verified, nothing fetched
-        print(f"{opts.name} is packaged with fssam2, no download needed; its file (SHA-256 checked):")
-    print(path)
-
-
-def segment_command(args: list[str]) -> None:
-    """`fssam2 segment`: masks for your own images from a few annotated examples."""
-    import tempfile
-
-    from fssam2.segment import Segmenter, image_files, output_plan, read_mask, support_pairs, write_masks
-
-    parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
-    parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",
-                        help="an annotated example (repeat for K > 1), or a folder of <name>.jpg + <name>.png pairs")  # fmt: skip
-    parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
-    parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
-    parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")
-    parser.add_argument("--sam2", help="SAM2 config name (default: the adapter's base, else sam2.1_hiera_b+)")
-    parser.add_argument(
-        "--sam2-checkpoint",
-        help="SAM2 checkpoint path or downloaded name (default: the adapter's base checkpoint when --sam2 is not "
-        "given, else the --sam2 download)",
-    )
-    parser.add_argument("--image-size", type=int, help="model input size (default: the adapter's, else the config's)")
-    parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    opts = parser.parse_args(args)
-    pairs = support_pairs(opts.support)
-    queries = image_files(opts.query, "Query")
-    output = Path(opts.output).expanduser()
-    plan = output_plan(pairs, queries, output)  # refuses clashes before anything is written
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=output).close()  # a fresh name: nothing there is touched
-    except OSError as err:
-        raise InputError(
-            f"Output folder {output} cannot be written ({err.strerror}): choose another --output."
-        ) from err
-    seg = Segmenter.from_pretrained(opts.sam2, opts.adapter, sam2_checkpoint=opts.sam2_checkpoint,
-                                    image_size=opts.image_size, device=opts.device, threshold=opts.threshold)  # fmt: skip
-    seg.set_support(
-        [read_image(i) for i, _ in pairs], [read_mask(m) for _, m in pairs], names=[str(i) for i, _ in pairs]
-    )
-    written = write_masks(seg, plan)  # skips, then names (InputError), queries that are not images
-    print(f"wrote {written} masks and overlays to {output}")
-
-
-def export_command(args: list[str]) -> None:
-    """`fssam2 export CKPT`: an adapter file (LoRA weights + metadata), and optionally a merged model."""
-    from fssam2.adapters import export_adapter, merge_lora, module_kwargs, read_training_checkpoint
-
-    parser = argparse.ArgumentParser(prog="fssam2 export", description=export_command.__doc__)
-    parser.add_argument("checkpoint", help="a .ckpt written by `fssam2 fit`")
-    parser.add_argument("--output", help="adapter file to write (.safetensors)")
-    parser.add_argument("--merge", help="also write the whole SAM2 with LoRA merged in, in Meta's format (.pt)")
-    opts = parser.parse_args(args)
-    if not (opts.output or opts.merge):
-        raise InputError("fssam2 export needs --output ADAPTER.safetensors and/or --merge MODEL.pt.")
-    if opts.output:
-        export_adapter(opts.checkpoint, opts.output)
-        print(f"wrote adapter {opts.output} ({Path(opts.output).stat().st_size / 1e6:.2f} MB)")
-    if opts.merge:
-        ckpt = read_training_checkpoint(opts.checkpoint)
-        module = FSSAM2Module(**module_kwargs(ckpt))
-        module.load_state_dict(ckpt["state_dict"])
-        target = Path(opts.merge).expanduser()
-        tmp = target.with_name(f".{target.name}.tmp")
-        torch.save({"model": merge_lora(module.model)}, tmp)
-        tmp.replace(target)
-        print(
-            f"wrote merged model {target}: load it with build_sam2({ckpt['hyper_parameters']['sam2_config']!r}, {str(target)!r})"
-        )
-
-
-COMMANDS = {
-    "episodes": episodes_command,
-    "doctor": doctor_command,
-    "prepare": prepare_command,
-    "download": download_command,
-    "segment": segment_command,
-    "export": export_command,
-}
-
-
 # LightningCLI's settings, shared by every command that parses a run's config (fssam2 doctor too).
 class CLISettings(TypedDict):
     subclass_mode_data: bool
@@ -543,55 +426,3 @@ CLI_SETTINGS: CLISettings = {
     "save_config_callback": RunConfig,
     "auto_configure_optimizers": False,
 }
-
-
-def run_cli(args: list[str] | None = None, run: bool = True) -> FSSAM2CLI | None:
-    """Parse `args` (default sys.argv[1:]), build everything and run the subcommand.
-
-    Returns the LightningCLI object (trainer, model, datamodule) for fit / validate / test /
-    predict, None for the other commands; bad input exits with status 2 and one line, a
-    non-finite training loss with status 1 and one line."""
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    argv = sys.argv[1:] if args is None else list(args)
-    try:
-        if argv and argv[0] in COMMANDS:
-            return COMMANDS[argv[0]](argv[1:])
-        return FSSAM2CLI(
-            FSSAM2Module,
-            FewShotDataModule,
-            **CLI_SETTINGS,
-            parser_kwargs={"description": "Few-shot segmentation with SAM2 (FS-SAM2). Subcommands:"},
-            args=None if args is None else argv,  # None: LightningCLI reads sys.argv (no warning)
-            run=run,
-        )
-    except Exception as err:
-        for kind, status in ((InputError, 2), (FloatingPointError, 1)):
-            cause = _cause(err, kind)
-            if cause is not None:
-                # One write with its newline: DDP ranks share stderr, and print's separate
-                # writes of text and newline let two ranks' lines run together.
-                sys.stderr.write(f"fssam2: error: {cause}\n")
-                sys.stderr.flush()
-                raise SystemExit(status) from None
-        raise
-
-
-def _cause(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The `kind` exception behind `err`, if any (jsonargparse wraps errors raised while it
-    instantiates a class)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def main(args: list[str] | None = None) -> None:
-    """Entry point of the `fssam2` command."""
-    run_cli(args)
-
-
-if __name__ == "__main__":
-    main()

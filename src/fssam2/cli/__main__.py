@@ -1,0 +1,5 @@
+"""`python -m fssam2.cli ...`, the same as `fssam2 ...`."""
+
+from fssam2.cli import main
+
+main()

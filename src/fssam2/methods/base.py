@@ -1,0 +1,140 @@
+"""What a few-shot method supplies to fssam2's one LightningModule (`fssam2.module.FSSAM2Module`).
+
+A method is an `nn.Module` built from a SAM2 config and weights. The task trains it on episodes,
+scores it with the protocol and saves it; everything that depends on the method (its trainable
+parameters, its loss, its weights while evaluating, what a checkpoint and an adapter file hold, the
+feature-cache keys, the options its weights fix) is asked of it through this interface.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fssam2.cache import FeatureCache
+from fssam2.metric import IGNORE
+
+
+def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy + Dice (on the sigmoid) of each episode, [B].
+
+    logits [B, H, W]; target [B, H, W] in {0, 1, 255}, 255 left out of both terms.
+    """
+    valid = (target != IGNORE).float()
+    fg = (target == 1).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, fg, reduction="none")
+    bce = (bce * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    prob = torch.sigmoid(logits) * valid
+    inter = (prob * fg).flatten(1).sum(1)
+    dice = 1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + fg.flatten(1).sum(1) + 1)
+    return bce + dice
+
+
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The training loss: `bce_dice_per_episode`, mean over the batch."""
+    return bce_dice_per_episode(logits, target).mean()
+
+
+class FewShotMethod(nn.Module, ABC):
+    """A few-shot segmenter on SAM2. Subclasses implement the abstract methods; the others have
+    defaults that suit a method without adapters (AdamW with a cosine schedule, BCE + Dice).
+
+    Class attributes:
+        FIXED_BY_WEIGHTS: the model options a training checkpoint's weights fix; `--ckpt_path`
+            takes them from the checkpoint and refuses a conflicting one.
+        COMPILED_PARTS: the submodules `model.compile` compiles.
+        feature_cache: the evaluation's feature cache, which `forward` uses with `keys`.
+    """
+
+    FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size")
+    # Submodules `model.compile` compiles in place (the parameter names stay).
+    COMPILED_PARTS: ClassVar[tuple[str, ...]] = ()
+    # Set by the task only while evaluating with fixed weights and no augmentation (see fssam2.cache).
+    feature_cache: FeatureCache | None
+
+    @classmethod
+    @abstractmethod
+    def build(
+        cls, sam2_config: str, sam2_checkpoint: str | None, image_size: int | None, **options: Any
+    ) -> FewShotMethod:
+        """The method on a SAM2 built from `sam2_config` and the weights `sam2_checkpoint` (a path or
+        a name; None: random initialisation), its trainable parameters marked (`requires_grad`).
+        `options` are the method's own (e.g. FS-SAM2's lora, trainable, encoder_batch)."""
+
+    @property
+    @abstractmethod
+    def image_size(self) -> int:
+        """The square input size S."""
+
+    @abstractmethod
+    def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> Any:
+        """Support -> memory: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1}."""
+
+    @abstractmethod
+    def segment(self, query_images: torch.Tensor, memory: Any) -> torch.Tensor:
+        """Query -> logits: images [B, 3, S, S] and `encode_support`'s memory -> logits [B, 1, S, S]."""
+
+    @abstractmethod
+    def cache_keys(self, batch: dict[str, Any], split: str) -> Any:
+        """The feature-cache keys of a collated batch's images (`forward`'s `keys`)."""
+
+    @abstractmethod
+    def forward(
+        self,
+        support_images: torch.Tensor,
+        support_masks: torch.Tensor,
+        query_images: torch.Tensor,
+        keys: Any = None,
+    ) -> torch.Tensor:
+        """One batch of episodes -> query logits [B, 1, S, S] (`segment(encode_support(...))`,
+        with the feature cache when one is set and `keys` are given)."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters training updates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Training loss of query logits [B, S, S] against targets [B, S, S] in {0, 1, 255}."""
+        return bce_dice_loss(logits, target)
+
+    def optimizer(
+        self, lr: float, weight_decay: float, betas: Sequence[float], total_steps: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """AdamW (no weight decay on 1-D parameters: biases, norms) and a per-step cosine decay to 0
+        over `total_steps`."""
+        params = self.trainable_parameters()
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        b1, b2 = betas
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2))
+        total = max(1, total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        return optimizer, scheduler
+
+    def start_evaluation(self) -> None:  # noqa: B027 - a method without adapters has nothing to fix
+        """Weights are fixed until `end_evaluation` (e.g. fold adapters into the weights)."""
+
+    def end_evaluation(self) -> None:  # noqa: B027 - see start_evaluation
+        """Undo `start_evaluation`."""
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Entries of `state_dict()` a checkpoint must hold in place of the live ones (e.g. the
+        unmerged weights while adapters are merged for evaluation); {} when the live ones will do."""
+        return {}
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The weights training changed, as an adapter file stores them."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load `adapter_state()`'s weights."""
+        self.load_state_dict(state, strict=False)

@@ -1,0 +1,195 @@
+"""What an evaluation plan will cost, before it runs: `simulate` replays a plan (`fssam2.plan`)
+through the feature cache's policy without tensors, giving the encoder passes and the peak cache
+bytes a run will have; `describe` is what `--model.feature_cache.plan_only true` prints. It measures
+the cache's entry sizes with one small encoder pass, so it sits above the data layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fssam2.build import build_sam2
+from fssam2.cache import Residency
+from fssam2.data import FewShotDataModule
+from fssam2.errors import InputError
+from fssam2.methods.fssam2 import FewShotSAM2
+from fssam2.plan import EvalPlan, ImageKey, MemoryKey, Shown, batch_keys, trace, unplanned_batches
+
+
+@dataclass(frozen=True)
+class Simulation:
+    passes: int  # image-encoder passes (images encoded)
+    memory_passes: int  # memory-encoder passes (support memories computed)
+    peak_bytes: int  # the most bytes the cache held at once
+
+
+def simulate(
+    batches: Sequence[Sequence[Shown]], image_bytes: int, memory_bytes: int, budget_bytes: int, planned: bool = True
+) -> Simulation:
+    """Replay one process's `batches` through the feature cache's policy (`Residency`) as
+    `FewShotSAM2.forward` asks for entries: memories first; then, in one encoder call, the images
+    of the memories not held and the queries; then the new images are kept, then the new
+    memories. planned: Belady's rule by `trace(batches)`; else least recently used."""
+    residency = Residency(budget_bytes)
+    if planned:
+        residency.plan(trace(batches, "", 0))
+    passes = memory_passes = 0
+    for step, batch in enumerate(batches):
+        residency.clock = step
+        supports, memories, queries = batch_keys(batch, "", 0)
+        missing: dict[MemoryKey, ImageKey] = {}
+        for image, memory in zip(supports, memories, strict=True):
+            if not residency.touch(("memory", memory)):
+                missing.setdefault(memory, image)
+        images = list(missing.values()) + queries
+        encode = list(dict.fromkeys(k for k in images if not residency.touch(("image", k))))
+        passes += len(encode)
+        memory_passes += len(missing)
+        for k in encode:
+            residency.admit(("image", k), image_bytes)
+        for memory in missing:
+            residency.admit(("memory", memory), memory_bytes)
+    return Simulation(passes, memory_passes, residency.peak)
+
+
+def distinct_images(episodes: Sequence[Shown]) -> int:
+    """The floor: each image the episodes show, encoded once."""
+    return len({e.query for e in episodes} | {s for e in episodes for s in e.supports})
+
+
+PROBE_SIZE = 64  # input side of the one small forward pass that measures entry shapes and dtypes
+
+
+def entry_bytes(
+    model: FewShotSAM2, image_size: int, autocast: torch.dtype | None = None, half: bool = False
+) -> tuple[int, int]:
+    """Bytes the feature cache keeps for one image's features and for one support's memory at
+    `image_size`, as a run under `autocast` (None: float32) keeps them: measured by one forward
+    of the image and memory encoders at PROBE_SIZE px (every cached map is at S/4,
+    S/8 or S/16, so its size scales with the area), then narrowed as feature_cache.half does."""
+    if image_size % PROBE_SIZE:
+        raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
+    scale = (image_size // PROBE_SIZE) ** 2
+
+    def nbytes(tensors: Sequence[torch.Tensor]) -> int:
+        narrow = [2 if half and t.dtype in (torch.float32, torch.float64) else t.element_size() for t in tensors]
+        return sum(t.numel() * size * scale for t, size in zip(tensors, narrow, strict=True))
+
+    device = next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
+        maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
+    return nbytes(feats.per_image(0)), nbytes([maps[0]])
+
+
+def autocast_dtype(precision: str | int | None) -> torch.dtype | None:
+    """The autocast dtype of a Trainer precision ("bf16-mixed" -> bfloat16; "32-true" -> None)."""
+    text = str(precision or "32-true")
+    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else None
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    episodes: int
+    floor: int  # distinct images
+    planned: Simulation  # all processes together (passes summed, peak the largest)
+    unplanned: Simulation  # index order, least recently used (fssam2 before planning)
+    image_bytes: int
+    memory_bytes: int
+    budget_bytes: int
+    world_size: int
+
+
+def report(
+    plan: EvalPlan, batch_size: int, image_bytes: int, memory_bytes: int, budget_bytes: int, world_size: int = 1
+) -> PlanReport:
+    """Planned and unplanned encoder passes of `plan` over `world_size` processes."""
+
+    def total(runs: list[Simulation]) -> Simulation:
+        return Simulation(
+            sum(r.passes for r in runs), sum(r.memory_passes for r in runs), max(r.peak_bytes for r in runs)
+        )
+
+    planned = total(
+        [simulate(plan.rank_batches(r, world_size), image_bytes, memory_bytes, budget_bytes) for r in range(world_size)]
+    )
+    unplanned = total(
+        [
+            simulate(
+                unplanned_batches(plan, batch_size, r, world_size),
+                image_bytes,
+                memory_bytes,
+                budget_bytes,
+                planned=False,
+            )
+            for r in range(world_size)
+        ]
+    )
+    return PlanReport(
+        len(plan.episodes),
+        distinct_images([*plan.episodes, *plan.gap]),
+        planned,
+        unplanned,
+        image_bytes,
+        memory_bytes,
+        budget_bytes,
+        world_size,
+    )
+
+
+REPORT_HEADER = (
+    "| episodes | distinct images (floor) | planned encoder passes | x floor | peak cache MB "
+    "| unplanned (index order, LRU) passes | x floor |"
+)
+
+
+def report_row(r: PlanReport) -> str:
+    mb = 2**20
+    return (
+        f"| {r.episodes} | {r.floor} | {r.planned.passes} | {r.planned.passes / max(r.floor, 1):.3f} "
+        f"| {r.planned.peak_bytes / mb:.4g} | {r.unplanned.passes} | {r.unplanned.passes / max(r.floor, 1):.3f} |"
+    )
+
+
+def format_report(r: PlanReport, title: str) -> str:
+    mb = 2**20
+    lines = [
+        title,
+        f"entries: {r.image_bytes / mb:.3g} MB an image's features, {r.memory_bytes / mb:.3g} MB a support memory; "
+        f"budget {r.budget_bytes / mb:.4g} MB; {r.world_size} process{'es' if r.world_size > 1 else ''}",
+        "",
+        REPORT_HEADER,
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        report_row(r),
+    ]
+    return "\n".join(lines)
+
+
+def describe(
+    datamodule: FewShotDataModule,
+    split: str,
+    sam2_config: str,
+    image_size: int | None,
+    precision: str | int | None,
+    max_megabytes: float,
+    half: bool = False,
+    world_size: int = 1,
+) -> str:
+    """The plan report `--model.feature_cache.plan_only true` prints: the split's episodes, the
+    floor, planned encoder passes and peak cache bytes under the budget, and the unplanned figure
+    beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
+    plan = datamodule.plan(split)
+    model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
+    size = model.image_size
+    image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
+    found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
+    title = (
+        f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "
+        f"{datamodule.shot}-shot, batch {datamodule.batch_size}; {sam2_config} at {size} px, "
+        f"precision {precision or '32-true'}{', half' if half else ''}"
+        f"{f'; and {len(plan.gap)} support-gap episodes (swapped supports)' if plan.gap else ''}"
+    )
+    return format_report(found, title)
