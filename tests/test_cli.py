@@ -8,7 +8,8 @@ import torch
 import wandb
 from jsonargparse import Namespace
 
-from fssam2.cli import run_cli, warn_batch_limits
+from fssam2.cli import run_cli
+from fssam2.cli.app import warn_batch_limits
 from fssam2.lora import is_lora_parameter
 from helpers import TESTS, one_line_error
 
