@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -52,8 +56,9 @@ def test(base: list[str], folder: Path, *extra: str) -> dict[str, float]:
     return json.loads((folder / "test_metrics.json").read_text())
 
 
-def family_rows(base: list[str], folder: Path) -> tuple[dict[str, dict], object, str]:
-    """The demo's rows for one class family, each run in its own folder under `folder`."""
+def family_result(base: list[str], folder: Path) -> dict:
+    """The demo's rows for one class family, each run in its own folder under `folder`, with what
+    the table says of the protocol and the checks."""
     rows: dict[str, dict] = {}
     rows["random-init tiny SAM2"] = test(base, folder / "random_init", "--model.sam2_checkpoint", "random")
     rows["pretrained tracker, no meta-training"] = test(base, folder / "tracker")
@@ -64,7 +69,20 @@ def family_rows(base: list[str], folder: Path) -> tuple[dict[str, dict], object,
         base, folder / "test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap"
     )
     rows["objectness oracle (no model)"] = objectness_oracle(fit.datamodule)
-    return rows, fit.datamodule, best
+    dm = fit.datamodule
+    in_run = rows["FS-SAM2 meta-trained (LoRA)"]
+    return {
+        "rows": rows,
+        "protocol": {
+            "fold": dm.fold,
+            "test_episodes": dm.test_episodes,
+            "shot": dm.shot,
+            "classes": dm.class_ids("test"),
+        },
+        "checks": {k: {"value": v, "target": t} for k, (v, t) in checks_of(rows).items()},
+        "support_gap": {k: in_run.get(k) for k in ("support_gap", "gap_miou_true", "gap_miou_swap", "gap_episodes")},
+        "best_checkpoint": best,
+    }
 
 
 def checks_of(rows: dict[str, dict]) -> dict[str, tuple[float, float]]:
@@ -77,14 +95,16 @@ def checks_of(rows: dict[str, dict]) -> dict[str, tuple[float, float]]:
     }
 
 
-def print_family(family: str, rows: dict[str, dict], dm) -> None:
+def print_family(family: str, result: dict) -> None:
+    rows, protocol = result["rows"], result["protocol"]
     print(
-        f"\n{family} family: classes defined by {FAMILY_WORDS[family]}; fold {dm.fold}, {dm.test_episodes} test "
-        f"episodes, {dm.shot}-shot, classes {dm.class_ids('test')} never seen in meta-training"
+        f"\n{family} family: classes defined by {FAMILY_WORDS[family]}; fold {protocol['fold']}, "
+        f"{protocol['test_episodes']} test episodes, {protocol['shot']}-shot, classes {protocol['classes']} "
+        "never seen in meta-training"
     )
     print(f"{'':<40}{'mIoU':>8}{'FB-IoU':>9}")
-    for name, result in rows.items():
-        print(f"{name:<40}{result['miou']:>8.1f}{result['fbiou']:>9.1f}")
+    for name, row in rows.items():
+        print(f"{name:<40}{row['miou']:>8.1f}{row['fbiou']:>9.1f}")
     in_run = rows["FS-SAM2 meta-trained (LoRA)"]
     if in_run.get("support_gap") is not None:  # the meta-trained test's own swap control, on a subset
         name = f"  support gap in that run ({in_run['gap_episodes']} ep.)"
@@ -97,6 +117,28 @@ def print_family(family: str, rows: dict[str, dict], dm) -> None:
         print(f"{name:<40}{value:>+8.1f} mIoU  (target {'>' if target == 0 else '>='} {target:g}: {verdict})")
 
 
+def in_subprocesses(opts: argparse.Namespace, run_dir: Path) -> dict[str, dict]:
+    """Each family in its own process (`--jobs` at a time, the CPU threads shared out between
+    them); each writes its log and results into its own folder. A family that fails stops the demo."""
+    threads = max(1, (os.cpu_count() or 1) // opts.jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def one(family: str) -> tuple[str, int]:
+        folder = run_dir / family
+        folder.mkdir(parents=True)
+        command = [sys.executable, __file__, "--config", opts.config, "--families", family, "--jobs", "1"]
+        command += ["--into", str(folder), "--", *opts.overrides]
+        with open(folder / "demo.log", "w") as log:
+            return family, subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+    with ThreadPoolExecutor(opts.jobs) as pool:
+        codes = dict(pool.map(one, opts.families))
+    failed = [f for f, code in codes.items() if code]
+    if failed:
+        raise SystemExit(f"demo: the {', '.join(failed)} family failed; its log: {run_dir / failed[0] / 'demo.log'}")
+    return {f: json.loads((run_dir / f / "demo_results.json").read_text())["families"][f] for f in opts.families}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
@@ -104,25 +146,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--families", nargs="+", choices=FAMILIES, default=list(DEFAULT_FAMILIES), help="class families to run"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="families run at once, each in its own process (default: one per core)"
+    )
+    parser.add_argument("--into", type=Path, default=None, help=argparse.SUPPRESS)  # a subprocess's own folder
     parser.add_argument("overrides", nargs="*", help="extra CLI options for every run, e.g. --trainer.max_epochs=2")
     opts = parser.parse_args(argv)
-    run_dir = Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
+    opts.jobs = opts.jobs or max(1, min(len(opts.families), os.cpu_count() or 1))
+    run_dir = opts.into or Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
 
     start = time.perf_counter()
-    results: dict[str, dict] = {}
-    for family in opts.families:
-        base = ["--config", opts.config, "--data.init_args.family", family, *opts.overrides]
-        rows, dm, best = family_rows(base, run_dir / family)
-        print_family(family, rows, dm)
-        in_run = rows["FS-SAM2 meta-trained (LoRA)"]
-        results[family] = {
-            "rows": rows,
-            "checks": {k: {"value": v, "target": t} for k, (v, t) in checks_of(rows).items()},
-            "support_gap": {
-                k: in_run.get(k) for k in ("support_gap", "gap_miou_true", "gap_miou_swap", "gap_episodes")
-            },
-            "best_checkpoint": best,
-        }
+    if opts.jobs > 1:
+        results = in_subprocesses(opts, run_dir)
+    else:
+        results = {}
+        for family in opts.families:
+            base = ["--config", opts.config, "--data.init_args.family", family, *opts.overrides]
+            results[family] = family_result(base, run_dir if opts.into else run_dir / family)
+    for family, result in results.items():
+        print_family(family, result)
     minutes = (time.perf_counter() - start) / 60
     (run_dir / "demo_results.json").write_text(json.dumps({"families": results, "minutes": minutes}, indent=2))
     print(f"\nrun folder: {run_dir}  ({minutes:.1f} min)")
