@@ -122,6 +122,20 @@ def test_short_meta_training_from_the_tracker_keeps_the_support_deciding(tmp_pat
     assert results["none"]["miou"] - results["blank"]["miou"] > 20
 
 
+def test_shipped_varied_tracker_reads_its_memory_and_its_prompts():
+    """The demos' tiny SAM2: on held-out varied clips it finds the object its memory shows (not with
+    another clip's memory or an empty one), and decodes an object from a box or clicks with no memory."""
+    script = load_script("pretrain_tracking")
+    model = FewShotSAM2(build_sam2("fssam2_tiny", "fssam2_tiny_varied"))
+    scores = script.evaluate(model, "varied", clips=64, seed=0, batch=16, prompts=True)
+    assert scores["true"] > 45 and scores["true"] - scores["swap"] > 25 and scores["blank"] < 10
+    assert scores["prompt_box"] > 60 and scores["prompt_points"] > 50 and scores["prompt_point"] > 40
+    first = FewShotSAM2(build_sam2("fssam2_tiny", "fssam2_tiny_tracking"))
+    assert script.evaluate(first, "varied", clips=64, seed=0, batch=16, prompts=True)["prompt_box"] < 40, (
+        "the first tracker never saw a prompt: the check above can fail"
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, jobs):
