@@ -1,12 +1,15 @@
 """Procedurally generated data needing no files: a few-shot benchmark laid out like PASCAL-5i,
-and synthetic videos for pretraining a tracker.
+and synthetic videos for pretraining a tracker (`SyntheticVideo`, hue-coded blobs; `VariedVideo`,
+the varied world).
 
 Each benchmark image shows 2-3 objects of distinct classes on a textured grey background, with a
 label map (0 = background, 1..C = class, 255 = a thin ignored boundary, as in SegmentationClassAug).
-A class is an appearance: a hue band, a shape and a fill (solid or striped). Instances of a class
-vary (hue within the band, saturation, brightness, size, elongation, stripe period and angle), so
-matching a support instance pixel for pixel does not decide the class: a model must learn what
-the class keeps. Hues are spread so that every fold's held-out classes sit between training hues.
+What a class is depends on the family (FAMILIES). In the hue family a class is a hue band, a shape
+and a fill (solid or striped); its instances vary in hue within the band, saturation, brightness,
+size, elongation, stripe period and angle, and hues are spread so that every fold's held-out classes
+sit between training hues. In the shape family a class is an outline, in the texture family a
+pattern (`fssam2.looks`), each in random colours over small unlabelled clutter. Either way matching
+a support instance pixel for pixel does not decide the class: a model must learn what it keeps.
 Objects of other classes stay in the query as distractors, so the support decides what to segment.
 Images are rendered on demand from (seed, split, index); lists follow PASCAL-5i's construction
 rule (an image is listed for a class it shows with enough pixels; training lists drop images
