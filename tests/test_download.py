@@ -427,19 +427,27 @@ def test_packaged_checkpoint_with_another_config_is_refused(packaged):
     assert build_sam2(str(resolve_config("fssam2_tiny")), NAME) is not None  # the same yaml by path is fine
 
 
-def test_shipped_registry_entry():
-    """The real entry: a file of fssam2 itself, for fssam2_tiny; when the file is there, it must
-    match the pinned digest (pin it after regenerating), else the load says how to make it."""
-    entry = hub.PACKAGED_CHECKPOINTS[NAME]
-    assert entry.package == "fssam2" and entry.config == "fssam2_tiny" and entry.regenerate == REGENERATE
-    path = hub.packaged_path(NAME)
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("fssam2_tiny_varied", REGENERATE),
+        ("fssam2_tiny_tracking", f"{REGENERATE} --world hue --prompt-weight 0 --steps 4000"),
+    ],
+)
+def test_shipped_registry_entry(name, command):
+    """The real entries: files of fssam2 itself, for fssam2_tiny, each with the command that made
+    it; when the file is there, it must match the pinned digest (pin it after regenerating), else
+    the load says how to make it."""
+    entry = hub.PACKAGED_CHECKPOINTS[name]
+    assert entry.package == "fssam2" and entry.config == "fssam2_tiny" and entry.regenerate == command
+    path = hub.packaged_path(name)
     assert path.parent.name == "checkpoints" and path.parent.parent == Path(fssam2.__file__).parent
     if path.is_file():
         assert hub.sha256_of(path) == entry.sha256, f"pin the digest of {path} in fssam2.hub.PACKAGED_CHECKPOINTS"
-        build_sam2("fssam2_tiny", NAME)
+        build_sam2("fssam2_tiny", name)
     else:
         with pytest.raises(InputError, match="is not in this install"):
-            build_sam2("fssam2_tiny", NAME)
+            build_sam2("fssam2_tiny", name)
 
 
 def test_a_released_config_loads_its_released_weights_downloading_when_needed(server, tiny_sam2_state):
