@@ -111,6 +111,16 @@ def random_outline(rng: np.random.Generator) -> Outline:
     return [(np.stack([r * np.cos(a), r * np.sin(a)], axis=1), True)]
 
 
+def any_shape(rng: np.random.Generator) -> str:
+    """The name of a named outline, drawn uniformly."""
+    return list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]
+
+
+def any_outline(rng: np.random.Generator, random_share: float) -> Outline:
+    """A random polygon with probability `random_share`, else a named outline drawn uniformly."""
+    return random_outline(rng) if rng.random() < random_share else SHAPE_OUTLINES[any_shape(rng)]
+
+
 # A pattern maps local coordinates (u, v in pixels, centred on the object and turned with it; radius
 # r of the object) and its parameters to the weight of the first colour, in [0, 1].
 Pattern = Callable[[np.ndarray, np.ndarray, float, np.ndarray], np.ndarray]
@@ -222,6 +232,11 @@ PATTERNS: dict[str, tuple[Pattern, tuple[float, float], tuple[float, float]]] = 
     "plaid": (_plaid, (4.0, 5.5), (0, 0)),
     "solid": (_solid, (1, 1), (0, 0)),
 }
+
+
+def any_pattern(rng: np.random.Generator) -> str:
+    """The name of a pattern, drawn uniformly."""
+    return list(PATTERNS)[int(rng.integers(len(PATTERNS)))]
 
 
 def random_params(rng: np.random.Generator, pattern: str) -> tuple[float, float]:

@@ -29,7 +29,17 @@ import numpy as np
 from PIL import Image
 
 from fssam2.errors import InputError
-from fssam2.looks import PATTERNS, SHAPE_OUTLINES, Figure, Outline, random_colors, random_outline, random_params
+from fssam2.looks import (
+    PATTERNS,
+    SHAPE_OUTLINES,
+    Figure,
+    Outline,
+    any_outline,
+    any_pattern,
+    any_shape,
+    random_colors,
+    random_params,
+)
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 # What defines a class of the benchmark: a hue band (with a shape and a fill), a shape (any colour
@@ -37,6 +47,7 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 FAMILIES = ("hue", "shape", "texture")
 FAMILY_CLASSES = 20  # the shape and texture families each have 20 classes
 FILLS = ("solid", "stripes", "checker", "dots", "ramp", "glow")  # fills of the shape family's objects
+RANDOM_OUTLINE_SHARE = 0.45  # share of the varied world's outlines that are random polygons, not named shapes
 SHAPES = ("disc", "square", "triangle", "diamond", "cross")
 BOUNDARY = 255
 # Corners and minor/major axis ratio of each shape; a cross is two bars.
@@ -154,9 +165,8 @@ def figure(
 
 def clutter(rng: np.random.Generator, size: int) -> Figure:
     """A small unlabelled object (label 0: background) of any look."""
-    shape = random_outline(rng) if rng.random() < 0.5 else list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]
-    pattern = list(PATTERNS)[int(rng.integers(len(PATTERNS)))]
-    return figure(rng, 0, shape, pattern, rng.uniform(0.04, 0.08) * size, size)
+    shape = any_outline(rng, 0.5)
+    return figure(rng, 0, shape, any_pattern(rng), rng.uniform(0.04, 0.08) * size, size)
 
 
 @dataclass(frozen=True)
@@ -231,8 +241,7 @@ class SyntheticBenchmark:
             fill = FILLS[int(rng.integers(len(FILLS)))]
             return figure(rng, class_id, list(SHAPE_OUTLINES)[class_id - 1], fill, rng.uniform(0.12, 0.26) * s, s)
         if self.family == "texture":
-            shape = list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]
-            return figure(rng, class_id, shape, list(PATTERNS)[class_id - 1], rng.uniform(0.14, 0.26) * s, s)
+            return figure(rng, class_id, any_shape(rng), list(PATTERNS)[class_id - 1], rng.uniform(0.14, 0.26) * s, s)
         hue, shape, striped = self.appearance(class_id)
         r = rng.uniform(0.10, 0.26) * s
         return Blob(
@@ -389,7 +398,7 @@ class VariedVideo:
         s = self.image_size
         background = random_background(rng)
         count = int(rng.integers(2, 6))
-        shapes: list[Outline] = [self._outline(rng) for _ in range(count)]
+        shapes = [any_outline(rng, RANDOM_OUTLINE_SHARE) for _ in range(count)]
         patterns = [list(PATTERNS)[int(i)] for i in rng.integers(len(PATTERNS), size=count)]
         colors = [random_colors(rng) for _ in range(count)]
         if count > 1 and rng.random() < 0.4:  # a distractor of the same shape, another fill
@@ -399,14 +408,16 @@ class VariedVideo:
         change = rng.random() / max(motion, 1e-6)
         recolor, repattern = change < 0.4, change < 0.15
         if repattern:
-            shapes[1:] = [self._outline(rng) if shape is shapes[0] else shape for shape in shapes[1:]]
+            shapes[1:] = [
+                any_outline(rng, RANDOM_OUTLINE_SHARE) if shape is shapes[0] else shape for shape in shapes[1:]
+            ]
         starts, ends = [], []
         for label in range(1, count + 1):
             start = figure(rng, label, shapes[label - 1], patterns[label - 1], rng.uniform(0.10, 0.24) * s, s)
             radius = start.radius * float(np.exp(motion * rng.uniform(-0.35, 0.35)))
             shift = motion * rng.uniform(-0.35, 0.35, 2) * s
             center = np.clip(np.array(start.center) + shift, radius * 0.5, s - radius * 0.5)
-            pattern = list(PATTERNS)[int(rng.integers(len(PATTERNS)))] if repattern else start.pattern
+            pattern = any_pattern(rng) if repattern else start.pattern
             jitter = 1 + motion * rng.uniform(-0.08, 0.08)
             look = (
                 random_colors(rng)
@@ -426,7 +437,7 @@ class VariedVideo:
             ends.append(end)
         scenery: list[Figure] = []
         if rng.random() < 0.5:  # a large low-contrast region of the background
-            region = figure(rng, 0, self._outline(rng), "solid", rng.uniform(0.4, 0.7) * s, s)
+            region = figure(rng, 0, any_outline(rng, RANDOM_OUTLINE_SHARE), "solid", rng.uniform(0.4, 0.7) * s, s)
             grey = float(rng.uniform(60, 170))
             tint = [grey + float(rng.uniform(-25, 25)) for _ in range(3)]
             scenery.append(replace(region, colors=(as_rgb(tint), as_rgb(tint))))
@@ -437,12 +448,6 @@ class VariedVideo:
         image1, visible1 = paint(background, later, s, np.random.default_rng((self.seed, index, 9)))
         mask1 = next(m for obj, m in zip(later, visible1, strict=True) if obj.label == 1)
         return image0, visible0[-1], image1, mask1
-
-    @staticmethod
-    def _outline(rng: np.random.Generator) -> Outline:
-        if rng.random() < 0.45:
-            return random_outline(rng)
-        return SHAPE_OUTLINES[list(SHAPE_OUTLINES)[int(rng.integers(len(SHAPE_OUTLINES)))]]
 
 
 # The benchmark written in the on-disk layouts of the real ones (for tests and `make reproduce` smoke runs).
