@@ -36,6 +36,7 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,15 @@ def mask_terms(masks: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor
     return per_mask, iou
 
 
+def sam_terms(
+    masks: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per item, each [B]: the single mask's and the best multimask output's BCE + Dice, and the
+    IoU head's squared error averaged over the four masks (summed in this order by the caller)."""
+    per_mask, iou = mask_terms(masks, targets)
+    return per_mask[:, 0], per_mask[:, 1:].min(1).values, (iou_pred.float() - iou).pow(2).mean(1)
+
+
 def tracking_loss(
     model: FewShotSAM2, feats: ImageFeatures, masks0: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
@@ -195,12 +205,19 @@ def padded(prompts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, 
     return coords, labels
 
 
-def chosen_mask(masks: torch.Tensor, iou_pred: torch.Tensor, single_click: torch.Tensor) -> torch.Tensor:
-    """The mask SAM2 reads: the multimask output of highest predicted IoU after a single click,
-    the single mask otherwise. masks [B, 4, h, w], iou_pred [B, 4], single_click [B] bool -> [B, h, w]."""
+def joined(prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several prompts of one object as one: their points and labels, in order."""
+    return np.concatenate([c for c, _ in prompts]), np.concatenate([lab for _, lab in prompts])
+
+
+def chosen_pred(masks: torch.Tensor, iou_pred: torch.Tensor, single_click: torch.Tensor, size: int) -> torch.Tensor:
+    """The mask SAM2 reads, as a prediction [B, S, S] bool: the multimask output of highest
+    predicted IoU after a single click, the single mask otherwise. masks [B, 4, h, w], iou_pred
+    [B, 4], single_click [B] bool."""
     best = iou_pred[:, 1:].argmax(1) + 1
     index = torch.where(single_click, best, torch.zeros_like(best))
-    return masks[torch.arange(len(masks)), index]
+    chosen = masks[torch.arange(len(masks)), index]
+    return F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
 
 
 def prompt_loss(
@@ -214,20 +231,13 @@ def prompt_loss(
     first = [sample_prompt(t, rng, str(kind)) for t, kind in zip(truth, kinds, strict=True)]
     coords, labels = padded(first)
     masks, iou_pred = model.decode_prompts(image, coords, labels)
-    per_mask, iou = mask_terms(masks, targets)
-    loss = per_mask[:, 0] + per_mask[:, 1:].min(1).values + (iou_pred.float() - iou).pow(2).mean(1)  # [B]
-    size = targets.shape[-1]
+    loss = sum(sam_terms(masks, iou_pred, targets), torch.zeros(len(truth)))  # [B]
     with torch.no_grad():
-        chosen = chosen_mask(masks, iou_pred, torch.from_numpy(kinds == "point"))
-        pred = F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
+        pred = chosen_pred(masks, iou_pred, torch.from_numpy(kinds == "point"), targets.shape[-1])
     fixes = [correction(t, p, rng) for t, p in zip(truth, pred.numpy(), strict=True)]
-    second = [
-        (np.concatenate([c, fc]), np.concatenate([lab, fl])) for (c, lab), (fc, fl) in zip(first, fixes, strict=True)
-    ]
-    coords, labels = padded(second)
+    coords, labels = padded([joined(pair) for pair in zip(first, fixes, strict=True)])
     masks, iou_pred = model.decode_prompts(image, coords, labels)
-    per_mask, iou = mask_terms(masks, targets)
-    loss = loss + per_mask[:, 0] + per_mask[:, 1:].min(1).values + (iou_pred.float() - iou).pow(2).mean(1)
+    loss = sum(sam_terms(masks, iou_pred, targets), loss)
     valid = torch.from_numpy(truth.reshape(len(truth), -1).any(1)).float()
     return (loss * valid).sum() / valid.sum().clamp(min=1) / 2
 
@@ -238,23 +248,20 @@ def prompt_iou(model: FewShotSAM2, images: torch.Tensor, targets: torch.Tensor, 
     without memory from one foreground click, three clicks and the object's box (no jitter)."""
     out = {}
     truth = targets.numpy().astype(bool)
+    starts = range(0, len(images), batch)
+    feats = [model.encode_images(images[i : i + batch]) for i in starts]  # once, for every kind of prompt
     for kind in ("point", "points", "box"):
         rng = np.random.default_rng((seed, EVAL_SEED_OFFSET, len(kind)))
         inter = union = 0
-        for i in range(0, len(images), batch):
-            feats = model.encode_images(images[i : i + batch])
+        for i, image in zip(starts, feats, strict=True):
             if kind == "points":
-                clicks = [[sample_prompt(t, rng, "point") for _ in range(3)] for t in truth[i : i + batch]]
-                prompts = [
-                    (np.concatenate([c for c, _ in cl]), np.concatenate([lab for _, lab in cl])) for cl in clicks
-                ]
+                prompts = [joined([sample_prompt(t, rng, "point") for _ in range(3)]) for t in truth[i : i + batch]]
             else:
                 prompts = [sample_prompt(t, rng, kind, jitter=0.0) for t in truth[i : i + batch]]
             coords, labels = padded(prompts)
-            masks, iou_pred = model.decode_prompts(feats, coords, labels)
-            chosen = chosen_mask(masks, iou_pred, torch.full((len(masks),), kind == "point"))
-            size = targets.shape[-1]
-            pred = F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
+            masks, iou_pred = model.decode_prompts(image, coords, labels)
+            single = torch.full((len(masks),), kind == "point")
+            pred = chosen_pred(masks, iou_pred, single, targets.shape[-1])
             t = targets[i : i + batch] == 1
             inter += int((pred & t).sum())
             union += int((pred | t).sum())
