@@ -91,27 +91,19 @@ class FewShotIoU(Metric):
         true_fg = (target == 1) & valid
         pred_bg = ~preds.bool() & valid
         true_bg = (target == 0) & valid
-        dims = (1, 2)
         for name, a, b in (("fg", pred_fg, true_fg), ("bg", pred_bg, true_bg)):
-            inter = (a & b).sum(dims)
-            union = (a | b).sum(dims)
+            inter, union = _overlap(a, b)
             getattr(self, f"inter_{name}").index_add_(0, slots.to(inter.device), inter)
             getattr(self, f"union_{name}").index_add_(0, slots.to(union.device), union)
 
     def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
         # torchmetrics squeezes every one-element tensor of compute()'s result to 0-d, which
         # would make per_class of a one-class fold a scalar; it stays [n] here, in class_ids order.
-        wrapped = super()._wrap_compute(compute)
+        wrapped = _without_lone_update_warning(self, super()._wrap_compute(compute))
 
         @functools.wraps(wrapped)
         def keep_per_class(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-            with warnings.catch_warnings():
-                # compute() itself says when nothing was scored, by the states summed over processes;
-                # this process alone having no update (more processes than batches) is fine.
-                warnings.filterwarnings(
-                    "ignore", message="The ``compute`` method of metric FewShotIoU was called before"
-                )
-                result = wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
             return {**result, "per_class": result["per_class"].reshape(-1)}
 
         return keep_per_class
@@ -193,15 +185,7 @@ class SupportGap(Metric):
         self.seen[row].index_add_(0, slots.to(inter.device), torch.ones_like(inter))
 
     def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
-        wrapped = super()._wrap_compute(compute)
-
-        @functools.wraps(wrapped)
-        def quiet(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-            with warnings.catch_warnings():  # this process alone having no update is fine (see FewShotIoU)
-                warnings.filterwarnings("ignore", message="The ``compute`` method of metric SupportGap was called")
-                return cast(dict[str, torch.Tensor], wrapped(*args, **kwargs))
-
-        return quiet
+        return _without_lone_update_warning(self, super()._wrap_compute(compute))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """true and swap mIoU (percent), gap = true - swap, and episodes: how many were scored
@@ -225,12 +209,31 @@ class SupportGap(Metric):
         return {"true": true, "swap": swap, "gap": true - swap, "episodes": both.sum()}
 
 
+def _without_lone_update_warning(metric: Metric, compute: Callable[..., Any]) -> Callable[..., dict[str, torch.Tensor]]:
+    """`compute` without torchmetrics' warning that this process made no update: compute() decides
+    on the states summed over processes, so one process with no batch (more processes than
+    batches) is fine."""
+
+    @functools.wraps(compute)
+    def quiet(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=f"The ``compute`` method of metric {type(metric).__name__} was called before"
+            )
+            return cast(dict[str, torch.Tensor], compute(*args, **kwargs))
+
+    return quiet
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intersection and union of each sample ([B] each) of two [B, H, W] boolean masks."""
+    return (a & b).sum((1, 2)), (a | b).sum((1, 2))
+
+
 def _foreground(preds: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground intersection and union of each episode ([B] each) of [B, H, W] predictions and targets."""
     valid = target != ignore_index
-    pred_fg = preds.bool() & valid
-    true_fg = (target == 1) & valid
-    return (pred_fg & true_fg).sum((1, 2)), (pred_fg | true_fg).sum((1, 2))
+    return _overlap(preds.bool() & valid, (target == 1) & valid)
 
 
 def _only(values: torch.Tensor, allowed: tuple[int, ...]) -> bool:
