@@ -30,8 +30,6 @@ halves the batch and tries again (the batch used is reported).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -50,9 +48,9 @@ import numpy as np
 import torch
 
 from fssam2.build import build_sam2
-from fssam2.cli.doctor import status_bytes
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
+from fssam2.meters import PeakMemory
 from fssam2.methods.base import bce_dice_loss
 from fssam2.methods.fssam2 import FewShotSAM2
 
@@ -69,7 +67,6 @@ LATENCY_TARGET = 0.9  # 1-shot sequential/fssam2 latency ratio fssam2 must reach
 # measured K) costs at most this multiple of the least-squares slope; y = K^2 over K = 1, 5, 10, 20
 # gives 1.38x, growth that flattens (as batching gives) less than 1.
 SUPERLINEAR_RATIO = 1.25
-LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
 @dataclass(frozen=True)
@@ -195,37 +192,6 @@ def train_step(
     optimizer.step()
 
 
-class PeakMemory:
-    """Peak memory above the level at reset(): process RSS on CPU, allocated tensors on CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.baseline = 0
-
-    def reset(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline = torch.cuda.memory_allocated(self.device)
-            return
-        LIBC.malloc_trim(0)  # give freed heap pages back, so the baseline counts live memory only
-        Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
-        self.baseline = status_bytes("VmRSS")
-
-    def peak_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        return status_bytes("VmHWM")
-
-    def extra_mb(self) -> float:
-        return (self.peak_bytes() - self.baseline) / 2**20
-
-    def total_mb(self) -> float:
-        """The whole peak: allocated tensors on CUDA (weights included), the process's RSS on CPU."""
-        return self.peak_bytes() / 2**20
-
-
 @dataclass
 class Measurement:
     times_ms: list[float]
@@ -287,10 +253,10 @@ def measure(fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: t
             fn()
         synchronize(device)
         meter = PeakMemory(device)
-        meter.reset()
+        meter.start()
         fn()
         synchronize(device)
-        peaks[name] = meter.extra_mb(), meter.total_mb()
+        peaks[name] = (meter.peak() - meter.at_start) / 2**20, meter.peak() / 2**20
     times: dict[str, list[float]] = {name: [] for name in fns}
     for rep in range(reps):
         for name in list(fns)[:: 1 if rep % 2 == 0 else -1]:

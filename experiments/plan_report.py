@@ -22,9 +22,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from fssam2.benchmarks import FSS_NUMBERS, fold_lists, read_data_list  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes, coco_classes  # noqa: E402
+from fssam2.meters import parse_precision  # noqa: E402
 from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
 from fssam2.plan import Shown, build_plan  # noqa: E402
-from fssam2.plan_report import autocast_dtype, entry_bytes, report  # noqa: E402
+from fssam2.plan_report import entry_bytes, report  # noqa: E402
 
 DEFAULT_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
 
@@ -72,7 +73,7 @@ def main() -> None:
     if not (args.splits_dir / "pascal").is_dir():
         raise SystemExit(f"{args.splits_dir} holds no published lists: pass --splits-dir")
     model = FewShotSAM2(build_sam2(args.sam2, None, image_size=args.image_size))
-    image_bytes, memory_bytes = entry_bytes(model, args.image_size, autocast_dtype(args.precision), args.half)
+    image_bytes, memory_bytes = entry_bytes(model, args.image_size, parse_precision(args.precision), args.half)
     budget = int(args.budget_mb * 2**20)
     mb = 2**20
     print(

@@ -14,6 +14,7 @@ from fssam2.cache import CacheConfig, FeatureCache, Residency
 from fssam2.cli import run_cli
 from fssam2.data import SyntheticDataModule, collate_episodes
 from fssam2.episodes import EVAL_EPOCH
+from fssam2.meters import FLOAT32, Precision, parse_precision
 from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.module import FSSAM2Module
 from fssam2.plan import MIN_UNIT_BATCHES, PlanSampler, Shown, build_plan, index_batches, trace
@@ -213,8 +214,20 @@ def test_entry_sizes_follow_precision_and_half(tiny_module):
         4 * 32 * 8 * 8,
     )  # hidden 64, conv_s0 8, conv_s1 16, mem 32
     assert entry_bytes(model, 128, half=True) == (f32[0] // 2, f32[1] // 2)
-    bf16 = entry_bytes(model, 128, torch.bfloat16)  # SAM2's FPN adds its top-down path in float32
+    bf16 = entry_bytes(model, 128, parse_precision("bf16-mixed"))  # SAM2's FPN adds its top-down path in float32
     assert bf16 == (4 * 64 * 8 * 8 + 2 * (8 * 32 * 32 + 16 * 16 * 16), 2 * 32 * 8 * 8)
+    # A "-true" precision casts the whole model: every float the cache keeps is in that dtype.
+    assert entry_bytes(model, 128, parse_precision("64-true")) == (2 * f32[0], 2 * f32[1])
+    assert entry_bytes(model, 128, parse_precision("bf16-true")) == (f32[0] // 2, f32[1] // 2)
+    assert entry_bytes(model, 128, parse_precision("64-true"), half=True) == (f32[0] // 2, f32[1] // 2)
+
+
+def test_one_precision_parser_names_a_bad_value():
+    assert parse_precision(None) == parse_precision("32-true") == parse_precision(32) == FLOAT32
+    assert parse_precision("bf16-mixed") == Precision(torch.bfloat16, mixed=True)
+    assert parse_precision("16-true").weights == torch.float16 and parse_precision("16-mixed").weights is None
+    with pytest.raises(InputError, match=r"trainer.precision=bf32 is not a Lightning precision"):
+        parse_precision("bf32")
 
 
 def test_half_narrows_float32_only():

@@ -15,6 +15,7 @@ from fssam2.build import build_sam2
 from fssam2.cache import Residency
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
+from fssam2.meters import FLOAT32, Precision, parse_precision
 from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.plan import EvalPlan, ImageKey, MemoryKey, Shown, batch_keys, trace, unplanned_batches
 
@@ -64,31 +65,30 @@ PROBE_SIZE = 64  # input side of the one small forward pass that measures entry 
 
 
 def entry_bytes(
-    model: FewShotSAM2, image_size: int, autocast: torch.dtype | None = None, half: bool = False
+    model: FewShotSAM2, image_size: int, precision: Precision = FLOAT32, half: bool = False
 ) -> tuple[int, int]:
     """Bytes the feature cache keeps for one image's features and for one support's memory at
-    `image_size`, as a run under `autocast` (None: float32) keeps them: measured by one forward
-    of the image and memory encoders at PROBE_SIZE px (every cached map is at S/4,
-    S/8 or S/16, so its size scales with the area), then narrowed as feature_cache.half does."""
+    `image_size`, as a run at `precision` keeps them: measured by one forward of the float32 image
+    and memory encoders at PROBE_SIZE px (under autocast for a mixed precision; every cached map is
+    at S/4, S/8 or S/16, so its size scales with the area), floats counted at the model's dtype
+    for a "-true" precision, then narrowed as feature_cache.half does."""
     if image_size % PROBE_SIZE:
         raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
     scale = (image_size // PROBE_SIZE) ** 2
 
+    def element(t: torch.Tensor) -> int:
+        weights = precision.weights
+        size = weights.itemsize if weights is not None and t.is_floating_point() else t.element_size()
+        return 2 if half and size > 2 and t.is_floating_point() else size
+
     def nbytes(tensors: Sequence[torch.Tensor]) -> int:
-        narrow = [2 if half and t.dtype in (torch.float32, torch.float64) else t.element_size() for t in tensors]
-        return sum(t.numel() * size * scale for t, size in zip(tensors, narrow, strict=True))
+        return sum(t.numel() * element(t) * scale for t in tensors)
 
     device = next(model.parameters()).device
-    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+    with torch.inference_mode(), precision.autocast(device.type):
         feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
         maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
     return nbytes(feats.per_image(0)), nbytes([maps[0]])
-
-
-def autocast_dtype(precision: str | int | None) -> torch.dtype | None:
-    """The autocast dtype of a Trainer precision ("bf16-mixed" -> bfloat16; "32-true" -> None)."""
-    text = str(precision or "32-true")
-    return torch.bfloat16 if text.startswith("bf16") else torch.float16 if text.startswith("16") else None
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def describe(
     plan = datamodule.plan(split)
     model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
     size = model.image_size
-    image_bytes, memory_bytes = entry_bytes(model, size, autocast_dtype(precision), half)
+    image_bytes, memory_bytes = entry_bytes(model, size, parse_precision(precision), half)
     found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
     title = (
         f"{type(datamodule).__name__} fold {getattr(datamodule, 'fold', '-')}, {split} split, "

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
-import gc
 import logging
 import os
 import platform
@@ -44,6 +41,7 @@ from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, datamodule_
 from fssam2.data import FewShotDataModule, cpu_cores
 from fssam2.episodes import PASCAL_DOMAIN_SHIFT
 from fssam2.errors import InputError, cause_of
+from fssam2.meters import PeakMemory, parse_precision
 from fssam2.registry import RANDOM_INIT
 
 if TYPE_CHECKING:
@@ -267,64 +265,6 @@ def disk_check(what: str, folder: Path) -> Check:
 
 
 # memory
-LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
-
-
-def status_bytes(field: str) -> int:
-    """A memory line of /proc/self/status (given in kB) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-class PeakMemory:
-    """Peak memory since the last `start()`, above the level at construction: allocated tensors on
-    CUDA; on CPU the process's peak RSS (VmHWM, reset through /proc/self/clear_refs), as
-    experiments/bench_episode.py measures it."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cpu" and not Path("/proc/self/clear_refs").exists():
-            raise InputError("Measuring CPU memory needs Linux's /proc/self: run fssam2 doctor with --no-measure here.")
-        self._settle()
-        self.baseline = torch.cuda.memory_allocated(device) if device.type == "cuda" else status_bytes("VmRSS")
-
-    def _settle(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        elif LIBC is not None:
-            LIBC.malloc_trim(0)  # give freed heap pages back, so RSS counts live memory only
-
-    def start(self) -> None:
-        self._settle()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
-
-    def peak(self) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) - self.baseline
-        return status_bytes("VmHWM") - self.baseline
-
-
-def precision_context(precision: Any, device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
-    """(autocast context factory, dtype for the whole model or None) of a Lightning precision value."""
-    value = str(precision)
-    mixed = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16, "16": torch.float16}
-    true = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64, "64": torch.float64}
-    if value in mixed:
-        return lambda: torch.autocast(device.type, dtype=mixed[value]), None
-    if value in true:
-        return contextlib.nullcontext, true[value]
-    if value in ("32-true", "32", "None"):
-        return contextlib.nullcontext, None
-    raise InputError(f"trainer.precision={value} cannot be measured by fssam2 doctor: run it with --no-measure.")
-
-
 def measure_step_memory(
     build: Callable[[], FSSAM2Module], device: torch.device, precision: Any, shot: int
 ) -> tuple[int | None, int | None, int]:
@@ -334,7 +274,8 @@ def measure_step_memory(
     returns (1-episode peak, 2-episode peak, input size), a peak None where the GPU ran out of memory."""
     from fssam2.methods.base import bce_dice_loss
 
-    autocast, dtype = precision_context(precision, device)
+    setting = parse_precision(precision)
+    dtype = setting.weights
     meter = PeakMemory(device)
     module = build().to(device)
     size = module.model.image_size
@@ -357,7 +298,7 @@ def measure_step_memory(
         target = (torch.rand(batch, size, size, generator=generator) > 0.5).long()
         meter.start()
         try:
-            with autocast():
+            with setting.autocast(device.type):
                 logits = module(support.to(device, kind), masks.to(device, kind), query.to(device, kind))
             bce_dice_loss(logits[:, 0].float(), target.to(device)).backward()
             optimizer.step()
@@ -366,9 +307,9 @@ def measure_step_memory(
         finally:
             optimizer.zero_grad(set_to_none=True)
             logits = None
-        peaks[batch - 1] = meter.peak()
+        peaks[batch - 1] = meter.peak() - meter.baseline
     del module, optimizer, params
-    meter._settle()
+    meter.settle()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return peaks[0], peaks[1], size
