@@ -13,7 +13,7 @@ import torch
 import fssam2
 from fssam2 import InputError, build, build_sam2, hub
 from fssam2.build import resolve_config
-from fssam2.cli import run_cli
+from fssam2.cli import doctor, run_cli
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -482,3 +482,12 @@ def test_unset_weights_are_never_silently_random(tmp_path, monkeypatch, capsys, 
     with pytest.warns(UserWarning, match="starts from random initialisation"):
         run_cli(["test", "--config", config, f"--trainer.default_root_dir={run}"])  # tiny.yaml asks for random
     assert json.loads((run / "test_metrics.json").read_text())["sam2_checkpoint"] == "random"
+
+
+def test_one_resolver_names_the_base_weights_for_the_module_and_the_doctor():
+    assert hub.base_weights("fssam2_tiny", "random") is None
+    assert hub.base_weights("fssam2_tiny", "fssam2_tiny_varied") == "fssam2_tiny_varied"
+    assert hub.base_weights("sam2.1_hiera_b+", None) == "sam2.1_hiera_b+"  # the released weights of its config
+    with pytest.raises(InputError, match="has no released weights") as refused:
+        hub.base_weights("fssam2_tiny", None)
+    assert doctor.weights_check("fssam2_tiny", None) == doctor.Check("FAIL", "weights", str(refused.value))

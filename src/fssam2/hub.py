@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fssam2.downloads import Unreachable, fetch_url, file_digest
 from fssam2.errors import InputError
-from fssam2.registry import PACKAGED_CONFIGS
+from fssam2.registry import PACKAGED_CONFIGS, RANDOM_INIT
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 CHECKPOINT_URLS = {
@@ -203,6 +203,24 @@ def _resolve(checkpoint: str | Path) -> tuple[Path, str | None]:
             f"{CHECKPOINT_URLS[name]} by hand and put it at {cached})."
         )
     return cached, _verify(cached, None)
+
+
+def base_weights(sam2_config: str, sam2_checkpoint: str | None) -> str | None:
+    """Which SAM2 weights a model of `sam2_config` starts from, without reading or fetching them:
+    None for `random`; `sam2_checkpoint` as given (a path or a name); unset, the released weights
+    of a released config (named as `fssam2 download` names them). InputError for an unset checkpoint
+    of a config with no released weights."""
+    if sam2_checkpoint == RANDOM_INIT:
+        return None
+    if sam2_checkpoint is not None:
+        return sam2_checkpoint
+    if str(sam2_config) in CHECKPOINT_URLS:
+        return str(sam2_config)
+    raise InputError(
+        f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
+        f"checkpoint file or name (fssam2_tiny has the packaged fssam2_tiny_tracking), or "
+        f"model.sam2_checkpoint={RANDOM_INIT} to start from random initialisation."
+    )
 
 
 def resolve_checkpoint(checkpoint: str | Path) -> Path:

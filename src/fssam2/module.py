@@ -18,7 +18,7 @@ from fssam2.build import download
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
-from fssam2.hub import CHECKPOINT_URLS
+from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
 from fssam2.methods import FewShotMethod
 from fssam2.metric import FewShotIoU, SupportGap
@@ -89,21 +89,12 @@ def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
 
 
 def base_checkpoint(sam2_config: str, sam2_checkpoint: str | None) -> str | None:
-    """The SAM2 weights a module starts from: `sam2_checkpoint` as given (a path or a name);
-    when unset, the released weights of a released config (`fssam2 download`'s names), taken from
-    the download cache and downloaded when absent; None only for `random`."""
-    if sam2_checkpoint == RANDOM_INIT:
-        return None
-    if sam2_checkpoint is not None:
-        return sam2_checkpoint
-    if str(sam2_config) in CHECKPOINT_URLS:
-        download(str(sam2_config))  # a cached file is verified; offline: one line naming the URL and target
-        return str(sam2_config)
-    raise InputError(
-        f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
-        f"checkpoint file or name (fssam2_tiny has the packaged fssam2_tiny_tracking), or "
-        f"model.sam2_checkpoint={RANDOM_INIT} to start from random initialisation."
-    )
+    """The SAM2 weights a module starts from (`hub.base_weights`); released weights it needs are
+    taken from the download cache, and downloaded when absent."""
+    checkpoint = base_weights(sam2_config, sam2_checkpoint)
+    if sam2_checkpoint is None and checkpoint is not None:
+        download(checkpoint)  # a cached file is verified; offline: one line naming the URL and target
+    return checkpoint
 
 
 DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"

@@ -215,10 +215,14 @@ def own_data_check(datamodule: FewShotDataModule) -> Check:
 
 # weights
 def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
-    """What the module would load (see fssam2.module.base_checkpoint), without downloading or hashing."""
-    if sam2_checkpoint == RANDOM_INIT:
+    """What the module would load (`hub.base_weights`), without downloading or hashing."""
+    try:
+        chosen = hub.base_weights(sam2_config, sam2_checkpoint)
+    except InputError as err:
+        return Check("FAIL", "weights", str(err))
+    if chosen is None:
         return Check("ok", "weights", f"{sam2_config}: random initialisation (model.sam2_checkpoint={RANDOM_INIT})")
-    name = str(sam2_checkpoint if sam2_checkpoint is not None else sam2_config)
+    name = str(chosen)
     path = Path(name).expanduser()
     if name in hub.PACKAGED_CHECKPOINTS and not path.exists():
         entry, packaged = hub.PACKAGED_CHECKPOINTS[name], hub.packaged_path(name)
@@ -242,13 +246,6 @@ def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
             "weights",
             f"{released}{name}: not cached{partial}; the run first downloads it from {sources} "
             f"(needs the network), or run `fssam2 download {name}` now",
-        )
-    if sam2_checkpoint is None:
-        return Check(
-            "FAIL",
-            "weights",
-            f"model.sam2_config={sam2_config} has no released weights and model.sam2_checkpoint is unset: give a "
-            f"checkpoint, or model.sam2_checkpoint={RANDOM_INIT}.",
         )
     if not path.is_file():
         return Check("FAIL", "weights", f"model.sam2_checkpoint {path} does not exist: give a SAM2 .pt file or a name.")
