@@ -35,11 +35,16 @@ from fssam2.errors import InputError
 from fssam2.registry import PACKAGED_CONFIGS, RANDOM_INIT
 
 BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+V1_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"  # SAM2 v1, as sam2's download script names it
 CHECKPOINT_URLS = {
     "sam2.1_hiera_t": f"{BASE_URL}/sam2.1_hiera_tiny.pt",
     "sam2.1_hiera_s": f"{BASE_URL}/sam2.1_hiera_small.pt",
     "sam2.1_hiera_b+": f"{BASE_URL}/sam2.1_hiera_base_plus.pt",
     "sam2.1_hiera_l": f"{BASE_URL}/sam2.1_hiera_large.pt",
+    "sam2_hiera_t": f"{V1_URL}/sam2_hiera_tiny.pt",
+    "sam2_hiera_s": f"{V1_URL}/sam2_hiera_small.pt",
+    "sam2_hiera_b+": f"{V1_URL}/sam2_hiera_base_plus.pt",
+    "sam2_hiera_l": f"{V1_URL}/sam2_hiera_large.pt",
 }
 # The same files on the Hugging Face Hub: (repo id, file name), as sam2.build_sam.HF_MODEL_ID_TO_FILENAMES.
 HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
@@ -47,6 +52,10 @@ HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
     "sam2.1_hiera_s": ("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt"),
     "sam2.1_hiera_b+": ("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
     "sam2.1_hiera_l": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
+    "sam2_hiera_t": ("facebook/sam2-hiera-tiny", "sam2_hiera_tiny.pt"),
+    "sam2_hiera_s": ("facebook/sam2-hiera-small", "sam2_hiera_small.pt"),
+    "sam2_hiera_b+": ("facebook/sam2-hiera-base-plus", "sam2_hiera_base_plus.pt"),
+    "sam2_hiera_l": ("facebook/sam2-hiera-large", "sam2_hiera_large.pt"),
 }
 HUB_REVISION = "main"
 

@@ -15,6 +15,11 @@ PACKAGED_CONFIGS: dict[str, tuple[str, str]] = {
     "sam2.1_hiera_s": ("sam2", "configs/sam2.1/sam2.1_hiera_s.yaml"),
     "sam2.1_hiera_b+": ("sam2", "configs/sam2.1/sam2.1_hiera_b+.yaml"),
     "sam2.1_hiera_l": ("sam2", "configs/sam2.1/sam2.1_hiera_l.yaml"),
+    # SAM2 v1 (July 2024), which SANSA builds on.
+    "sam2_hiera_t": ("sam2", "configs/sam2/sam2_hiera_t.yaml"),
+    "sam2_hiera_s": ("sam2", "configs/sam2/sam2_hiera_s.yaml"),
+    "sam2_hiera_b+": ("sam2", "configs/sam2/sam2_hiera_b+.yaml"),
+    "sam2_hiera_l": ("sam2", "configs/sam2/sam2_hiera_l.yaml"),
     "fssam2_tiny": ("fssam2", "sam2_configs/fssam2_tiny.yaml"),
 }
 

@@ -34,6 +34,7 @@ from fssam2.lora import (
     unmerged_weights,
 )
 from fssam2.methods.base import FewShotMethod
+from fssam2.methods.features import ImageFeatures, image_features
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
 MASK_LOGIT_SCALE = 20.0
@@ -54,24 +55,6 @@ UNUSED_SAM2_PARTS = (
     "sam_mask_decoder.pred_obj_score_head",
     "sam_prompt_encoder.mask_downscaling",
 )
-
-
-@dataclass
-class ImageFeatures:
-    """Image encoder output for N images, as the rest of the forward pass consumes it."""
-
-    embedding: torch.Tensor  # [N, C, S/16, S/16] lowest-resolution FPN map (pix_feat)
-    position: torch.Tensor  # [N, C, S/16, S/16] its sine position encoding
-    # [N, C/8, S/4, S/4], [N, C/4, S/8, S/8]: the FPN maps after the mask decoder's conv_s0 / conv_s1
-    # (as SAM2's forward_image does), 5.5x smaller than the raw 256-channel maps a cache would keep.
-    high_res: list[torch.Tensor]
-
-    def select(self, index: slice) -> ImageFeatures:
-        return ImageFeatures(self.embedding[index], self.position[index], [f[index] for f in self.high_res])
-
-    def per_image(self, i: int) -> tuple[torch.Tensor, ...]:
-        """Image i's maps, without the position encoding (the same for every image of a size)."""
-        return (self.embedding[i], *(f[i] for f in self.high_res))
 
 
 @dataclass
@@ -239,13 +222,7 @@ class FewShotSAM2(FewShotMethod):
                 position=torch.cat([p.position for p in parts]),
                 high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts), strict=True)],
             )
-        out = self.sam2.image_encoder(images)
-        levels = self.sam2.num_feature_levels
-        fpn = out["backbone_fpn"][-levels:]
-        pos = out["vision_pos_enc"][-levels:]
-        decoder = self.sam2.sam_mask_decoder
-        high_res = [decoder.conv_s0(fpn[0]), decoder.conv_s1(fpn[1])]
-        return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=high_res)
+        return image_features(self.sam2, images)
 
     def memory_maps(self, support: ImageFeatures, support_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 2 per support: features [N] and masks [N, S, S] in {0, 1} -> memory and its
