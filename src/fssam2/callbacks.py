@@ -140,6 +140,8 @@ class TestResults(L.Callback):
             "shot": getattr(dm, "shot", None),
             "episodes": len(dm.dataset(split)) if isinstance(dm, FewShotDataModule) else None,
             "seed": getattr(dm, "seed", None),
+            "method": type(pl_module.model).__name__,  # FewShotSAM2, SANSA, ...
+            "sam2_config": pl_module.hparams.get("sam2_config"),
             "sam2_checkpoint": _file_or_name(pl_module.hparams.get("sam2_checkpoint")),  # or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             # mIoU true - swap on a subset of the episodes (data.gap_episodes); null when not computed

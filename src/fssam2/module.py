@@ -3,7 +3,9 @@ path; the maths lives in the method."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 from typing import Any, Literal, cast
 
 import lightning as L
@@ -20,7 +22,7 @@ from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
 from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
-from fssam2.methods import FewShotMethod
+from fssam2.methods import FewShotMethod, FewShotSAM2
 from fssam2.metric import FewShotIoU, SupportGap
 from fssam2.plan import trace
 from fssam2.registry import RANDOM_INIT
@@ -115,12 +117,41 @@ def method_class(path: str) -> type[FewShotMethod]:
     return found
 
 
+def method_options(
+    kind: type[FewShotMethod], fssam2_options: dict[str, Any], method_args: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The options `kind.build` takes: FS-SAM2's from the module's own arguments, another method's
+    from `method_args`. An option given to the wrong method is refused, never dropped."""
+    if issubclass(kind, FewShotSAM2):
+        if method_args:
+            raise InputError(
+                f"model.method_args {sorted(method_args)}: FS-SAM2 takes its options as model.lora, model.trainable, "
+                "model.encoder_batch and model.merge_lora; drop model.method_args."
+            )
+        return fssam2_options
+    defaults = inspect.signature(FSSAM2Module.__init__).parameters
+    changed = sorted(n for n, v in fssam2_options.items() if _plain(v) != _plain(defaults[n].default))
+    if changed:
+        raise InputError(
+            f"model.{', model.'.join(changed)} {'is' if len(changed) == 1 else 'are'} FS-SAM2's, not "
+            f"{kind.__name__}'s: drop {'it' if len(changed) == 1 else 'them'} (give {kind.__name__}'s own "
+            "options in model.method_args)."
+        )
+    return dict(method_args or {})
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
 class FSSAM2Module(L.LightningModule):
     """Meta-trains a few-shot method on episodes and scores it with the few-shot protocol.
 
     Args:
         method: the method's class path (a `fssam2.methods.FewShotMethod`); FS-SAM2 by default.
             The options from lora to encoder_batch are FS-SAM2's (`FewShotSAM2.build`).
+        method_args: another method's own options (e.g. SANSA's `{"adapter": {"channel_factor": 0.8}}`),
+            passed to its `build`; FS-SAM2 takes its options from lora to encoder_batch instead.
         sam2_config: SAM2 config, a packaged name or a yaml path (see `fssam2.build_sam2`).
         sam2_checkpoint: SAM2 weights: a checkpoint file or a name (`fssam2 download` names,
             packaged names such as fssam2_tiny_tracking); None = the released weights of a
@@ -158,6 +189,7 @@ class FSSAM2Module(L.LightningModule):
         compile: bool | str = False,
         encoder_batch: int | None = None,
         method: str = DEFAULT_METHOD,
+        method_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -169,21 +201,24 @@ class FSSAM2Module(L.LightningModule):
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
             )
+        fssam2_options = {
+            "lora": lora,
+            "trainable": trainable,
+            "encoder_batch": encoder_batch,
+            "merge_lora": merge_lora,
+        }
+        options = method_options(kind, fssam2_options, method_args)
         checkpoint = base_checkpoint(sam2_config, sam2_checkpoint)
         if checkpoint is None:
             rank_zero_warn(
                 f"model.sam2_checkpoint={RANDOM_INIT}: SAM2 ({sam2_config}) starts from random initialisation."
             )
         self.hparams["sam2_checkpoint"] = checkpoint or RANDOM_INIT  # what checkpoints and results record
-        self.model: FewShotMethod = kind.build(
-            sam2_config,
-            checkpoint,
-            image_size,
-            lora=lora,
-            trainable=trainable,
-            encoder_batch=encoder_batch,
-            merge_lora=merge_lora,
-        )
+        self.model: FewShotMethod = kind.build(sam2_config, checkpoint, image_size, **options)
+        if self.cache_config is not None and not self.model.USES_FEATURE_CACHE:
+            rank_zero_info(
+                f"{kind.__name__} has no feature cache yet: evaluation encodes every image of every episode."
+            )
         if compile:
             backend = "inductor" if compile is True else compile
             for part in self.model.COMPILED_PARTS:
@@ -356,7 +391,7 @@ class FSSAM2Module(L.LightningModule):
         """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
         cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
         self.model.start_evaluation()
-        if self.cache_config is None:
+        if self.cache_config is None or not self.model.USES_FEATURE_CACHE:
             return
         cache = self.model.feature_cache = FeatureCache(self.cache_config)
         self._plan_steps = {}

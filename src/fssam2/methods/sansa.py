@@ -1,0 +1,280 @@
+"""SANSA (Cuttano et al., NeurIPS 2025): SAM2's tracker, adapted by AdaptFormer adapters in the
+image encoder, finds the supports' class in the query as a video frame after them.
+
+The steps follow the official code (github ClaudiaCuttano/SANSA, models/sansa/sansa.py):
+1. the image encoder (frozen, AdaptFormer adapters beside the MLPs of the last two Hiera stages)
+   on the K supports and the query;
+2. each support mask goes SAM2's mask-as-output path: logits mask * 20 - 10, downsampled to
+   S/4 (antialiased), upsampled back for the memory encoder; its object pointer comes from the
+   mask decoder prompted with the mask (single mask output);
+3. the query is frame K: memory attention over support 0's memory (temporal position slot
+   num_maskmem - 1), supports 1..K-1 (slot K - k - 1, the latest num_maskmem - 1 frames) and
+   the object pointers (support 0, then K-1 down to 1; position encoding zero), each pointer
+   split into C / C_mem tokens;
+4. the mask decoder with multimask output; the mask with the highest predicted IoU, upsampled
+   bilinearly from S/4 to S.
+SAM2 runs with its object-score head off, as SANSA builds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, fields
+from pathlib import Path, PosixPath, WindowsPath
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam2_base import SAM2Base
+
+from fssam2.build import build_sam2
+from fssam2.errors import InputError
+from fssam2.methods.adaptformer import AdapterConfig, add_adaptformer
+from fssam2.methods.base import FewShotMethod
+from fssam2.methods.features import ImageFeatures, image_features
+
+MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0  # a mask as logits (sigmoid(-10) ~ 0), as SAM2 takes mask inputs
+
+
+def object_score_head_off(sam2: SAM2Base) -> None:
+    """Run SAM2 as SANSA builds it (pred_obj_scores, pred_obj_scores_mlp, fixed_no_obj_ptr false,
+    and no dynamic multimask selection): the mask decoder loses its object-score token and head,
+    which a released checkpoint holds and SANSA's non-strict load leaves out."""
+    decoder = sam2.sam_mask_decoder
+    for name in ("obj_score_token", "pred_obj_score_head"):
+        if hasattr(decoder, name):
+            delattr(decoder, name)
+    decoder.pred_obj_scores = False
+    decoder.dynamic_multimask_via_stability = False
+    sam2.pred_obj_scores = False
+    sam2.pred_obj_scores_mlp = False
+    sam2.fixed_no_obj_ptr = False
+    if hasattr(sam2, "no_obj_ptr"):
+        del sam2.no_obj_ptr
+
+
+class SANSA(FewShotMethod):
+    """SAM2 v1 with AdaptFormer adapters, segmenting the supports' class as a tracker would.
+
+    Args:
+        sam2: a built SAM2 (see `fssam2.build_sam2`, e.g. "sam2_hiera_l"), weights loaded; its
+            object-score head is turned off in place (see `object_score_head_off`).
+        adapter: where the adapters go; they are the only trainable parameters.
+    """
+
+    FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size", "method_args")
+    USES_FEATURE_CACHE: ClassVar[bool] = False  # not yet: every episode encodes its K + 1 images
+
+    def __init__(self, sam2: SAM2Base, adapter: AdapterConfig | None = None) -> None:
+        super().__init__()
+        if not sam2.use_obj_ptrs_in_encoder:
+            raise InputError(
+                "SANSA reads object pointers, but this SAM2 config has use_obj_ptrs_in_encoder false: "
+                "use a SAM2 config with it on (e.g. sam2_hiera_l)."
+            )
+        object_score_head_off(sam2)
+        self.sam2 = sam2
+        self.adapter = adapter or AdapterConfig()
+        self.adapted_blocks = add_adaptformer(sam2.image_encoder.trunk, self.adapter)
+        self.requires_grad_(False)
+        for name, param in self.named_parameters():
+            param.requires_grad_(".adapter." in name)
+        self.feature_cache = None
+
+    @classmethod
+    def build(
+        cls,
+        sam2_config: str,
+        sam2_checkpoint: str | None,
+        image_size: int | None,
+        *,
+        adapter: AdapterConfig | dict[str, Any] | None = None,
+        adapters: str | None = None,
+        **options: Any,
+    ) -> SANSA:
+        """SANSA on `build_sam2(sam2_config, sam2_checkpoint)`, in training mode; `adapters`: a
+        released SANSA adapter file (`adapter_coco_fold0.pth`, ...) to start from."""
+        if options:
+            raise InputError(f"SANSA has no option {', '.join(sorted(options))}: drop it from model.method_args.")
+        if isinstance(adapter, dict):
+            unknown = sorted(set(adapter) - {f.name for f in fields(AdapterConfig)})
+            if unknown:
+                raise InputError(
+                    f"model.method_args.adapter has no option {', '.join(unknown)}: use stages, channel_factor or scale."
+                )
+            given: dict[str, Any] = {k: tuple(v) if k == "stages" else v for k, v in adapter.items()}
+            adapter = AdapterConfig(**given)
+        model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), adapter)
+        if adapters is not None:
+            model.load_official_adapters(adapters)
+        model.train()
+        return model
+
+    def load_official_adapters(self, path: str | Path) -> None:
+        """Load an adapter file as the official code writes it (`{"model": {"sam.image_encoder.
+        trunk.blocks.N.adapter.<name>": tensor}, ...}`, keys maybe prefixed "module."). Every
+        adapter of this model must be in it, with its shape; an InputError names what differs."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise InputError(f"SANSA adapter file {path} does not exist: give a released adapter_*.pth.")
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace, PosixPath, WindowsPath]):
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise InputError(
+                f"SANSA adapter file {path} could not be read ({type(err).__name__}): it is not a SANSA checkpoint."
+            ) from err
+        state = saved.get("model") if isinstance(saved, dict) else None
+        if not isinstance(state, dict):
+            raise InputError(f"SANSA adapter file {path} has no 'model' state dict: it is not a SANSA checkpoint.")
+        given = {}
+        for key, value in state.items():
+            name = key.removeprefix("module.")
+            if ".adapter." in name and name.startswith("sam."):
+                given["sam2." + name.removeprefix("sam.")] = value
+        ours = self.adapter_state()
+        wrong = sorted(
+            n for n in ours.keys() | given.keys() if n not in given or n not in ours or given[n].shape != ours[n].shape
+        )
+        if wrong:
+            raise InputError(
+                f"SANSA adapter file {path} does not fit this model ({len(given)} adapter tensors, "
+                f"{len(ours)} expected; first mismatch {wrong[0]}): set model.method_args.adapter "
+                f"(stages, channel_factor; the generalist adapters use channel_factor 0.8) and the SAM2 config "
+                "it was trained with."
+            )
+        self.load_state_dict(given, strict=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sam2.image_size)
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.named_parameters() if ".adapter." in n}
+
+    def cache_keys(self, batch: dict[str, Any], split: str) -> None:
+        return None  # no feature cache yet: every image is encoded in every batch
+
+    def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> list[dict]:
+        """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
+        entry per support k (memory, its position encoding, object pointer), each batched over B."""
+        b, k = support_images.shape[:2]
+        feats = image_features(self.sam2, support_images.flatten(0, 1))
+        return self.support_memories(feats, support_masks.flatten(0, 1), b)
+
+    def segment(self, query_images: torch.Tensor, memory: list[dict]) -> torch.Tensor:
+        """Steps 1, 3-4: query images [B, 3, S, S] -> logits [B, 1, S, S]."""
+        return self.decode(image_features(self.sam2, query_images), memory)
+
+    def support_memories(self, feats: ImageFeatures, masks: torch.Tensor, batch: int) -> list[dict]:
+        """Step 2 for B*K supports (episode-major): masks [B*K, S, S] -> K entries over B."""
+        sam2, size = self.sam2, self.image_size
+        mask = masks[:, None].float()  # [N, 1, S, S]
+        low = F.interpolate(
+            mask * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS,
+            size=(size // 4, size // 4),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )  # [N, 1, S/4, S/4]
+        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        pointer = self.object_pointer(feats.embedding, feats.high_res, masks=sam2.mask_downsample(mask))  # [N, C]
+        prob = torch.sigmoid(high) * sam2.sigmoid_scale_for_mem_enc + sam2.sigmoid_bias_for_mem_enc
+        out = sam2.memory_encoder(feats.embedding, prob, skip_mask_sigmoid=True)
+        memory, position = out["vision_features"], out["vision_pos_enc"][-1]  # [N, C_mem, h, w]
+        shot = len(masks) // batch
+
+        def per_support(t: torch.Tensor) -> list[torch.Tensor]:
+            return list(t.reshape(batch, shot, *t.shape[1:]).transpose(0, 1))
+
+        return [
+            {"memory": m, "position": p, "pointer": o}
+            for m, p, o in zip(per_support(memory), per_support(position), per_support(pointer), strict=True)
+        ]
+
+    def object_pointer(
+        self, embedding: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor
+    ) -> torch.Tensor:
+        """The mask decoder prompted with masks [N, 1, S/4, S/4] (and one empty point), single
+        mask output: its output token through obj_ptr_proj, [N, C]."""
+        sam2, n = self.sam2, len(embedding)
+        points = torch.zeros(n, 1, 2, device=embedding.device)
+        labels = -torch.ones(n, 1, dtype=torch.int32, device=embedding.device)
+        sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=masks)
+        _, _, tokens, _ = sam2.sam_mask_decoder(
+            image_embeddings=embedding,
+            image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+        return sam2.obj_ptr_proj(tokens[:, 0])
+
+    def memory_of(self, supports: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Step 3's memory for the query (frame K): tokens [M, B, C_mem], their position
+        encoding, and how many of them are object-pointer tokens (they come last)."""
+        sam2, k = self.sam2, len(supports)
+        slots = sam2.num_maskmem
+        frames = [0] + [f for f in range(max(1, k - slots + 1), k)]  # the latest num_maskmem - 1 after frame 0
+        memory, position = [], []
+        for f in frames:
+            slot = slots - 1 if f == 0 else k - f - 1
+            memory.append(supports[f]["memory"].flatten(2).permute(2, 0, 1))  # [hw, B, C_mem]
+            position.append(supports[f]["position"].flatten(2).permute(2, 0, 1) + sam2.maskmem_tpos_enc[slot])
+        pointers = [0] + list(range(k - 1, 0, -1))[: min(k + 1, sam2.max_obj_ptrs_in_encoder) - 1]
+        ptrs = torch.stack([supports[f]["pointer"] for f in pointers])  # [P, B, C]
+        p, b, c = ptrs.shape
+        split = c // sam2.mem_dim
+        tokens = ptrs.reshape(p, b, split, sam2.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)  # [P*split, B, C_mem]
+        memory.append(tokens)
+        position.append(tokens.new_zeros(tokens.shape))
+        return torch.cat(memory), torch.cat(position), len(tokens)
+
+    def decode(self, query: ImageFeatures, supports: list[dict]) -> torch.Tensor:
+        """Steps 3-4: logits [B, 1, S, S]."""
+        sam2 = self.sam2
+        memory, position, pointer_tokens = self.memory_of(supports)
+        emb = query.embedding  # [B, C, h, w]
+        b, c, h, w = emb.shape
+        conditioned = sam2.memory_attention(
+            curr=[emb.flatten(2).permute(2, 0, 1)],  # [hw, B, C]
+            curr_pos=[query.position.flatten(2).permute(2, 0, 1)],
+            memory=memory,
+            memory_pos=position,
+            num_obj_ptr_tokens=pointer_tokens,
+        )
+        conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
+        points = torch.zeros(b, 1, 2, device=emb.device)
+        labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
+        sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        masks, iou, _, _ = sam2.sam_mask_decoder(
+            image_embeddings=conditioned,
+            image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+            repeat_image=False,
+            high_res_features=query.high_res,
+        )  # [B, 3, S/4, S/4], [B, 3]
+        best = masks[torch.arange(b, device=emb.device), iou.argmax(-1)][:, None].float()
+        size = (self.image_size, self.image_size)
+        return F.interpolate(best, size=size, mode="bilinear", align_corners=False)
+
+    def forward(
+        self,
+        support_images: torch.Tensor,
+        support_masks: torch.Tensor,
+        query_images: torch.Tensor,
+        keys: Any = None,
+    ) -> torch.Tensor:
+        """support_images [B, K, 3, S, S] and query_images [B, 3, S, S] normalised; support_masks
+        [B, K, S, S] in {0, 1}. Returns query logits [B, 1, S, S]."""
+        b, k = support_images.shape[:2]
+        feats = image_features(self.sam2, torch.cat([support_images.flatten(0, 1), query_images]))
+        supports = self.support_memories(feats.select(slice(0, b * k)), support_masks.flatten(0, 1), b)
+        return self.decode(feats.select(slice(b * k, None)), supports)
+
+    def extra_repr(self) -> str:
+        return f"adapter={asdict(self.adapter)}, adapted blocks {len(self.adapted_blocks)}"

@@ -1,0 +1,160 @@
+"""SANSA as the second method (fssam2.methods.SANSA): its adapters, the memory it reads, batching,
+its released adapter files and the run through the real CLI.
+
+Equality with the official forward (github ClaudiaCuttano/SANSA) is checked outside the repo, on
+the same random weights (see docs/methods.md); these tests keep what that check established."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import fssam2
+from fssam2 import InputError
+from fssam2.cli import run_cli
+from fssam2.methods import SANSA, AdapterConfig
+from helpers import TINY, make_episode, one_line_error
+
+SIZE = 64
+
+
+def tiny_sansa(adapter: AdapterConfig | None = None, seed: int = 0) -> SANSA:
+    torch.manual_seed(seed)
+    return SANSA(fssam2.build_sam2("fssam2_tiny", None, image_size=SIZE), adapter).eval()
+
+
+def bottleneck_params(model: SANSA) -> int:
+    """What AdaptFormer adds per adapted block: LayerNorm, down and up projections."""
+    total = 0
+    for block in model.sam2.image_encoder.trunk.blocks:
+        if hasattr(block, "adapter"):
+            c, b = block.dim_out, int(block.dim * model.adapter.channel_factor)
+            total += 2 * c + (c * b + b) + (b * c + c)
+    return total
+
+
+def test_only_the_adapters_train_and_a_fresh_adapter_changes_nothing():
+    plain, adapted = tiny_sansa(AdapterConfig(stages=())), tiny_sansa()
+    adapted.sam2.load_state_dict(plain.sam2.state_dict(), strict=False)
+    trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert trainable and all(".adapter." in n for n in trainable)
+    assert sum(p.numel() for p in adapted.trainable_parameters()) == bottleneck_params(adapted)
+    assert len(adapted.adapted_blocks) == 3  # fssam2_tiny's stages 2 and 3: 2 + 1 blocks
+    episode = make_episode(2, 2, size=SIZE)
+    with torch.no_grad():
+        before = adapted(*episode)
+        torch.testing.assert_close(before, plain(*episode), rtol=0, atol=0)  # up projections start at zero
+        for name, p in adapted.named_parameters():
+            if "up_proj" in name:
+                p.normal_(0, 0.1)
+        assert (adapted(*episode) - before).abs().max() > 1e-3
+
+
+def test_the_object_score_head_is_off_as_sansa_builds_sam2():
+    model = tiny_sansa()
+    decoder = model.sam2.sam_mask_decoder
+    assert not decoder.pred_obj_scores and not hasattr(decoder, "obj_score_token")
+    assert not model.sam2.pred_obj_scores and not decoder.dynamic_multimask_via_stability
+
+
+def test_the_query_reads_frame_0_the_latest_frames_and_their_pointers_in_the_official_order():
+    model = tiny_sansa()
+    sam2 = model.sam2
+    k, hw, c_mem = 9, 4, sam2.mem_dim  # more supports than memory slots (num_maskmem 7)
+    supports = [
+        {
+            "memory": torch.full((1, c_mem, 2, 2), float(f)),
+            "position": torch.zeros(1, c_mem, 2, 2),
+            "pointer": torch.full((1, sam2.hidden_dim), float(f)),
+        }
+        for f in range(k)
+    ]
+    with torch.no_grad():
+        memory, position, pointer_tokens = model.memory_of(supports)
+    split = sam2.hidden_dim // c_mem
+    frames = [0, 3, 4, 5, 6, 7, 8]  # frame 0, then the latest num_maskmem - 1
+    assert pointer_tokens == k * split and len(memory) == len(frames) * hw + k * split
+    assert memory[: len(frames) * hw : hw, 0, 0].tolist() == frames
+    slots = [sam2.num_maskmem - 1] + [k - f - 1 for f in frames[1:]]
+    expected = torch.stack([sam2.maskmem_tpos_enc[s].flatten() for s in slots])
+    torch.testing.assert_close(position[: len(frames) * hw : hw, 0], expected)
+    pointers = memory[len(frames) * hw :: split, 0, 0].tolist()
+    assert pointers == [0, 8, 7, 6, 5, 4, 3, 2, 1]  # support 0, then K-1 down to 1
+    assert not position[len(frames) * hw :].any()  # pointers carry no position encoding
+
+
+def test_episodes_in_one_batch_equal_each_alone():
+    model = tiny_sansa()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "up_proj" in name:
+                p.normal_(0, 0.1)
+        support_images, support_masks, query_images = make_episode(3, 2, size=SIZE, seed=1)
+        batched = model(support_images, support_masks, query_images)
+        alone = torch.cat(
+            [model(support_images[i : i + 1], support_masks[i : i + 1], query_images[i : i + 1]) for i in range(3)]
+        )
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+    assert batched.shape == (3, 1, SIZE, SIZE)
+
+
+def official_adapter_file(model: SANSA, path: Path, prefix: str = "") -> dict:
+    """An adapter file as SANSA's main.py writes it: adapter tensors under the official names
+    (`sam.` for our `sam2.`), optimiser and schedule state, the argparse Namespace, legacy format."""
+    state = {prefix + "sam." + n.removeprefix("sam2."): v.clone() for n, v in model.adapter_state().items()}
+    args = argparse.Namespace(adaptformer_stages=[2, 3], channel_factor=0.3, output_dir=Path("output"))
+    saved = {"model": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 4, "args": args}
+    torch.save(saved, path, _use_new_zipfile_serialization=False)
+    return state
+
+
+def test_released_adapter_files_load_by_their_key_names_and_a_misfit_is_one_line(tmp_path):
+    source = tiny_sansa(seed=1)
+    with torch.no_grad():
+        for p in source.trainable_parameters():
+            p.normal_(0, 0.1)
+    for prefix in ("", "module."):  # DDP-saved files carry "module."
+        official_adapter_file(source, tmp_path / f"adapter{prefix}.pth", prefix)
+        target = tiny_sansa(seed=2)
+        target.load_official_adapters(tmp_path / f"adapter{prefix}.pth")
+        for name, value in source.adapter_state().items():
+            assert torch.equal(target.adapter_state()[name], value), name
+    wide = tiny_sansa(AdapterConfig(channel_factor=0.8))
+    with pytest.raises(InputError, match="does not fit this model .* channel_factor"):
+        wide.load_official_adapters(tmp_path / "adapter.pth")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(InputError, match="could not be read"):
+        wide.load_official_adapters(tmp_path / "junk.pth")
+
+
+def test_options_given_to_the_other_method_are_refused(capsys, tmp_path):
+    args = ["fit", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path)]
+    sansa = [*args, "--model.method", "fssam2.methods.SANSA"]
+    one_line_error(capsys, [*sansa, "--model.trainable", "all"], "model.trainable is FS-SAM2's, not SANSA's")
+    one_line_error(capsys, [*args, "--model.method_args", '{"adapter": {}}'], "FS-SAM2 takes its options as")
+    one_line_error(
+        capsys,
+        [*sansa, "--model.method_args", '{"adapter": {"width": 2}}'],
+        "model.method_args.adapter has no option width",
+    )
+
+
+def test_sansa_trains_its_adapters_and_tests_through_the_cli(tmp_path):
+    run = tmp_path / "run"
+    common = ["--config", str(TINY), "--trainer.default_root_dir", str(run), "--model.method", "fssam2.methods.SANSA"]
+    method_args = json.dumps({"adapter": {"stages": [2, 3], "channel_factor": 0.5}})
+    run_cli(["fit", *common, "--model.method_args", method_args, "--trainer.max_epochs", "1"])
+    best = run / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["method"] == "fssam2.methods.SANSA"
+    adapters = [k for k in ckpt["state_dict"] if ".adapter." in k]
+    optimised = sum(len(group["params"]) for group in ckpt["optimizer_states"][0]["param_groups"])
+    assert adapters and optimised == len(adapters)  # only the adapters train
+    ups = [ckpt["state_dict"][k] for k in adapters if "up_proj.weight" in k]
+    assert all(w.abs().sum() > 0 for w in ups)  # they moved from their zero start
+    run_cli(["test", *common, "--ckpt_path", str(best)])  # the adapter options come from the checkpoint
+    results = json.loads((run / "test_metrics.json").read_text())
+    assert 0 <= results["miou"] <= 100 and results["episodes"] == 25
+    assert (results["method"], results["sam2_config"]) == ("SANSA", "fssam2_tiny")
