@@ -46,13 +46,21 @@ import torch.nn.functional as F
 from fssam2 import build_sam2
 from fssam2.data import to_input
 from fssam2.methods.base import bce_dice_per_episode
-from fssam2.methods.fssam2 import FewShotSAM2, ImageFeatures
+from fssam2.methods.features import ImageFeatures
+from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.synthetic import SyntheticVideo, VariedVideo
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "src" / "fssam2" / "checkpoints" / "fssam2_tiny_varied.pt"
 WORLDS = {"varied": VariedVideo, "hue": SyntheticVideo}  # the clips each world draws
 EVAL_SEED_OFFSET = 1000  # evaluation clips come from another seed than training clips
+
+
+def world_of(name: str, size: int, seed: int, relocate: float = 0.0) -> SyntheticVideo | VariedVideo:
+    """The clips of world `name`; `relocate` (varied only) is the share of clips laid out anew."""
+    if relocate:
+        return VariedVideo(image_size=size, seed=seed, relocate=relocate)
+    return WORLDS[name](image_size=size, seed=seed)
 
 
 def batch_of(video: SyntheticVideo | VariedVideo, indices: range, motion: float, size: int) -> tuple[torch.Tensor, ...]:
@@ -67,11 +75,14 @@ def batch_of(video: SyntheticVideo | VariedVideo, indices: range, motion: float,
 
 
 @torch.no_grad()
-def evaluate(model: FewShotSAM2, world: str, clips: int, seed: int, batch: int, prompts: bool) -> dict[str, float]:
+def evaluate(
+    model: FewShotSAM2, world: str, clips: int, seed: int, batch: int, prompts: bool, relocate: float = 0.0
+) -> dict[str, float]:
     """Foreground IoU (summed intersections over summed unions, x100) on held-out clips at full
     motion, with the true memory, with the memory of another clip (`swap`) and with an empty
-    memory mask (`blank`); with `prompts`, also of the later frame's object decoded from prompts."""
-    video = WORLDS[world](image_size=model.image_size, seed=seed + EVAL_SEED_OFFSET)
+    memory mask (`blank`); with `prompts`, also of the later frame's object decoded from prompts.
+    `relocate`: the share of clips whose objects are laid out anew (see `VariedVideo`)."""
+    video = world_of(world, model.image_size, seed + EVAL_SEED_OFFSET, relocate)
     size = model.image_size
     data = [batch_of(video, range(i, min(i + batch, clips)), 1.0, size) for i in range(0, clips, batch)]
     images0 = torch.cat([d[0] for d in data])
@@ -294,6 +305,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--prompt-weight", type=float, default=1.0, help="weight of the prompt loss (0: tracking pairs only)"
     )
+    parser.add_argument(
+        "--relocate",
+        type=float,
+        default=0.0,
+        help="share of varied clips whose objects are laid out anew in the later frame (0: the shipped world)",
+    )
+    parser.add_argument(
+        "--init", default=None, help="start from this tiny SAM2 checkpoint (a packaged name or a path; default: random)"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-clips", type=int, default=200)
@@ -302,11 +322,17 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser.parse_args(argv)
     if opts.out.exists():
         parser.error(f"--out {opts.out} exists: choose another path or delete it first (it is never overwritten).")
+    if opts.relocate and opts.world != "varied":
+        parser.error(
+            f"--relocate {opts.relocate} needs --world varied: the {opts.world} world has no layouts to redraw."
+        )
+    if not 0 <= opts.relocate <= 1:
+        parser.error(f"--relocate {opts.relocate}: give a share between 0 and 1.")
 
     torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
-    model = FewShotSAM2(build_sam2("fssam2_tiny", image_size=opts.image_size)).to(device).train()
+    model = FewShotSAM2(build_sam2("fssam2_tiny", opts.init, image_size=opts.image_size)).to(device).train()
     model.requires_grad_(False)
     # The forward pass's parameters, and the IoU head that picks the fallback mask in eval mode.
     params = [p for _, p in model.used_parameters()]
@@ -331,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
         return 0.5 * (1 + math.cos(math.pi * (step - opts.warmup) / max(1, opts.steps - opts.warmup)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
-    video = WORLDS[opts.world](image_size=opts.image_size, seed=opts.seed)
+    video = world_of(opts.world, opts.image_size, opts.seed, opts.relocate)
     prompt_rng = np.random.default_rng((opts.seed, 3))
     print(f"pretraining {sum(p.numel() for p in params):,} parameters for {opts.steps} steps of {opts.batch} clips")
     start, losses = time.perf_counter(), []
@@ -352,7 +378,9 @@ def main(argv: list[str] | None = None) -> None:
         scheduler.step()
         losses.append(loss.item())
         if (step + 1) % opts.eval_every == 0 or step + 1 == opts.steps:
-            scores = evaluate(model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight))
+            scores = evaluate(
+                model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight), opts.relocate
+            )
             print(
                 f"step {step + 1:>6}  motion {motion:.2f}  loss {np.mean(losses[-opts.eval_every :]):.3f}  "
                 f"IoU true {scores['true']:5.1f}  swap {scores['swap']:5.1f}  blank {scores['blank']:5.1f}  "

@@ -112,3 +112,18 @@ def test_a_prompt_decides_the_decoded_mask_and_trains_the_prompt_encoder():
     grads = [p.grad for p in model.sam2.sam_prompt_encoder.point_embeddings.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in grads[1:]), "foreground and box corners train"
     assert model.sam2.no_mem_embed.grad is not None
+
+
+def test_relocated_clips_lay_the_objects_out_anew_and_leave_the_shipped_world_as_it_was():
+    shipped, moved = VariedVideo(image_size=96, seed=3), VariedVideo(image_size=96, seed=3, relocate=1.0)
+    far = 0
+    for index in range(30):
+        before, after = shipped.pair(index), moved.pair(index)
+        np.testing.assert_array_equal(before[0], after[0])  # the memory frame is the same
+        np.testing.assert_array_equal(before[1], after[1])
+        for a, b in zip(before, VariedVideo(image_size=96, seed=3, relocate=0.0).pair(index), strict=True):
+            np.testing.assert_array_equal(a, b)  # relocate 0 draws the clips the shipped tracker saw
+        if after[3].any():
+            shift = np.abs(np.argwhere(after[3]).mean(0) - np.argwhere(after[1]).mean(0)).max()
+            far += int(shift > 96 * 0.35)  # beyond the furthest an ordinary clip moves
+    assert far >= 6, f"{far} of 30 relocated objects moved further than motion alone takes them"

@@ -384,11 +384,14 @@ class VariedVideo:
     object's shape (in another fill), or its fill and colours (in another shape). Between the two
     frames objects move, scale, turn and cover each other, and in 40% of the clips every object
     takes new colours (15%: a new pattern too, and then no distractor shares the tracked object's
-    shape), so colour alone never identifies an instance. Identical arguments give identical clips.
+    shape), so colour alone never identifies an instance. With `relocate`, that share of the clips
+    also lays the objects out anew in the later frame, so where an object was tells nothing of where
+    it is and only its looks can find it. Identical arguments give identical clips.
     """
 
     image_size: int = 128  # side of the square frames
     seed: int = 0  # seed of the clips; pretraining and its evaluation use different seeds
+    relocate: float = 0.0  # share of clips whose objects move anywhere (0: the shipped tracker's world)
 
     def pair(self, index: int, motion: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Clip `index`: (frame 0 [S, S, 3] uint8, the object's mask in it [S, S] bool, a later
@@ -435,6 +438,13 @@ class VariedVideo:
             )
             starts.append(start)
             ends.append(end)
+        moved = np.random.default_rng((self.seed, index, 10))  # its own stream: relocate=0 draws as before
+        if moved.random() < self.relocate * motion:
+            ends = [
+                replace(end, center=(float(c[0]), float(c[1])))
+                for end in ends
+                for c in [moved.uniform(end.radius * 0.5, s - end.radius * 0.5, 2)]
+            ]
         scenery: list[Figure] = []
         if rng.random() < 0.5:  # a large low-contrast region of the background
             region = figure(rng, 0, any_outline(rng, RANDOM_OUTLINE_SHARE), "solid", rng.uniform(0.4, 0.7) * s, s)
