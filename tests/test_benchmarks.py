@@ -23,7 +23,7 @@ from fssam2.benchmarks import (
 )
 from fssam2.cli import run_cli
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes
-from fssam2.module import score_at_original_size
+from fssam2.metric import score_at_original_size
 from fssam2.synthetic import SyntheticBenchmark, write_coco_layout, write_fss_layout, write_pascal_layout
 from helpers import SHARED, one_line_error
 
@@ -199,26 +199,33 @@ def test_derived_lists_follow_the_construction_rule(generated):
 
 CONFIG_NAMES = [f"pascal_fold{f}" for f in range(4)] + [f"coco_fold{f}" for f in range(4)]
 CONFIG_NAMES += [f"coco2pascal_fold{f}" for f in range(4)] + ["fss1000"]
+CONFIG_NAMES += [f"sansa/{b}_fold{f}" for b in ("pascal", "coco") for f in range(4)] + ["sansa/fss1000"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, name):
     root, splits = generated
+    official_size = "input_size" in (CONFIGS / f"{name}.yaml").read_text()  # SANSA's loader size: keep it small
     cli = run_cli([
         "test", "--config", str(CONFIGS / f"{name}.yaml"), "--data.root", str(root), "--data.splits_dir", str(splits),
         "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--data.test_episodes", "6",
         "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+        *(["--model.method_args", '{"input_size": 48}'] if official_size else []),
     ])  # fmt: skip
     metrics = cli.trainer.callback_metrics
     assert 0 <= metrics["test/miou"] <= 100 and 0 <= metrics["test/fbiou"] <= 100
-    expected = 3 * 10 if name == "fss1000" else 6  # FSS-1000: every test image once
+    expected = 3 * 10 if name.endswith("fss1000") else 6  # FSS-1000: every test image once
     assert len(cli.datamodule.dataset("test")) == expected
     # per-class IoU by name where the benchmark has them (FSS-1000's categories), else by class id
     per_class = json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]
     ids = cli.datamodule.class_ids("test")
-    assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if name == "fss1000" else set(map(str, ids)))
+    fss = name.endswith("fss1000")
+    assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if fss else set(map(str, ids)))
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["method"] == (
+        "SANSA" if name.startswith("sansa/") else "FewShotSAM2"
+    )
 
 
 def test_fss_label_maps_use_the_category_class(generated):

@@ -158,3 +158,35 @@ def test_sansa_trains_its_adapters_and_tests_through_the_cli(tmp_path):
     results = json.loads((run / "test_metrics.json").read_text())
     assert 0 <= results["miou"] <= 100 and results["episodes"] == 25
     assert (results["method"], results["sam2_config"]) == ("SANSA", "fssam2_tiny")
+
+
+def test_at_the_official_input_size_images_are_resized_inside_and_scored_there():
+    torch.manual_seed(0)
+    model = SANSA(fssam2.build_sam2("fssam2_tiny", None, image_size=SIZE), input_size=48).eval()
+    assert model.image_size == 48 and model.sam2.image_size == SIZE
+    support_images, support_masks, query_images = make_episode(2, 1, size=48)
+    with torch.no_grad():
+        logits = model(support_images, support_masks, query_images)
+    assert logits.shape == (2, 1, 48, 48)
+    target = torch.zeros(100, 80, dtype=torch.long)
+    target[:50] = 1
+    target[50:, :4] = 255
+    preds, scored = model.score(torch.ones(1, 1, 48, 48), [target])
+    assert preds[0].shape == scored[0].shape == (48, 48)  # the official scores at its loader's size
+    assert set(scored[0].unique().tolist()) == {0, 1, 255} and scored[0][:24].eq(1).all()  # resized nearest
+    with pytest.raises(InputError, match=r"expected \[B, K, 3, 48, 48\]"):
+        model(*make_episode(1, 1, size=SIZE))
+
+
+def test_sansa_loss_is_focal_plus_dice_and_leaves_out_ignored_pixels():
+    model = tiny_sansa()
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(2, 16, 16, generator=g) * 3, (torch.rand(2, 16, 16, generator=g) > 0.5).long()
+    marked = target.clone()
+    marked[:, :4] = 255
+    loss = model.loss(logits, target)
+    assert loss > 0 and model.loss(torch.where(target == 1, 20.0, -20.0), target) < 1e-3  # perfect logits: ~0
+    changed = logits.clone()
+    changed[:, :4] = -logits[:, :4]  # only the ignored rows change
+    torch.testing.assert_close(model.loss(changed, marked), model.loss(logits, marked))
+    assert not torch.allclose(model.loss(changed, target), loss)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torchmetrics import Metric
 
 from fssam2.errors import InputError
@@ -244,3 +245,15 @@ def _only(values: torch.Tensor, allowed: tuple[int, ...]) -> bool:
     for value in allowed:
         ok |= values == value
     return bool(ok.all())
+
+
+def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Query logits [B, 1, S, S] -> binary predictions at each target's [H, W] size, resized
+    bilinearly with align_corners=True and thresholded at 0, as the published evaluation does."""
+    if all(t.shape == targets[0].shape for t in targets):
+        resized = F.interpolate(logits.float(), size=tuple(targets[0].shape), mode="bilinear", align_corners=True)
+        return list((resized[:, 0] > 0).long())
+    return [
+        (F.interpolate(lg[None].float(), size=tuple(t.shape), mode="bilinear", align_corners=True)[0, 0] > 0).long()
+        for lg, t in zip(logits, targets, strict=True)
+    ]

@@ -11,7 +11,6 @@ from typing import Any, Literal, cast
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
@@ -23,23 +22,11 @@ from fssam2.errors import InputError
 from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
 from fssam2.methods import FewShotMethod, FewShotSAM2
-from fssam2.metric import FewShotIoU, SupportGap
+from fssam2.metric import FewShotIoU, SupportGap, score_at_original_size
 from fssam2.plan import trace
 from fssam2.registry import RANDOM_INIT
 
 MIN_SUPPORT_GAP = 5.0  # mIoU; a smaller support gap means the supports hardly change the masks
-
-
-def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Query logits [B, 1, S, S] -> binary predictions at each target's [H, W] size, resized
-    bilinearly with align_corners=True and thresholded at 0, as the published evaluation does."""
-    if all(t.shape == targets[0].shape for t in targets):
-        resized = F.interpolate(logits.float(), size=tuple(targets[0].shape), mode="bilinear", align_corners=True)
-        return list((resized[:, 0] > 0).long())
-    return [
-        (F.interpolate(lg[None].float(), size=tuple(t.shape), mode="bilinear", align_corners=True)[0, 0] > 0).long()
-        for lg, t in zip(logits, targets, strict=True)
-    ]
 
 
 def support_gap_warning(split: str, true: float, swap: float, episodes: int) -> str | None:
@@ -266,14 +253,15 @@ class FSSAM2Module(L.LightningModule):
                 del self.metrics[f"{split}_gap"]
 
     def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """Loss at the input size, metric at each query's original size; returns (loss, predictions).
+        """Loss at the input size, metric where the method scores (`FewShotMethod.score`: each
+        query's original size unless the method's official evaluation says otherwise); returns (loss, predictions).
         A support-gap batch (swapped supports) counts for the support gap alone: (None, predictions)."""
         logits = self._logits(batch, split)  # [B, 1, S, S]
         targets = batch["query_target"]
         gap = cast(SupportGap | None, self.metrics[f"{split}_gap"] if f"{split}_gap" in self.metrics else None)
         if any(batch.get("gap", ())):
             with torch.no_grad():
-                preds = score_at_original_size(logits.detach(), targets)
+                preds, targets = self.model.score(logits.detach(), targets)
                 if gap is not None:
                     gap.update(preds, targets, batch["index"], swapped=True)
             return None, preds
@@ -287,7 +275,7 @@ class FSSAM2Module(L.LightningModule):
             empty_target = ~(batch["query_mask"] == 1).flatten(1).any(1)
             counts = self._empty_masks.setdefault(split, torch.zeros(2, dtype=torch.long, device=self.device))
             counts += torch.stack([empty_support.sum(), empty_target.sum()])
-            preds = score_at_original_size(logits.detach(), targets)
+            preds, targets = self.model.score(logits.detach(), targets)
             metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
             if all(p.shape == preds[0].shape for p in preds):
                 metric.update(torch.stack(preds), torch.stack(targets), batch["class_id"])

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from fssam2.cache import FeatureCache
-from fssam2.metric import IGNORE
+from fssam2.errors import InputError
+from fssam2.metric import IGNORE, score_at_original_size
 
 
 def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -96,9 +97,38 @@ class FewShotMethod(nn.Module, ABC):
         """One batch of episodes -> query logits [B, 1, S, S] (`segment(encode_support(...))`,
         with the feature cache when one is set and `keys` are given)."""
 
+    def check_inputs(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
+    ) -> None:
+        """One-line InputErrors for episode tensors of the wrong shapes."""
+        s = self.image_size
+        if support_images.dim() != 5 or support_images.shape[2:] != (3, s, s):
+            raise InputError(
+                f"support_images has shape {tuple(support_images.shape)}; expected [B, K, 3, {s}, {s}] "
+                f"(images resized to the model's input size {s})."
+            )
+        b, k = support_images.shape[:2]
+        if k == 0:
+            raise InputError("K = 0 support images: an episode needs at least one annotated support (shot >= 1).")
+        if tuple(support_masks.shape) != (b, k, s, s):
+            raise InputError(
+                f"support_masks has shape {tuple(support_masks.shape)} but support_images has "
+                f"{tuple(support_images.shape)}: masks must be [B, K, {s}, {s}], one per support image."
+            )
+        if tuple(query_images.shape) != (b, 3, s, s):
+            raise InputError(
+                f"query_images has shape {tuple(query_images.shape)}; expected [{b}, 3, {s}, {s}] "
+                "(one query per episode, at the model's input size)."
+            )
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters training updates."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def score(self, logits: torch.Tensor, targets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Query logits [B, 1, S, S] and targets [H, W] (original sizes) -> (binary predictions,
+        targets) as the metric compares them: by default at each target's original size."""
+        return score_at_original_size(logits, targets), targets
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Training loss of query logits [B, S, S] against targets [B, S, S] in {0, 1, 255}."""

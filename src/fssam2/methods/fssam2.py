@@ -313,7 +313,7 @@ class FewShotSAM2(FewShotMethod):
         support_masks [B, K, S, S] in {0, 1}; keys: the images' cache keys, used when a feature
         cache is set. Returns query logits [B, 1, S, S].
         """
-        self._check_inputs(support_images, support_masks, query_images)
+        self.check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]
         supports, masks = support_images.flatten(0, 1), support_masks.flatten(0, 1)  # [B*K, ...]
         if keys is None or self.feature_cache is None:
@@ -346,26 +346,3 @@ class FewShotSAM2(FewShotMethod):
         pos = self._memory_position.expand(b * k, -1, -1, -1)
         query = feats.select(slice(len(new), None))
         return self.decode(query, memory_tokens(maps, b), memory_tokens(pos, b))
-
-    def _check_inputs(
-        self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor
-    ) -> None:
-        s = self.image_size
-        if support_images.dim() != 5 or support_images.shape[2:] != (3, s, s):
-            raise InputError(
-                f"support_images has shape {tuple(support_images.shape)}; expected [B, K, 3, {s}, {s}] "
-                f"(images resized to the model's input size {s})."
-            )
-        b, k = support_images.shape[:2]
-        if k == 0:
-            raise InputError("K = 0 support images: an episode needs at least one annotated support (shot >= 1).")
-        if tuple(support_masks.shape) != (b, k, s, s):
-            raise InputError(
-                f"support_masks has shape {tuple(support_masks.shape)} but support_images has "
-                f"{tuple(support_images.shape)}: masks must be [B, K, {s}, {s}], one per support image."
-            )
-        if tuple(query_images.shape) != (b, 3, s, s):
-            raise InputError(
-                f"query_images has shape {tuple(query_images.shape)}; expected [{b}, 3, {s}, {s}] "
-                "(one query per episode, at the model's input size)."
-            )

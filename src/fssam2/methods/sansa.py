@@ -32,6 +32,7 @@ from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig, add_adaptformer
 from fssam2.methods.base import FewShotMethod
 from fssam2.methods.features import ImageFeatures, image_features
+from fssam2.metric import IGNORE
 
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0  # a mask as logits (sigmoid(-10) ~ 0), as SAM2 takes mask inputs
 
@@ -53,6 +54,26 @@ def object_score_head_off(sam2: SAM2Base) -> None:
         del sam2.no_obj_ptr
 
 
+def focal_dice_per_episode(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """Sigmoid focal loss (mean over the valid pixels) + Dice (smoothing 1) of each episode, [B].
+
+    logits [B, H, W]; target [B, H, W] in {0, 1, 255}, 255 left out of both terms.
+    """
+    valid = (target != IGNORE).float().flatten(1)
+    fg = (target == 1).float().flatten(1)
+    x = logits.float().flatten(1)
+    prob = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, fg, reduction="none")
+    p_t = prob * fg + (1 - prob) * (1 - fg)
+    focal = (alpha * fg + (1 - alpha) * (1 - fg)) * ce * (1 - p_t) ** gamma
+    focal = (focal * valid).sum(1) / valid.sum(1).clamp(min=1)
+    prob = prob * valid
+    dice = 1 - (2 * (prob * fg).sum(1) + 1) / (prob.sum(1) + fg.sum(1) + 1)
+    return focal + dice
+
+
 class SANSA(FewShotMethod):
     """SAM2 v1 with AdaptFormer adapters, segmenting the supports' class as a tracker would.
 
@@ -60,13 +81,21 @@ class SANSA(FewShotMethod):
         sam2: a built SAM2 (see `fssam2.build_sam2`, e.g. "sam2_hiera_l"), weights loaded; its
             object-score head is turned off in place (see `object_score_head_off`).
         adapter: where the adapters go; they are the only trainable parameters.
+        input_size: the side images and masks come at, as the official loaders resize them
+            (COCO-20i 640, FSS-1000 518); they are resized to SAM2's size inside (antialiased, as
+            the official preprocessing), logits come back at this size, and the metric scores
+            here against the target resized nearest, as the official evaluation does. None:
+            SAM2's own size, scored at each query's original size (fssam2's protocol).
     """
 
     FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size", "method_args")
     USES_FEATURE_CACHE: ClassVar[bool] = False  # not yet: every episode encodes its K + 1 images
 
-    def __init__(self, sam2: SAM2Base, adapter: AdapterConfig | None = None) -> None:
+    def __init__(self, sam2: SAM2Base, adapter: AdapterConfig | None = None, input_size: int | None = None) -> None:
         super().__init__()
+        if input_size is not None and input_size < 1:
+            raise InputError(f"input_size={input_size} must be a positive side in pixels (or None: SAM2's size).")
+        self.input_size = input_size
         if not sam2.use_obj_ptrs_in_encoder:
             raise InputError(
                 "SANSA reads object pointers, but this SAM2 config has use_obj_ptrs_in_encoder false: "
@@ -90,6 +119,7 @@ class SANSA(FewShotMethod):
         *,
         adapter: AdapterConfig | dict[str, Any] | None = None,
         adapters: str | None = None,
+        input_size: int | None = None,
         **options: Any,
     ) -> SANSA:
         """SANSA on `build_sam2(sam2_config, sam2_checkpoint)`, in training mode; `adapters`: a
@@ -104,7 +134,7 @@ class SANSA(FewShotMethod):
                 )
             given: dict[str, Any] = {k: tuple(v) if k == "stages" else v for k, v in adapter.items()}
             adapter = AdapterConfig(**given)
-        model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), adapter)
+        model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), adapter, input_size)
         if adapters is not None:
             model.load_official_adapters(adapters)
         model.train()
@@ -147,7 +177,36 @@ class SANSA(FewShotMethod):
 
     @property
     def image_size(self) -> int:
-        return int(self.sam2.image_size)
+        """The side of the images `forward` takes and of the logits it returns."""
+        return self.input_size or int(self.sam2.image_size)
+
+    def to_sam2_size(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> tuple:
+        """Images [N, 3, s, s] (and masks [N, s, s]) at input_size -> SAM2's size: bilinear,
+        antialiased; a mask is foreground wherever its resized value is above 0 (as the official
+        preprocessing and resize_mask do)."""
+        size = int(self.sam2.image_size)
+        if images.shape[-1] == size:
+            return images, masks
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if masks is not None:
+            resized = F.interpolate(masks[:, None].float(), size=(size, size), mode="bilinear", antialias=True)
+            masks = (resized[:, 0] > 0).to(masks.dtype)
+        return images, masks
+
+    def score(self, logits: torch.Tensor, targets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """With input_size, as the official evaluation scores: at input_size, against each target
+        resized nearest; otherwise at the original size (fssam2's protocol)."""
+        if self.input_size is None:
+            return super().score(logits, targets)
+        side = (self.input_size, self.input_size)
+        preds = F.interpolate(logits.float(), size=side, mode="bilinear", align_corners=False)[:, 0] > 0
+        resized = [F.interpolate(t[None, None].float(), size=side, mode="nearest")[0, 0].to(t.dtype) for t in targets]
+        return list(preds.long()), resized
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """SANSA's loss: sigmoid focal (alpha 0.25, gamma 2, mean over pixels) + Dice, per episode,
+        mean over the batch; pixels marked 255 left out of both."""
+        return focal_dice_per_episode(logits, target).mean()
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if ".adapter." in n}
@@ -159,16 +218,16 @@ class SANSA(FewShotMethod):
         """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
         entry per support k (memory, its position encoding, object pointer), each batched over B."""
         b, k = support_images.shape[:2]
-        feats = image_features(self.sam2, support_images.flatten(0, 1))
-        return self.support_memories(feats, support_masks.flatten(0, 1), b)
+        images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
+        return self.support_memories(image_features(self.sam2, images), masks, b)
 
     def segment(self, query_images: torch.Tensor, memory: list[dict]) -> torch.Tensor:
         """Steps 1, 3-4: query images [B, 3, S, S] -> logits [B, 1, S, S]."""
-        return self.decode(image_features(self.sam2, query_images), memory)
+        return self.decode(image_features(self.sam2, self.to_sam2_size(query_images)[0]), memory)
 
     def support_memories(self, feats: ImageFeatures, masks: torch.Tensor, batch: int) -> list[dict]:
         """Step 2 for B*K supports (episode-major): masks [B*K, S, S] -> K entries over B."""
-        sam2, size = self.sam2, self.image_size
+        sam2, size = self.sam2, int(self.sam2.image_size)
         mask = masks[:, None].float()  # [N, 1, S, S]
         low = F.interpolate(
             mask * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS,
@@ -271,10 +330,14 @@ class SANSA(FewShotMethod):
     ) -> torch.Tensor:
         """support_images [B, K, 3, S, S] and query_images [B, 3, S, S] normalised; support_masks
         [B, K, S, S] in {0, 1}. Returns query logits [B, 1, S, S]."""
+        self.check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]
-        feats = image_features(self.sam2, torch.cat([support_images.flatten(0, 1), query_images]))
-        supports = self.support_memories(feats.select(slice(0, b * k)), support_masks.flatten(0, 1), b)
+        images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
+        feats = image_features(self.sam2, torch.cat([images, self.to_sam2_size(query_images)[0]]))
+        supports = self.support_memories(feats.select(slice(0, b * k)), masks, b)
         return self.decode(feats.select(slice(b * k, None)), supports)
 
     def extra_repr(self) -> str:
-        return f"adapter={asdict(self.adapter)}, adapted blocks {len(self.adapted_blocks)}"
+        return (
+            f"adapter={asdict(self.adapter)}, adapted blocks {len(self.adapted_blocks)}, input_size={self.input_size}"
+        )
