@@ -1,12 +1,19 @@
 """SAM2's image encoder as every method here runs it: each image once, its maps kept as the
-mask decoder and the memory take them (the feature cache stores these)."""
+mask decoder and the memory take them (the feature cache stores these), and `SAM2Method`, the
+base of the methods that run SAM2 so."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from sam2.modeling.sam2_base import SAM2Base
+
+from fssam2.cache import FeatureCache, image_key, memory_key
+from fssam2.errors import InputError
+from fssam2.methods.base import FewShotMethod
 
 
 @dataclass
@@ -37,3 +44,89 @@ def image_features(sam2: SAM2Base, images: torch.Tensor) -> ImageFeatures:
     decoder = sam2.sam_mask_decoder
     high_res = [decoder.conv_s0(fpn[0]), decoder.conv_s1(fpn[1])]
     return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=high_res)
+
+
+@dataclass
+class EpisodeKeys:
+    """Feature-cache keys of a batch's images; equal keys promise equal inputs."""
+
+    supports: Sequence[Hashable]  # B*K, episode-major: the support image
+    memories: Sequence[Hashable]  # B*K: the support image with its mask (e.g. image and class)
+    queries: Sequence[Hashable]  # B: the query image
+
+    def check(self, batch: int, shot: int) -> None:
+        if len(self.supports) != batch * shot or len(self.memories) != batch * shot or len(self.queries) != batch:
+            raise InputError(
+                f"EpisodeKeys has {len(self.supports)} support, {len(self.memories)} memory and "
+                f"{len(self.queries)} query keys for B={batch}, K={shot}: give B*K, B*K and B."
+            )
+
+
+class SAM2Method(FewShotMethod):
+    """A method on one SAM2 whose image encoder sees each image once: it holds `sam2`, encodes
+    images through the feature cache when one is set, and keys a batch's images.
+
+    Args:
+        sam2: a built SAM2 (see `fssam2.build_sam2`), weights loaded.
+        encoder_batch: at most this many images per image-encoder call (the same result); None =
+            all of a batch at once. On CPU, large encoder batches cost more per image than small
+            ones (see experiments/bench_episode.py); on a GPU, one batch is fastest.
+    """
+
+    def __init__(self, sam2: SAM2Base, encoder_batch: int | None = None) -> None:
+        super().__init__()
+        if encoder_batch is not None and encoder_batch < 1:
+            raise InputError(f"encoder_batch={encoder_batch} must be >= 1 (or None: all images in one batch).")
+        self.sam2 = sam2
+        self.encoder_batch = encoder_batch
+        # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
+        self.feature_cache: FeatureCache | None = None
+        self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
+
+    @property
+    def image_size(self) -> int:
+        """The square input size S."""
+        return int(self.sam2.image_size)
+
+    def cache_keys(self, batch: dict[str, Any], split: str) -> EpisodeKeys:
+        """An image is keyed by (split, id, size), a support memory by that and the class its mask
+        shows (support_class: under a support control it is not the query's class_id)."""
+        size = self.image_size
+        supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
+        classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
+        return EpisodeKeys(
+            supports=supports,
+            memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
+            queries=[image_key(split, q, size) for q in batch["query"]],
+        )
+
+    def encode_images(self, images: torch.Tensor, keys: Sequence[Hashable] | None = None) -> ImageFeatures:
+        """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images.
+
+        With `keys` (one per image) and a feature cache set, only images whose key is not
+        cached are encoded, in one batch.
+        """
+        if keys is None or self.feature_cache is None:
+            return self._encode(images)
+
+        def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
+            feats = self._encode(images[positions])
+            self._position = feats.position[:1].clone()  # not a view: it would hold the whole batch
+            return [feats.per_image(j) for j in range(len(positions))]
+
+        entries = self.feature_cache.fetch("image", keys, compute)
+        maps = [torch.stack(level) for level in zip(*entries, strict=True)]
+        assert self._position is not None, "compute() sets it: a fresh cache misses first"
+        position = self._position.expand(len(keys), -1, -1, -1)
+        return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
+
+    def _encode(self, images: torch.Tensor) -> ImageFeatures:
+        n = self.encoder_batch
+        if n is not None and len(images) > n:
+            parts = [self._encode(images[i : i + n]) for i in range(0, len(images), n)]
+            return ImageFeatures(
+                embedding=torch.cat([p.embedding for p in parts]),
+                position=torch.cat([p.position for p in parts]),
+                high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts), strict=True)],
+            )
+        return image_features(self.sam2, images)

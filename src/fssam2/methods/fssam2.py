@@ -11,8 +11,7 @@ The steps follow DESIGN.md, "The method":
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -21,7 +20,6 @@ from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from fssam2.build import build_sam2
-from fssam2.cache import FeatureCache, image_key, memory_key
 from fssam2.errors import InputError
 from fssam2.lora import (
     LoRAConfig,
@@ -33,8 +31,7 @@ from fssam2.lora import (
     unmerge_lora_,
     unmerged_weights,
 )
-from fssam2.methods.base import FewShotMethod
-from fssam2.methods.features import ImageFeatures, image_features
+from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
 MASK_LOGIT_SCALE = 20.0
@@ -57,29 +54,13 @@ UNUSED_SAM2_PARTS = (
 )
 
 
-@dataclass
-class EpisodeKeys:
-    """Feature-cache keys of a batch's images; equal keys promise equal inputs."""
-
-    supports: Sequence[Hashable]  # B*K, episode-major: the support image
-    memories: Sequence[Hashable]  # B*K: the support image with its mask (e.g. image and class)
-    queries: Sequence[Hashable]  # B: the query image
-
-    def check(self, batch: int, shot: int) -> None:
-        if len(self.supports) != batch * shot or len(self.memories) != batch * shot or len(self.queries) != batch:
-            raise InputError(
-                f"EpisodeKeys has {len(self.supports)} support, {len(self.memories)} memory and "
-                f"{len(self.queries)} query keys for B={batch}, K={shot}: give B*K, B*K and B."
-            )
-
-
 def memory_tokens(maps: torch.Tensor, batch: int) -> torch.Tensor:
     """[B*K, C, h, w] episode-major -> [K*hw, B, C] tokens, support k's at k*hw..(k+1)*hw."""
     n, c = maps.shape[:2]
     return maps.reshape(batch, n // batch, c, -1).permute(1, 3, 0, 2).reshape(-1, batch, c)
 
 
-class FewShotSAM2(FewShotMethod):
+class FewShotSAM2(SAM2Method):
     """SAM2 used as a few-shot segmenter; optionally with LoRA layers inserted.
 
     Args:
@@ -96,19 +77,12 @@ class FewShotSAM2(FewShotMethod):
     COMPILED_PARTS: ClassVar[tuple[str, ...]] = ("sam2.image_encoder", "sam2.memory_attention", "sam2.sam_mask_decoder")
 
     def __init__(self, sam2: SAM2Base, lora: LoRAConfig | None = None, encoder_batch: int | None = None) -> None:
-        super().__init__()
+        super().__init__(sam2, encoder_batch)
         self.merge_for_evaluation = True  # fold LoRA into the weights while evaluating (see start_evaluation)
-        if encoder_batch is not None and encoder_batch < 1:
-            raise InputError(f"encoder_batch={encoder_batch} must be >= 1 (or None: all images in one batch).")
-        self.sam2 = sam2
         self.lora = lora
-        self.encoder_batch = encoder_batch
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
         if lora is not None:
             mark_only_lora_trainable(self)
-        # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
-        self.feature_cache: FeatureCache | None = None
-        self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
         self._memory_position: torch.Tensor | None = None  # [1, C_mem, S/16, S/16], the same for any memory
 
     @classmethod
@@ -160,18 +134,6 @@ class FewShotSAM2(FewShotMethod):
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         load_lora_state_dict(self, state)
 
-    def cache_keys(self, batch: dict[str, Any], split: str) -> EpisodeKeys:
-        """An image is keyed by (split, id, size), a support memory by that and the class its mask
-        shows (support_class: under a support control it is not the query's class_id)."""
-        size = self.image_size
-        supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
-        classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
-        return EpisodeKeys(
-            supports=supports,
-            memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
-            queries=[image_key(split, q, size) for q in batch["query"]],
-        )
-
     def encode_support(
         self, support_images: torch.Tensor, support_masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,41 +150,6 @@ class FewShotSAM2(FewShotMethod):
         """(name, parameter) of every parameter the forward pass depends on."""
         unused = tuple(f"sam2.{part}" for part in UNUSED_SAM2_PARTS)
         return [(n, p) for n, p in self.named_parameters() if not n.startswith(unused)]
-
-    @property
-    def image_size(self) -> int:
-        return int(self.sam2.image_size)
-
-    def encode_images(self, images: torch.Tensor, keys: Sequence[Hashable] | None = None) -> ImageFeatures:
-        """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images.
-
-        With `keys` (one per image) and a feature cache set, only images whose key is not
-        cached are encoded, in one batch.
-        """
-        if keys is None or self.feature_cache is None:
-            return self._encode(images)
-
-        def compute(positions: list[int]) -> list[tuple[torch.Tensor, ...]]:
-            feats = self._encode(images[positions])
-            self._position = feats.position[:1].clone()  # not a view: it would hold the whole batch
-            return [feats.per_image(j) for j in range(len(positions))]
-
-        entries = self.feature_cache.fetch("image", keys, compute)
-        maps = [torch.stack(level) for level in zip(*entries, strict=True)]
-        assert self._position is not None, "compute() sets it: a fresh cache misses first"
-        position = self._position.expand(len(keys), -1, -1, -1)
-        return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
-
-    def _encode(self, images: torch.Tensor) -> ImageFeatures:
-        n = self.encoder_batch
-        if n is not None and len(images) > n:
-            parts = [self._encode(images[i : i + n]) for i in range(0, len(images), n)]
-            return ImageFeatures(
-                embedding=torch.cat([p.embedding for p in parts]),
-                position=torch.cat([p.position for p in parts]),
-                high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts), strict=True)],
-            )
-        return image_features(self.sam2, images)
 
     def memory_maps(self, support: ImageFeatures, support_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 2 per support: features [N] and masks [N, S, S] in {0, 1} -> memory and its
