@@ -190,3 +190,21 @@ def test_sansa_loss_is_focal_plus_dice_and_leaves_out_ignored_pixels():
     changed[:, :4] = -logits[:, :4]  # only the ignored rows change
     torch.testing.assert_close(model.loss(changed, marked), model.loss(logits, marked))
     assert not torch.allclose(model.loss(changed, target), loss)
+
+
+def test_the_feature_cache_holds_sansa_memories_with_their_pointers_and_changes_no_number(tmp_path):
+    def test(name, *options):
+        cli = run_cli([
+            "test", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path / name),
+            "--model.method", "fssam2.methods.SANSA", "--data.init_args.shot", "2", *options,
+        ])  # fmt: skip
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+    plain = test("plain", "--model.feature_cache", "null")
+    cached = test("cached")  # planned order, the default budget
+    assert cached["test/miou"] == pytest.approx(plain["test/miou"], abs=1e-4)
+    assert cached["test/fbiou"] == pytest.approx(plain["test/fbiou"], abs=1e-4)
+    assert cached["test/support_gap"] == pytest.approx(plain["test/support_gap"], abs=1e-4)
+    # 25 episodes (and the support-gap episodes) x (2 supports + 1 query) against a 60-image pool
+    assert cached["test/encoder_passes"] <= 60 and "test/encoder_passes" not in plain
+    assert cached["test/memory_encoder_passes"] < 2 * 25

@@ -379,7 +379,7 @@ class FSSAM2Module(L.LightningModule):
         """Weights are fixed and images unaugmented until `_end_evaluation`: merge LoRA, start a
         cache; with a planned evaluation (data.eval_order=planned) it evicts by the plan's next uses."""
         self.model.start_evaluation()
-        if self.cache_config is None or not self.model.USES_FEATURE_CACHE:
+        if self.cache_config is None:
             return
         cache = self.model.feature_cache = FeatureCache(self.cache_config)
         self._plan_steps = {}

@@ -55,8 +55,6 @@ class FewShotMethod(nn.Module, ABC):
     FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size")
     # Submodules `model.compile` compiles in place (the parameter names stay).
     COMPILED_PARTS: ClassVar[tuple[str, ...]] = ()
-    # Whether `forward` reuses features through `feature_cache` (False: the task sets none).
-    USES_FEATURE_CACHE: ClassVar[bool] = True
     # Set by the task only while evaluating with fixed weights and no augmentation (see fssam2.cache).
     feature_cache: FeatureCache | None
 

@@ -19,6 +19,7 @@ SAM2 runs with its object-score head off, as SANSA builds it.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Hashable
 from dataclasses import asdict, fields
 from pathlib import Path, PosixPath, WindowsPath
 from typing import Any, ClassVar
@@ -30,8 +31,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from fssam2.build import build_sam2
 from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig, add_adaptformer
-from fssam2.methods.base import FewShotMethod
-from fssam2.methods.features import ImageFeatures, image_features
+from fssam2.methods.features import ImageFeatures, SAM2Method
 from fssam2.metric import IGNORE
 
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0  # a mask as logits (sigmoid(-10) ~ 0), as SAM2 takes mask inputs
@@ -74,7 +74,19 @@ def focal_dice_per_episode(
     return focal + dice
 
 
-class SANSA(FewShotMethod):
+def per_support(memory: torch.Tensor, position: torch.Tensor, pointer: torch.Tensor, batch: int) -> list[dict]:
+    """B*K supports' entries (episode-major) -> K dicts of memory, position and pointer over B."""
+
+    def regroup(t: torch.Tensor) -> list[torch.Tensor]:
+        return list(t.reshape(batch, -1, *t.shape[1:]).transpose(0, 1))
+
+    return [
+        {"memory": m, "position": p, "pointer": o}
+        for m, p, o in zip(regroup(memory), regroup(position), regroup(pointer), strict=True)
+    ]
+
+
+class SANSA(SAM2Method):
     """SAM2 v1 with AdaptFormer adapters, segmenting the supports' class as a tracker would.
 
     Args:
@@ -89,26 +101,24 @@ class SANSA(FewShotMethod):
     """
 
     FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size", "method_args")
-    USES_FEATURE_CACHE: ClassVar[bool] = False  # not yet: every episode encodes its K + 1 images
 
     def __init__(self, sam2: SAM2Base, adapter: AdapterConfig | None = None, input_size: int | None = None) -> None:
-        super().__init__()
         if input_size is not None and input_size < 1:
             raise InputError(f"input_size={input_size} must be a positive side in pixels (or None: SAM2's size).")
-        self.input_size = input_size
         if not sam2.use_obj_ptrs_in_encoder:
             raise InputError(
                 "SANSA reads object pointers, but this SAM2 config has use_obj_ptrs_in_encoder false: "
                 "use a SAM2 config with it on (e.g. sam2_hiera_l)."
             )
         object_score_head_off(sam2)
-        self.sam2 = sam2
+        super().__init__(sam2)
+        self.input_size = input_size
         self.adapter = adapter or AdapterConfig()
         self.adapted_blocks = add_adaptformer(sam2.image_encoder.trunk, self.adapter)
         self.requires_grad_(False)
         for name, param in self.named_parameters():
             param.requires_grad_(".adapter." in name)
-        self.feature_cache = None
+        self._memory_position: torch.Tensor | None = None  # [1, C_mem, h, w], the same for any memory
 
     @classmethod
     def build(
@@ -211,22 +221,26 @@ class SANSA(FewShotMethod):
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.named_parameters() if ".adapter." in n}
 
-    def cache_keys(self, batch: dict[str, Any], split: str) -> None:
-        return None  # no feature cache yet: every image is encoded in every batch
-
     def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> list[dict]:
         """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
         entry per support k (memory, its position encoding, object pointer), each batched over B."""
         b, k = support_images.shape[:2]
         images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
-        return self.support_memories(image_features(self.sam2, images), masks, b)
+        return self.support_memories(self.encode_images(images), masks, b)
 
     def segment(self, query_images: torch.Tensor, memory: list[dict]) -> torch.Tensor:
         """Steps 1, 3-4: query images [B, 3, S, S] -> logits [B, 1, S, S]."""
-        return self.decode(image_features(self.sam2, self.to_sam2_size(query_images)[0]), memory)
+        return self.decode(self.encode_images(self.to_sam2_size(query_images)[0]), memory)
 
     def support_memories(self, feats: ImageFeatures, masks: torch.Tensor, batch: int) -> list[dict]:
         """Step 2 for B*K supports (episode-major): masks [B*K, S, S] -> K entries over B."""
+        return per_support(*self.memory_entries(feats, masks), batch)
+
+    def memory_entries(
+        self, feats: ImageFeatures, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step 2 for N supports: masks [N, S, S] -> memory [N, C_mem, h, w], its position
+        encoding (the same for every support of a size), object pointer [N, C]."""
         sam2, size = self.sam2, int(self.sam2.image_size)
         mask = masks[:, None].float()  # [N, 1, S, S]
         low = F.interpolate(
@@ -240,16 +254,7 @@ class SANSA(FewShotMethod):
         pointer = self.object_pointer(feats.embedding, feats.high_res, masks=sam2.mask_downsample(mask))  # [N, C]
         prob = torch.sigmoid(high) * sam2.sigmoid_scale_for_mem_enc + sam2.sigmoid_bias_for_mem_enc
         out = sam2.memory_encoder(feats.embedding, prob, skip_mask_sigmoid=True)
-        memory, position = out["vision_features"], out["vision_pos_enc"][-1]  # [N, C_mem, h, w]
-        shot = len(masks) // batch
-
-        def per_support(t: torch.Tensor) -> list[torch.Tensor]:
-            return list(t.reshape(batch, shot, *t.shape[1:]).transpose(0, 1))
-
-        return [
-            {"memory": m, "position": p, "pointer": o}
-            for m, p, o in zip(per_support(memory), per_support(position), per_support(pointer), strict=True)
-        ]
+        return out["vision_features"], out["vision_pos_enc"][-1], pointer
 
     def object_pointer(
         self, embedding: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor
@@ -333,9 +338,36 @@ class SANSA(FewShotMethod):
         self.check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]
         images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
-        feats = image_features(self.sam2, torch.cat([images, self.to_sam2_size(query_images)[0]]))
-        supports = self.support_memories(feats.select(slice(0, b * k)), masks, b)
-        return self.decode(feats.select(slice(b * k, None)), supports)
+        queries = self.to_sam2_size(query_images)[0]
+        if keys is None or self.feature_cache is None:
+            feats = self.encode_images(torch.cat([images, queries]))
+            supports = self.support_memories(feats.select(slice(0, b * k)), masks, b)
+            return self.decode(feats.select(slice(b * k, None)), supports)
+        keys.check(b, k)
+        cache = self.feature_cache
+        # A support's image is encoded only when its memory (map and object pointer) is not held.
+        held = cache.lookup("memory", keys.memories)
+        missing: dict[Hashable, int] = {}
+        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
+            if entry is None:
+                missing.setdefault(key, i)
+        new = list(missing.values())
+        feats = self.encode_images(
+            torch.cat([images[new], queries]), [keys.supports[i] for i in new] + list(keys.queries)
+        )
+        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
+        if new:
+            memory, position, pointer = self.memory_entries(feats.select(slice(0, len(new))), masks[new])
+            self._memory_position = position[:1].clone()  # not a view: it would hold the whole batch
+            fresh = {key: (m, o) for key, m, o in zip(missing, memory, pointer, strict=True)}
+            cache.store("memory", list(fresh), list(fresh.values()))
+        entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
+        assert self._memory_position is not None, "set above on the first miss of a fresh cache"
+        memory = torch.stack([e[0] for e in entries])
+        pointer = torch.stack([e[1] for e in entries])
+        position = self._memory_position.expand(b * k, -1, -1, -1)
+        supports = per_support(memory, position, pointer, b)
+        return self.decode(feats.select(slice(len(new), None)), supports)
 
     def extra_repr(self) -> str:
         return (
