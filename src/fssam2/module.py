@@ -202,10 +202,6 @@ class FSSAM2Module(L.LightningModule):
             )
         self.hparams["sam2_checkpoint"] = checkpoint or RANDOM_INIT  # what checkpoints and results record
         self.model: FewShotMethod = kind.build(sam2_config, checkpoint, image_size, **options)
-        if self.cache_config is not None and not self.model.USES_FEATURE_CACHE:
-            rank_zero_info(
-                f"{kind.__name__} has no feature cache yet: evaluation encodes every image of every episode."
-            )
         if compile:
             backend = "inductor" if compile is True else compile
             for part in self.model.COMPILED_PARTS:
