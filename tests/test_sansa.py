@@ -8,13 +8,17 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import fssam2
 from fssam2 import InputError
+from fssam2.adapters import module_kwargs, read_adapter
 from fssam2.cli import run_cli
 from fssam2.methods import SANSA, AdapterConfig
+from fssam2.module import FSSAM2Module
+from fssam2.segment import Segmenter
 from helpers import TINY, make_episode, one_line_error
 
 SIZE = 64
@@ -141,9 +145,13 @@ def test_options_given_to_the_other_method_are_refused(capsys, tmp_path):
     )
 
 
-def test_sansa_trains_its_adapters_and_tests_through_the_cli(tmp_path):
+def test_sansa_trains_tests_exports_and_segments_through_the_cli(tmp_path, capsys):
+    base = tmp_path / "base.pt"
+    torch.manual_seed(3)
+    torch.save({"model": fssam2.build_sam2("fssam2_tiny", None, image_size=SIZE).state_dict()}, base)
     run = tmp_path / "run"
     common = ["--config", str(TINY), "--trainer.default_root_dir", str(run), "--model.method", "fssam2.methods.SANSA"]
+    common += ["--model.sam2_checkpoint", str(base)]
     method_args = json.dumps({"adapter": {"stages": [2, 3], "channel_factor": 0.5}})
     run_cli(["fit", *common, "--model.method_args", method_args, "--trainer.max_epochs", "1"])
     best = run / "checkpoints" / "best.ckpt"
@@ -158,6 +166,31 @@ def test_sansa_trains_its_adapters_and_tests_through_the_cli(tmp_path):
     results = json.loads((run / "test_metrics.json").read_text())
     assert 0 <= results["miou"] <= 100 and results["episodes"] == 25
     assert (results["method"], results["sam2_config"]) == ("SANSA", "fssam2_tiny")
+
+    adapter = tmp_path / "sansa.safetensors"
+    run_cli(["export", str(best), "--output", str(adapter)])
+    tensors, metadata = read_adapter(adapter)
+    assert set(tensors) == {k.removeprefix("model.") for k in adapters}
+    assert metadata["method"] == "fssam2.methods.SANSA" and json.loads(metadata["method_args"]) == json.loads(
+        method_args
+    )
+    with pytest.raises(SystemExit) as refused:
+        run_cli(["export", str(best), "--merge", str(tmp_path / "merged.pt")])
+    assert refused.value.code == 2 and "no plain SAM2 to write" in capsys.readouterr().err
+    assert not (tmp_path / "merged.pt").exists()
+
+    module = FSSAM2Module(**module_kwargs(ckpt))
+    module.load_state_dict(ckpt["state_dict"])
+    from_file, trained = Segmenter.from_pretrained(adapter=adapter), Segmenter(module.model)
+    assert isinstance(from_file.model, SANSA)
+    g = np.random.default_rng(0)
+    images = [g.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((50, 70), bool) for _ in range(2)]
+    masks[0][10:30, 20:40], masks[1][5:25, 30:60] = True, True
+    for seg in (from_file, trained):
+        seg.set_support(images[:2], masks)
+    torch.testing.assert_close(from_file.logits(images[2]), trained.logits(images[2]))
+    assert from_file.predict(images[2]).shape == (50, 70)
 
 
 def test_at_the_official_input_size_images_are_resized_inside_and_scored_there():

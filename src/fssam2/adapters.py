@@ -1,8 +1,10 @@
-"""Adapter files: the LoRA weights of a training run with what they need to be used again.
+"""Adapter files: the adapter weights of a training run with what they need to be used again.
 
-An adapter is a safetensors file holding only the LoRA factors, with metadata: format, base model
-(config name), its checkpoint (a name, an absolute path or "random") and the file's SHA-256, LoRA
-config, input size, dataset, fold, shot and the best validation mIoU. `merge_lora` folds the factors into the base weights, giving a plain SAM2
+An adapter is a safetensors file holding only a method's adapters (FS-SAM2's LoRA factors, SANSA's
+AdaptFormers), with metadata: format, method and its options, base model (config name), its
+checkpoint (a name, an absolute path or "random") and the file's SHA-256, LoRA config (FS-SAM2),
+input size, dataset, fold, shot and the best validation mIoU. Files written before methods
+existed name no method: they are FS-SAM2's. `merge_lora` folds the factors into the base weights, giving a plain SAM2
 state dict (Meta's key names) that needs no adapter at inference.
 """
 
@@ -22,6 +24,7 @@ from fssam2 import hub
 from fssam2.errors import InputError
 from fssam2.hub import checkpoint_sha256
 from fssam2.lora import LoRAConfig, is_lora_parameter, lora_delta, lora_layers
+from fssam2.methods import DEFAULT_METHOD, FewShotMethod, FewShotSAM2, method_class
 from fssam2.registry import RANDOM_INIT
 
 FORMAT = "fssam2-adapter/1"
@@ -72,25 +75,32 @@ def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
     """Write the adapter of a `fssam2 fit` checkpoint; returns its metadata."""
     ckpt = read_training_checkpoint(ckpt_path)
     hp = module_kwargs(ckpt)
-    if hp.get("lora") is None or hp.get("trainable") == "all":
+    method = str(hp.get("method", DEFAULT_METHOD))
+    kind = method_class(method)
+    fssam2 = issubclass(kind, FewShotSAM2)
+    if fssam2 and (hp.get("lora") is None or hp.get("trainable") == "all"):
         raise InputError(
             f"{ckpt_path} trained every parameter (model.trainable=all), so there is no adapter to export: "
             "use `fssam2 export --merge` to write the whole model."
         )
-    lora = hp["lora"] if isinstance(hp["lora"], dict) else dataclasses.asdict(hp["lora"])
+    lora = None if not fssam2 else hp["lora"] if isinstance(hp["lora"], dict) else dataclasses.asdict(hp["lora"])
     tensors = {
         k.removeprefix("model."): v.contiguous()
         for k, v in ckpt["state_dict"].items()
-        if k.endswith(("lora_A", "lora_B"))
+        if kind.is_adapter_key(k.removeprefix("model."))
     }
+    if not tensors:
+        raise InputError(f"{ckpt_path} holds no adapter weights of {kind.__name__}: it has nothing to export.")
     best = next((v.get("best_model_score") for k, v in ckpt.get("callbacks", {}).items() if "val/miou" in k), None)
     data = ckpt.get("datamodule_hyper_parameters", {})
     metadata = {
         "format": FORMAT,
+        "method": method,
+        "method_args": json.dumps(hp.get("method_args") or {}),
         "base_model": str(hp["sam2_config"]),
         "base_checkpoint": recorded_checkpoint(hp.get("sam2_checkpoint")),
         "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
-        "lora": json.dumps(dict(lora)),
+        "lora": json.dumps(None if lora is None else dict(lora)),
         "image_size": str(hp.get("image_size")),
         "dataset": str(data.get("dataset", "unknown")),
         "fold": str(data.get("fold", "unknown")),
@@ -124,8 +134,12 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     return tensors, metadata
 
 
-def adapter_lora_config(metadata: dict[str, str]) -> LoRAConfig:
-    return LoRAConfig(**json.loads(metadata["lora"]))
+def adapter_method(metadata: dict[str, str]) -> tuple[type[FewShotMethod], dict[str, Any]]:
+    """The method class of an adapter file and the options to build it with (FS-SAM2's LoRA config)."""
+    kind = method_class(metadata.get("method", DEFAULT_METHOD))
+    if issubclass(kind, FewShotSAM2):
+        return kind, {"lora": LoRAConfig(**json.loads(metadata["lora"]))}
+    return kind, json.loads(metadata.get("method_args", "{}"))
 
 
 def adapter_base_checkpoint(metadata: dict[str, str], path: str | Path) -> str | None:

@@ -4,7 +4,6 @@ path; the maths lives in the method."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 from typing import Any, Literal, cast
 
@@ -21,7 +20,7 @@ from fssam2.data import FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
 from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
-from fssam2.methods import FewShotMethod, FewShotSAM2
+from fssam2.methods import DEFAULT_METHOD, FewShotMethod, FewShotSAM2, method_class
 from fssam2.metric import FewShotIoU, SupportGap, score_at_original_size
 from fssam2.plan import trace
 from fssam2.registry import RANDOM_INIT
@@ -84,24 +83,6 @@ def base_checkpoint(sam2_config: str, sam2_checkpoint: str | None) -> str | None
     if sam2_checkpoint is None and checkpoint is not None:
         download(checkpoint)  # a cached file is verified; offline: one line naming the URL and target
     return checkpoint
-
-
-DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
-
-
-def method_class(path: str) -> type[FewShotMethod]:
-    """The method class a class path (`model.method`) names; an InputError names the fix."""
-    module_name, _, name = str(path).rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), name) if module_name else None
-    except ImportError:
-        found = None
-    if not (isinstance(found, type) and issubclass(found, FewShotMethod)):
-        raise InputError(
-            f"model.method={path} is not a few-shot method class: give a class path such as {DEFAULT_METHOD} "
-            "(a subclass of fssam2.methods.FewShotMethod)."
-        )
-    return found
 
 
 def method_options(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fssam2.adapters import adapter_base_checkpoint, adapter_lora_config, check_base, read_adapter
+from fssam2.adapters import adapter_base_checkpoint, adapter_method, check_base, read_adapter
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
     binary_mask,
@@ -34,8 +34,7 @@ from fssam2.benchmarks import (
 from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
-from fssam2.lora import load_lora_state_dict, merge_lora_
-from fssam2.methods.fssam2 import FewShotSAM2
+from fssam2.methods import FewShotMethod, FewShotSAM2
 
 DEFAULT_SAM2 = "sam2.1_hiera_b+"
 ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image
@@ -142,17 +141,17 @@ class Segmenter:
     binary (bool, 0/1 or 0/255; `support_mask`). Anything ambiguous is an InputError of one line.
 
     Args:
-        model: a FewShotSAM2 (with or without LoRA).
+        model: a few-shot method (`fssam2.methods`: FewShotSAM2 with or without LoRA, SANSA, ...).
         device: where to run.
         threshold: logit threshold of the masks (0 = probability 0.5).
     """
 
-    def __init__(self, model: FewShotSAM2, device: str | torch.device = "cpu", threshold: float = 0.0) -> None:
+    def __init__(self, model: FewShotMethod, device: str | torch.device = "cpu", threshold: float = 0.0) -> None:
         self.model = model.to(device).eval()
-        merge_lora_(self.model)  # inference only: one matmul per adapted layer
+        self.model.start_evaluation()  # inference only: weights fixed (FS-SAM2: LoRA merged, one matmul per layer)
         self.device = torch.device(device)
         self.threshold = threshold
-        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._memory: Any = None  # the method's `encode_support` output
 
     @classmethod
     def from_pretrained(
@@ -172,7 +171,6 @@ class Segmenter:
         sam2.1_hiera_b+."""
         from fssam2.hub import CHECKPOINT_URLS
 
-        lora = None
         tensors, metadata = read_adapter(adapter) if adapter is not None else (None, None)
         checkpoint: str | Path | None
         if adapter is not None and metadata is not None and sam2 is None:
@@ -183,12 +181,15 @@ class Segmenter:
             checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
         if adapter is not None and metadata is not None:
             check_base(metadata, adapter, sam2, checkpoint)
-            lora = adapter_lora_config(metadata)
             if image_size is None and metadata.get("image_size") not in (None, "None"):
                 image_size = int(metadata["image_size"])
-        model = FewShotSAM2(build_sam2(sam2, checkpoint, image_size=image_size), lora)
-        if tensors is not None:
-            load_lora_state_dict(model, tensors)
+        model: FewShotMethod
+        if tensors is None or metadata is None:
+            model = FewShotSAM2(build_sam2(sam2, checkpoint, image_size=image_size))  # SAM2 alone, no adapter
+        else:
+            kind, options = adapter_method(metadata)
+            model = kind.build(sam2, None if checkpoint is None else str(checkpoint), image_size, **options)
+            model.load_adapter_state(tensors)
         return cls(model, device=device, threshold=threshold)
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
@@ -230,16 +231,14 @@ class Segmenter:
             rgb.append(image)
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
         batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
-        feats = self.model.encode_images(batch)
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
-        self._memory = self.model.encode_memory(feats, masks_t, batch=1)
+        self._memory = self.model.encode_support(batch[None], masks_t[None])
 
     @torch.inference_mode()
     def _logits(self, image: np.ndarray) -> torch.Tensor:
         if self._memory is None:
             raise InputError("Call set_support(images, masks) before predict().")
-        feats = self.model.encode_images(self._input(image))
-        return self.model.decode(feats, *self._memory)[0, 0]
+        return self.model.segment(self._input(image), self._memory)[0, 0]
 
     def logits(self, image: ImageLike) -> torch.Tensor:
         """Query logits [S, S] at the model's input size."""

@@ -31,7 +31,8 @@ from fssam2.cache import CacheConfig
 from fssam2.callbacks import RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
-from fssam2.module import DEFAULT_METHOD, STAGE_SPLITS, FSSAM2Module, method_class, stage_class_ids
+from fssam2.methods import DEFAULT_METHOD, method_class
+from fssam2.module import STAGE_SPLITS, FSSAM2Module, stage_class_ids
 
 DEFAULT_RUN_DIR = "runs/fssam2"
 

@@ -15,6 +15,7 @@ from fssam2.benchmarks import read_image
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
+from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
 from fssam2.module import FSSAM2Module
 
 
@@ -117,6 +118,12 @@ def export_command(args: list[str]) -> None:
         print(f"wrote adapter {opts.output} ({Path(opts.output).stat().st_size / 1e6:.2f} MB)")
     if opts.merge:
         ckpt = read_training_checkpoint(opts.checkpoint)
+        method = method_class(ckpt["hyper_parameters"].get("method", DEFAULT_METHOD))
+        if not issubclass(method, FewShotSAM2):
+            raise InputError(
+                f"--merge: {method.__name__}'s adapters are layers of their own, not changes to SAM2's weights, "
+                "so there is no plain SAM2 to write: export the adapter file with --output alone."
+            )
         module = FSSAM2Module(**module_kwargs(ckpt))
         module.load_state_dict(ckpt["state_dict"])
         target = Path(opts.merge).expanduser()

@@ -4,9 +4,29 @@ The LightningModule takes the method by class path (`model.method`, default
 `fssam2.methods.FewShotSAM2`); a method's own options are given beside it in `model`.
 """
 
+import importlib
+
+from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig
 from fssam2.methods.base import FewShotMethod
 from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.methods.sansa import SANSA
 
-__all__ = ["SANSA", "AdapterConfig", "FewShotMethod", "FewShotSAM2"]
+__all__ = ["DEFAULT_METHOD", "SANSA", "AdapterConfig", "FewShotMethod", "FewShotSAM2", "method_class"]
+
+DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
+
+
+def method_class(path: str) -> type[FewShotMethod]:
+    """The method class a class path (`model.method`) names; an InputError names the fix."""
+    module_name, _, name = str(path).rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name) if module_name else None
+    except ImportError:
+        found = None
+    if not (isinstance(found, type) and issubclass(found, FewShotMethod)):
+        raise InputError(
+            f"model.method={path} is not a few-shot method class: give a class path such as {DEFAULT_METHOD} "
+            "(a subclass of fssam2.methods.FewShotMethod)."
+        )
+    return found

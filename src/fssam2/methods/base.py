@@ -161,10 +161,24 @@ class FewShotMethod(nn.Module, ABC):
         unmerged weights while adapters are merged for evaluation); {} when the live ones will do."""
         return {}
 
+    @classmethod
+    def is_adapter_key(cls, name: str) -> bool:
+        """Whether state-dict entry `name` belongs to the method's adapters (what an adapter file
+        holds; without adapters, nothing)."""
+        return False
+
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        """The weights training changed, as an adapter file stores them."""
-        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        """The adapters' weights, as an adapter file stores them."""
+        return {n: v.detach() for n, v in self.state_dict().items() if self.is_adapter_key(n)}
 
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load `adapter_state()`'s weights."""
+        """Load `adapter_state()`'s weights, refusing any missing, unexpected or reshaped entry."""
+        own = self.adapter_state()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or reshaped:
+            raise InputError(
+                f"Adapter state does not fit this {type(self).__name__} (built with other options or another base): "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}, reshaped {reshaped[:3]}."
+            )
         self.load_state_dict(state, strict=False)

@@ -24,6 +24,7 @@ from fssam2.errors import InputError
 from fssam2.lora import (
     LoRAConfig,
     inject_lora,
+    is_lora_parameter,
     load_lora_state_dict,
     lora_state_dict,
     mark_only_lora_trainable,
@@ -127,6 +128,10 @@ class FewShotSAM2(SAM2Method):
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         return unmerged_weights(self)  # Lightning may save while LoRA is merged
+
+    @classmethod
+    def is_adapter_key(cls, name: str) -> bool:
+        return is_lora_parameter(name)
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         return lora_state_dict(self)

@@ -218,8 +218,9 @@ class SANSA(SAM2Method):
         mean over the batch; pixels marked 255 left out of both."""
         return focal_dice_per_episode(logits, target).mean()
 
-    def adapter_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach() for n, p in self.named_parameters() if ".adapter." in n}
+    @classmethod
+    def is_adapter_key(cls, name: str) -> bool:
+        return ".adapter." in name
 
     def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> list[dict]:
         """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
