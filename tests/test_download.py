@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fssam2
-from fssam2 import InputError, build, build_sam2, hub
+from fssam2 import InputError, build, build_sam2, hub, registry
 from fssam2.build import resolve_config
 from fssam2.cli import doctor, run_cli
 
@@ -222,7 +222,7 @@ def test_hub_ids_are_sam2s():
 
     assert hub.HUB_CHECKPOINTS.keys() == hub.CHECKPOINT_URLS.keys()
     for name, (repo, file) in hub.HUB_CHECKPOINTS.items():
-        assert HF_MODEL_ID_TO_FILENAMES[repo] == (f"configs/sam2.1/{name}.yaml", file)
+        assert HF_MODEL_ID_TO_FILENAMES[repo] == (registry.PACKAGED_CONFIGS[name][1], file)  # v1 and 2.1 alike
         assert hub.CHECKPOINT_URLS[name].endswith(f"/{file}")
 
 
