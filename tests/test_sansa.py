@@ -18,6 +18,7 @@ from fssam2.adapters import module_kwargs, read_adapter
 from fssam2.cli import run_cli
 from fssam2.methods import SANSA, AdapterConfig
 from fssam2.module import FSSAM2Module
+from fssam2.plan_report import entry_bytes
 from fssam2.segment import Segmenter
 from helpers import TINY, make_episode, one_line_error
 
@@ -241,3 +242,17 @@ def test_the_feature_cache_holds_sansa_memories_with_their_pointers_and_changes_
     # 25 episodes (and the support-gap episodes) x (2 supports + 1 query) against a 60-image pool
     assert cached["test/encoder_passes"] <= 60 and "test/encoder_passes" not in plain
     assert cached["test/memory_encoder_passes"] < 2 * 25
+
+
+def test_the_plan_report_sizes_sansa_memories_with_their_pointers(capsys, tmp_path):
+    sansa = tiny_sansa()
+    fssam2_model = fssam2.FewShotSAM2(sansa.sam2)  # the same SAM2: the same image features and memory maps
+    for size in (64, 128):
+        image, memory = entry_bytes(sansa, size)
+        assert image == entry_bytes(fssam2_model, size)[0]
+        assert memory == entry_bytes(fssam2_model, size)[1] + sansa.sam2.hidden_dim * 4  # + a float32 pointer
+    run_cli(["test", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path / "run"),
+             "--model.method", "fssam2.methods.SANSA", "--model.feature_cache.plan_only", "true"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"{entry_bytes(sansa, SIZE)[1] / 2**20:.3g} MB a support memory" in out
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -16,7 +17,8 @@ from fssam2.cache import Residency
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
 from fssam2.meters import FLOAT32, Precision, parse_precision
-from fssam2.methods.fssam2 import FewShotSAM2
+from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
+from fssam2.methods.features import SAM2Method
 from fssam2.plan import EvalPlan, ImageKey, MemoryKey, Shown, batch_keys, trace, unplanned_batches
 
 
@@ -65,16 +67,17 @@ PROBE_SIZE = 64  # input side of the one small forward pass that measures entry 
 
 
 def entry_bytes(
-    model: FewShotSAM2, image_size: int, precision: Precision = FLOAT32, half: bool = False
+    model: SAM2Method, image_size: int, precision: Precision = FLOAT32, half: bool = False
 ) -> tuple[int, int]:
-    """Bytes the feature cache keeps for one image's features and for one support's memory at
-    `image_size`, as a run at `precision` keeps them: measured by one forward of the float32 image
-    and memory encoders at PROBE_SIZE px (under autocast for a mixed precision; every cached map is
-    at S/4, S/8 or S/16, so its size scales with the area), floats counted at the model's dtype
-    for a "-true" precision, then narrowed as feature_cache.half does."""
+    """Bytes the feature cache keeps for one image's features and for one support's memory when
+    SAM2 runs at `image_size`, as a run at `precision` keeps them: measured by one forward of the
+    float32 image and memory encoders at PROBE_SIZE px (under autocast for a mixed precision; every
+    cached map [C, h, w] is at S/4, S/8 or S/16, so its size scales with the area; a vector such as
+    SANSA's object pointer does not), floats counted at the model's dtype for a "-true" precision,
+    then narrowed as feature_cache.half does."""
     if image_size % PROBE_SIZE:
         raise InputError(f"model.image_size={image_size} must be a multiple of {PROBE_SIZE} for the plan report.")
-    scale = (image_size // PROBE_SIZE) ** 2
+    area = (image_size // PROBE_SIZE) ** 2
 
     def element(t: torch.Tensor) -> int:
         weights = precision.weights
@@ -82,13 +85,13 @@ def entry_bytes(
         return 2 if half and size > 2 and t.is_floating_point() else size
 
     def nbytes(tensors: Sequence[torch.Tensor]) -> int:
-        return sum(t.numel() * element(t) * scale for t in tensors)
+        return sum(t.numel() * element(t) * (area if t.dim() >= 3 else 1) for t in tensors)
 
     device = next(model.parameters()).device
     with torch.inference_mode(), precision.autocast(device.type):
         feats = model._encode(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
-        maps, _ = model.memory_maps(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
-    return nbytes(feats.per_image(0)), nbytes([maps[0]])
+        (memory,) = model.cached_memories(feats, torch.zeros(1, PROBE_SIZE, PROBE_SIZE, device=device))
+    return nbytes(feats.per_image(0)), nbytes(memory)
 
 
 @dataclass(frozen=True)
@@ -177,13 +180,24 @@ def describe(
     max_megabytes: float,
     half: bool = False,
     world_size: int = 1,
+    method: str = DEFAULT_METHOD,
+    method_args: dict[str, Any] | None = None,
 ) -> str:
     """The plan report `--model.feature_cache.plan_only true` prints: the split's episodes, the
     floor, planned encoder passes and peak cache bytes under the budget, and the unplanned figure
     beside them. The SAM2 model is built (random weights) for its structure only; nothing runs."""
     plan = datamodule.plan(split)
-    model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
-    size = model.image_size
+    kind = method_class(method)
+    model: SAM2Method
+    if issubclass(kind, FewShotSAM2):  # LoRA changes no cached shape
+        model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
+    else:
+        options = {k: v for k, v in (method_args or {}).items() if k != "adapters"}  # a weights file: no shape
+        built = kind.build(sam2_config, None, image_size, **options)
+        if not isinstance(built, SAM2Method):
+            raise InputError(f"model.method={method} keeps no SAM2 features: the plan report cannot size its cache.")
+        model = built
+    size = int(model.sam2.image_size)
     image_bytes, memory_bytes = entry_bytes(model, size, parse_precision(precision), half)
     found = report(plan, datamodule.batch_size, image_bytes, memory_bytes, int(max_megabytes * 2**20), world_size)
     title = (

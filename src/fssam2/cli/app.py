@@ -408,6 +408,8 @@ def plan_report(config: Namespace, subcommand: str) -> str:
         cache.max_megabytes,
         half=cache.half,
         world_size=world,
+        method=model.get("method") or DEFAULT_METHOD,
+        method_args=_plain(model.get("method_args")),
     )
 
 

@@ -130,3 +130,8 @@ class SAM2Method(FewShotMethod):
                 high_res=[torch.cat(level) for level in zip(*(p.high_res for p in parts), strict=True)],
             )
         return image_features(self.sam2, images)
+
+    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """What the feature cache keeps of each of N supports' memory: features of N images and
+        masks [N, S, S] -> N tuples of tensors (maps [C, h, w] and any per-support vectors)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cached support memory")

@@ -163,6 +163,12 @@ class FewShotSAM2(SAM2Method):
         out = self.sam2.memory_encoder(support.embedding, mask_logits, skip_mask_sigmoid=True)
         return out["vision_features"], out["vision_pos_enc"][0]
 
+    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Each support's memory map [C_mem, h, w] (its position encoding is kept once)."""
+        maps, pos = self.memory_maps(feats, masks)
+        self._memory_position = pos[:1].clone()  # not a view: it would hold the whole batch
+        return [(m,) for m in maps]
+
     def encode_memory(
         self, support: ImageFeatures, support_masks: torch.Tensor, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,14 +271,12 @@ class FewShotSAM2(SAM2Method):
         feats = self.encode_images(
             torch.cat([supports[new], query_images]), [keys.supports[i] for i in new] + list(keys.queries)
         )
-        fresh: dict[Hashable, torch.Tensor] = {}
+        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
         if new:
-            maps, pos = self.memory_maps(feats.select(slice(0, len(new))), masks[new])
-            self._memory_position = pos[:1].clone()  # not a view: it would hold the whole batch
-            fresh = dict(zip(missing, maps, strict=True))
-            cache.store("memory", list(fresh), [(m,) for m in maps])
+            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
+            cache.store("memory", list(fresh), list(fresh.values()))
         maps = torch.stack(
-            [fresh[key] if entry is None else entry[0] for key, entry in zip(keys.memories, held, strict=True)]
+            [(fresh[key] if entry is None else entry)[0] for key, entry in zip(keys.memories, held, strict=True)]
         )
         assert self._memory_position is not None, "set above on the first miss of a fresh cache"
         pos = self._memory_position.expand(b * k, -1, -1, -1)

@@ -257,6 +257,12 @@ class SANSA(SAM2Method):
         out = sam2.memory_encoder(feats.embedding, prob, skip_mask_sigmoid=True)
         return out["vision_features"], out["vision_pos_enc"][-1], pointer
 
+    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """Each support's memory map [C_mem, h, w] and object pointer [C] (the position encoding is kept once)."""
+        memory, position, pointer = self.memory_entries(feats, masks)
+        self._memory_position = position[:1].clone()  # not a view: it would hold the whole batch
+        return list(zip(memory, pointer, strict=True))
+
     def object_pointer(
         self, embedding: torch.Tensor, high_res: list[torch.Tensor], masks: torch.Tensor
     ) -> torch.Tensor:
@@ -358,9 +364,7 @@ class SANSA(SAM2Method):
         )
         fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
         if new:
-            memory, position, pointer = self.memory_entries(feats.select(slice(0, len(new))), masks[new])
-            self._memory_position = position[:1].clone()  # not a view: it would hold the whole batch
-            fresh = {key: (m, o) for key, m, o in zip(missing, memory, pointer, strict=True)}
+            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
             cache.store("memory", list(fresh), list(fresh.values()))
         entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
         assert self._memory_position is not None, "set above on the first miss of a fresh cache"
