@@ -1,12 +1,14 @@
-"""`make reproduce`: train and test every benchmark fold of the FS-SAM2 paper and write its table.
+"""`make reproduce`: train and test every benchmark fold of a method's paper and write its table.
 
     python experiments/reproduce.py [--gpus 8] [--out runs/reproduce]
     python experiments/reproduce.py --data-root DATA --splits-dir SPLITS --sam2-checkpoint FILE.pt
+    python experiments/reproduce.py --method sansa        # SANSA's recipe (configs/sansa), its published numbers
 
 With no --data-root, the data home (`$FSSAM2_DATA`) is used and whatever it lacks is prepared first
 with `fssam2 prepare` (FSS-1000, split lists, PASCAL-5i, COCO-20i: downloaded and checked; FSS-1000
 first, since its archive needs a manual download and an error then comes before any long step).
-With no --sam2-checkpoint, the released SAM2.1 B+ weights are fetched by name on first use.
+With no --sam2-checkpoint, the released weights are fetched by name on first use (FS-SAM2: SAM2.1
+B+; SANSA: SAM2 v1 Hiera-L).
 
 For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (1-shot training)
 then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
@@ -29,8 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 
+METHODS = {"fssam2": CONFIGS, "sansa": CONFIGS / "sansa"}  # --method -> its configs
+TITLES = {"fssam2": "FS-SAM2", "sansa": "SANSA"}
 # Published FS-SAM2 mIoU (1-shot folds where the paper gives them, and means).
-PUBLISHED = {
+PUBLISHED_FSSAM2 = {
     ("pascal", 1): {"folds": [74.0, 79.6, 73.5, 66.7], "mean": 73.4},
     ("pascal", 5): {"folds": None, "mean": 74.8},
     ("coco", 1): {"folds": None, "mean": 55.3},
@@ -40,6 +44,14 @@ PUBLISHED = {
     ("coco2pascal", 1): {"folds": None, "mean": 77.2},
     ("coco2pascal", 5): {"folds": None, "mean": 79.7},
 }
+# Published SANSA mIoU (its README and paper); it reports no PASCAL-5i and no COCO->PASCAL.
+PUBLISHED_SANSA = {
+    ("coco", 1): {"folds": [57.7, 61.7, 62.8, 58.5], "mean": 60.2},
+    ("coco", 5): {"folds": None, "mean": 67.3},
+    ("fss1000", 1): {"mean": 91.4},
+}
+PUBLISHED = {"fssam2": PUBLISHED_FSSAM2, "sansa": PUBLISHED_SANSA}
+BENCHMARKS = {"fssam2": ("pascal", "coco", "fss1000", "coco2pascal"), "sansa": ("pascal", "coco", "fss1000")}
 SHOTS = (1, 5)
 SMOKE = [
     "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--trainer.max_epochs", "1",
@@ -127,11 +139,11 @@ def fssam2(args: list[str], in_process: bool) -> None:
         subprocess.run([sys.executable, "-m", "fssam2.cli", *args], check=True)
 
 
-def fit_args(fit_config: str, common: list[str], run_dir: Path) -> list[str]:
+def fit_args(fit_config: str, common: list[str], run_dir: Path, configs: Path = CONFIGS) -> list[str]:
     """`fssam2 fit` of a run into `run_dir`, resuming from its last.ckpt when an earlier fit there
     was interrupted (a new fit beside it would be refused), so that its best.ckpt, which the tests
     read, is the finished fit's choice."""
-    args = ["fit", "--config", str(CONFIGS / f"{fit_config}.yaml"), *common, "--trainer.default_root_dir", str(run_dir)]
+    args = ["fit", "--config", str(configs / f"{fit_config}.yaml"), *common, "--trainer.default_root_dir", str(run_dir)]
     last = run_dir / "checkpoints" / "last.ckpt"
     return [*args, "--ckpt_path", str(last)] if last.is_file() else args
 
@@ -149,6 +161,8 @@ def run_all(opts: argparse.Namespace) -> Path:
         common += ["--model.sam2_checkpoint", str(opts.sam2_checkpoint)]
     if opts.smoke:
         common += SMOKE
+        if opts.method == "sansa":  # SANSA's loader sizes (640, 518) kept small too
+            common += ["--model.method_args", '{"input_size": 48}']
     elif opts.gpus:
         common += ["--trainer.accelerator", "gpu", "--trainer.devices", str(opts.gpus)]
     in_process = opts.smoke or opts.gpus <= 1
@@ -157,7 +171,7 @@ def run_all(opts: argparse.Namespace) -> Path:
         source = run_dir if fit_config else out / name.replace("coco2pascal", "coco")
         done = run_dir / "fit_done"
         if fit_config and not done.is_file():
-            args = fit_args(fit_config, common, run_dir)
+            args = fit_args(fit_config, common, run_dir, METHODS[opts.method])
             print(f"[reproduce] {'resume' if '--ckpt_path' in args else 'fit'} {name}", flush=True)
             fssam2(args, in_process)
             done.write_text("ok\n")
@@ -167,10 +181,10 @@ def run_all(opts: argparse.Namespace) -> Path:
             print(f"[reproduce] test {name} {shot}-shot", flush=True)
             ckpt = source / "checkpoints" / "best.ckpt"
             fssam2([
-                "test", "--config", str(CONFIGS / f"{test_config}.yaml"), *common, "--data.shot", str(shot),
+                "test", "--config", str(METHODS[opts.method] / f"{test_config}.yaml"), *common, "--data.shot", str(shot),
                 "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(run_dir / folder),
             ], in_process)  # fmt: skip
-    table = results_table(out, opts.benchmarks)
+    table = results_table(out, opts.benchmarks, opts.method)
     (out / "results.md").write_text(table)
     print(table)
     return out / "results.md"
@@ -182,14 +196,16 @@ def _cell(ours: float | None, published: float | None) -> str:
     return f"{ours:.1f}" if published is None else f"{ours:.1f} ({ours - published:+.1f})"
 
 
-def results_table(out: Path, benchmarks: list[str]) -> str:
+def results_table(out: Path, benchmarks: list[str], method: str = "fssam2") -> str:
     """The paper's layout: per benchmark, mIoU per fold and mean, 1-shot then 5-shot."""
+    published_numbers = PUBLISHED[method]
+    none: dict = {"folds": None, "mean": None}  # no published number: ours alone
 
     def miou(name: str, shot: int) -> float | None:
         path = out / name / f"test_{shot}shot" / "test_metrics.json"
         return json.loads(path.read_text())["miou"] if path.is_file() else None
 
-    lines = ["# FS-SAM2 reproduction: mIoU (difference to the published number)", ""]
+    lines = [f"# {TITLES[method]} reproduction: mIoU (difference to the published number)", ""]
     titles = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "coco2pascal": "COCO->PASCAL"}
     for bench in [b for b in benchmarks if b in titles]:
         lines += [
@@ -200,7 +216,7 @@ def results_table(out: Path, benchmarks: list[str]) -> str:
         ]
         for shot in SHOTS:
             folds = [miou(f"{bench}_fold{f}", shot) for f in range(4)]
-            published = PUBLISHED[(bench, shot)]
+            published = published_numbers.get((bench, shot), none)
             pub_folds = published["folds"] or [None] * 4
             mean = sum(folds) / 4 if all(v is not None for v in folds) else None
             cells = [_cell(v, p) for v, p in zip(folds, pub_folds, strict=True)] + [_cell(mean, published["mean"])]
@@ -209,7 +225,8 @@ def results_table(out: Path, benchmarks: list[str]) -> str:
     if "fss1000" in benchmarks:
         lines += ["## FSS-1000", "", "| shot | mIoU |", "|---|---|"]
         lines += [
-            f"| {shot} | {_cell(miou('fss1000', shot), PUBLISHED[('fss1000', shot)]['mean'])} |" for shot in SHOTS
+            f"| {shot} | {_cell(miou('fss1000', shot), published_numbers.get(('fss1000', shot), none)['mean'])} |"
+            for shot in SHOTS
         ]
         lines.append("")
     return "\n".join(lines)
@@ -223,10 +240,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--splits-dir", help="folder holding pascal/, coco/ and fss/ split lists (with --data-root)")
     parser.add_argument("--sam2-checkpoint", help="a SAM2 .pt file (default: the released weights, fetched by name)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per run (DDP when > 1)")
-    parser.add_argument("--out", default="runs/reproduce")
-    parser.add_argument("--benchmarks", nargs="+", default=["pascal", "coco", "fss1000", "coco2pascal"])
+    parser.add_argument("--method", choices=sorted(METHODS), default="fssam2", help="whose recipe and configs")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/reproduce, runs/reproduce_sansa)")
+    parser.add_argument("--benchmarks", nargs="+", default=None, help="default: every benchmark the method has")
     parser.add_argument("--smoke", action="store_true", help="generated data, tiny model, a few steps")
     opts = parser.parse_args(argv)
+    opts.out = opts.out or ("runs/reproduce" if opts.method == "fssam2" else f"runs/reproduce_{opts.method}")
+    opts.benchmarks = opts.benchmarks or list(BENCHMARKS[opts.method])
+    unknown = sorted(set(opts.benchmarks) - set(BENCHMARKS[opts.method]))
+    if unknown:
+        parser.error(
+            f"--benchmarks {' '.join(unknown)}: {TITLES[opts.method]} has configs for {' '.join(BENCHMARKS[opts.method])}"
+        )
     if bool(opts.data_root) != bool(opts.splits_dir):
         parser.error("give --data-root and --splits-dir together, or neither (the data home is then prepared)")
     if "coco2pascal" in opts.benchmarks and "coco" not in opts.benchmarks:

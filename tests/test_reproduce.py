@@ -105,3 +105,22 @@ def test_an_interrupted_fit_is_resumed_and_its_final_choice_tested(tmp_path, mon
     for shot in reproduce.SHOTS:
         results = json.loads((run_dir / f"test_{shot}shot" / "test_metrics.json").read_text())
         assert results["ckpt_path"] == chosen == str(checkpoints / "best.ckpt")
+
+
+@pytest.mark.slow
+def test_smoke_reproduction_of_sansa_uses_its_configs_and_published_numbers(tmp_path):
+    out = tmp_path / "repro"
+    reproduce.main(["--smoke", "--method", "sansa", "--benchmarks", "fss1000", "--out", str(out)])
+    table = (out / "results.md").read_text()
+    assert table.startswith("# SANSA reproduction")
+    one, five = (line for line in table.splitlines() if line.startswith(("| 1 |", "| 5 |")))
+    assert "(" in one and "(" not in five  # 1-shot beside SANSA's 91.4; no published 5-shot number
+    for shot in (1, 5):
+        metrics = json.loads((out / "fss1000" / f"test_{shot}shot" / "test_metrics.json").read_text())
+        assert metrics["method"] == "SANSA" and metrics["shot"] == shot
+
+
+def test_a_benchmark_a_method_has_no_config_for_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--smoke", "--method", "sansa", "--benchmarks", "coco2pascal"])
+    assert "SANSA has configs for pascal coco fss1000" in capsys.readouterr().err
