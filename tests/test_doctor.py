@@ -166,7 +166,9 @@ def test_doctor_measures_the_configured_run(homes, capsys, monkeypatch):
     memory = line(lines, "memory")
     found = re.search(r"peak (\d+\.\d+) GiB with 1 episode, (\d+\.\d+) GiB with 2 -> data.batch_size=4 needs", memory)
     assert found and float(found.group(1)) > 0 and memory.endswith("GiB free") and ": fits in " in memory, memory
-    assert "fssam2_tiny at 64 px, 1-shot" in memory
+    assert "FewShotSAM2 on fssam2_tiny, inputs at 64 px, 1-shot, trainable lora" in memory
+    code, lines = doctor(capsys, "--config", TINY, "--measure", "--model.method", "fssam2.methods.SANSA")
+    assert code == 0 and "SANSA on fssam2_tiny, inputs at 64 px, 1-shot, SANSA's adapters" in line(lines, "memory")
     monkeypatch.setattr("fssam2.cli.doctor.available_memory", lambda device: 1 << 10)
     code, lines = doctor(capsys, "--config", TINY, "--measure")
     assert code == 1 and "does NOT fit in 0.00 GiB free; not even 1 episode fits" in line(lines, "memory", "FAIL")

@@ -42,6 +42,7 @@ from fssam2.data import FewShotDataModule, cpu_cores
 from fssam2.episodes import PASCAL_DOMAIN_SHIFT
 from fssam2.errors import InputError, cause_of
 from fssam2.meters import PeakMemory, parse_precision
+from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
 from fssam2.registry import RANDOM_INIT
 
 if TYPE_CHECKING:
@@ -528,9 +529,11 @@ def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.devi
     precision = config.trainer.precision
     one, two, image_size = measure_step_memory(build, device, precision, datamodule.shot)
     counted = "allocated tensors" if device.type == "cuda" else "the process's peak RSS increase"
+    kind = method_class(config.model.get("method") or DEFAULT_METHOD)
+    trained = f"trainable {config.model.trainable}" if issubclass(kind, FewShotSAM2) else f"{kind.__name__}'s adapters"
     setting = (
-        f"{device}, {precision}, {config.model.sam2_config} at {image_size} px, {datamodule.shot}-shot, "
-        f"trainable {config.model.trainable}; {counted}"
+        f"{device}, {precision}, {kind.__name__} on {config.model.sam2_config}, inputs at {image_size} px, "
+        f"{datamodule.shot}-shot, {trained}; {counted}"
     )
     return memory_verdict(one, two, datamodule.batch_size, available, setting)
 
