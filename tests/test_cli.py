@@ -95,16 +95,17 @@ def test_ddp_spawn_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainable", ["lora", "all"])
+@pytest.mark.parametrize("trainable", ["lora", "all", "sansa"])
 def test_fit_with_ddp_spawn(tmp_path, trainable):
-    """Training over 2 processes: equal shards, gradients for every trainable parameter."""
+    """Training over 2 processes: equal shards, gradients for every trainable parameter (FS-SAM2's
+    LoRA, all of its parameters, SANSA's adapters)."""
     run_dir = tmp_path / trainable
+    method = ["--model.method", "fssam2.methods.SANSA"] if trainable == "sansa" else ["--model.trainable", trainable]
     fit = cli(
         "fit",
         "--trainer.default_root_dir",
         str(run_dir),
-        "--model.trainable",
-        trainable,
+        *method,
         "--trainer.strategy",
         "ddp_spawn",
         "--trainer.devices",
