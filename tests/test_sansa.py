@@ -5,6 +5,7 @@ Equality with the official forward (github ClaudiaCuttano/SANSA) is checked outs
 the same random weights (see docs/methods.md); these tests keep what that check established."""
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -57,11 +58,24 @@ def test_only_the_adapters_train_and_a_fresh_adapter_changes_nothing():
         assert (adapted(*episode) - before).abs().max() > 1e-3
 
 
-def test_the_object_score_head_is_off_as_sansa_builds_sam2():
+def test_the_decoder_runs_without_its_object_score_token_as_sansa_builds_it_and_is_shared_unchanged():
     model = tiny_sansa()
     decoder = model.sam2.sam_mask_decoder
-    assert not decoder.pred_obj_scores and not hasattr(decoder, "obj_score_token")
-    assert not model.sam2.pred_obj_scores and not decoder.dynamic_multimask_via_stability
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "up_proj" in name:
+                p.normal_(0, 0.1)
+    episode = make_episode(2, 2, size=SIZE, seed=4)
+    with torch.no_grad():
+        logits = model(*episode)
+    assert decoder.pred_obj_scores and decoder.dynamic_multimask_via_stability  # as built, after the call
+    built_as_sansa = copy.deepcopy(model)  # SANSA's own build: a decoder without the token at all
+    bare = built_as_sansa.sam2.sam_mask_decoder
+    del bare.obj_score_token, bare.pred_obj_score_head
+    bare.pred_obj_scores, bare.dynamic_multimask_via_stability = False, False
+    with torch.no_grad():
+        torch.testing.assert_close(built_as_sansa(*episode), logits, rtol=0, atol=0)
+    fssam2.FewShotSAM2(model.sam2)(*episode)  # the same SAM2 still serves FS-SAM2, token and all
 
 
 def test_the_query_reads_frame_0_the_latest_frames_and_their_pointers_in_the_official_order():

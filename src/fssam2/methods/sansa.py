@@ -13,19 +13,21 @@ The steps follow the official code (github ClaudiaCuttano/SANSA, models/sansa/sa
    split into C / C_mem tokens;
 4. the mask decoder with multimask output; the mask with the highest predicted IoU, upsampled
    bilinearly from S/4 to S.
-SAM2 runs with its object-score head off, as SANSA builds it.
+SAM2's mask decoder runs without its object-score token, as SANSA builds it.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Hashable
+import contextlib
+from collections.abc import Hashable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path, PosixPath, WindowsPath
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from sam2.modeling.sam.mask_decoder import MaskDecoder
 from sam2.modeling.sam2_base import SAM2Base
 
 from fssam2.build import build_sam2
@@ -37,21 +39,18 @@ from fssam2.metric import IGNORE
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0  # a mask as logits (sigmoid(-10) ~ 0), as SAM2 takes mask inputs
 
 
-def object_score_head_off(sam2: SAM2Base) -> None:
-    """Run SAM2 as SANSA builds it (pred_obj_scores, pred_obj_scores_mlp, fixed_no_obj_ptr false,
-    and no dynamic multimask selection): the mask decoder loses its object-score token and head,
-    which a released checkpoint holds and SANSA's non-strict load leaves out."""
-    decoder = sam2.sam_mask_decoder
-    for name in ("obj_score_token", "pred_obj_score_head"):
-        if hasattr(decoder, name):
-            delattr(decoder, name)
-    decoder.pred_obj_scores = False
-    decoder.dynamic_multimask_via_stability = False
-    sam2.pred_obj_scores = False
-    sam2.pred_obj_scores_mlp = False
-    sam2.fixed_no_obj_ptr = False
-    if hasattr(sam2, "no_obj_ptr"):
-        del sam2.no_obj_ptr
+@contextlib.contextmanager
+def decoder_as_sansa_builds_it(decoder: MaskDecoder) -> Iterator[None]:
+    """SAM2's mask decoder as SANSA builds it (pred_obj_scores false: no object-score token among
+    its tokens; no dynamic multimask selection), for the time of a call. The token and head stay
+    in the model, unused, and the settings come back after: the same SAM2 can serve another
+    method, and a SAM2 checkpoint loads as it is."""
+    saved = decoder.pred_obj_scores, decoder.dynamic_multimask_via_stability
+    decoder.pred_obj_scores, decoder.dynamic_multimask_via_stability = False, False
+    try:
+        yield
+    finally:
+        decoder.pred_obj_scores, decoder.dynamic_multimask_via_stability = saved
 
 
 def focal_dice_per_episode(
@@ -91,7 +90,7 @@ class SANSA(SAM2Method):
 
     Args:
         sam2: a built SAM2 (see `fssam2.build_sam2`, e.g. "sam2_hiera_l"), weights loaded; its
-            object-score head is turned off in place (see `object_score_head_off`).
+            mask decoder runs without its object-score head (`decoder_as_sansa_builds_it`).
         adapter: where the adapters go; they are the only trainable parameters.
         input_size: the side images and masks come at, as the official loaders resize them
             (COCO-20i 640, FSS-1000 518); they are resized to SAM2's size inside (antialiased, as
@@ -110,7 +109,6 @@ class SANSA(SAM2Method):
                 "SANSA reads object pointers, but this SAM2 config has use_obj_ptrs_in_encoder false: "
                 "use a SAM2 config with it on (e.g. sam2_hiera_l)."
             )
-        object_score_head_off(sam2)
         super().__init__(sam2)
         self.input_size = input_size
         self.adapter = adapter or AdapterConfig()
@@ -272,15 +270,16 @@ class SANSA(SAM2Method):
         points = torch.zeros(n, 1, 2, device=embedding.device)
         labels = -torch.ones(n, 1, dtype=torch.int32, device=embedding.device)
         sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=masks)
-        _, _, tokens, _ = sam2.sam_mask_decoder(
-            image_embeddings=embedding,
-            image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-            repeat_image=False,
-            high_res_features=high_res,
-        )
+        with decoder_as_sansa_builds_it(sam2.sam_mask_decoder):
+            _, _, tokens, _ = sam2.sam_mask_decoder(
+                image_embeddings=embedding,
+                image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+                repeat_image=False,
+                high_res_features=high_res,
+            )
         return sam2.obj_ptr_proj(tokens[:, 0])
 
     def memory_of(self, supports: list[dict]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -320,15 +319,16 @@ class SANSA(SAM2Method):
         points = torch.zeros(b, 1, 2, device=emb.device)
         labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
         sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
-        masks, iou, _, _ = sam2.sam_mask_decoder(
-            image_embeddings=conditioned,
-            image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-            repeat_image=False,
-            high_res_features=query.high_res,
-        )  # [B, 3, S/4, S/4], [B, 3]
+        with decoder_as_sansa_builds_it(sam2.sam_mask_decoder):
+            masks, iou, _, _ = sam2.sam_mask_decoder(
+                image_embeddings=conditioned,
+                image_pe=sam2.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+                repeat_image=False,
+                high_res_features=query.high_res,
+            )  # [B, 3, S/4, S/4], [B, 3]
         best = masks[torch.arange(b, device=emb.device), iou.argmax(-1)][:, None].float()
         size = (self.image_size, self.image_size)
         return F.interpolate(best, size=size, mode="bilinear", align_corners=False)
