@@ -48,6 +48,7 @@ from fssam2.data import to_input
 from fssam2.methods.base import bce_dice_per_episode
 from fssam2.methods.features import ImageFeatures
 from fssam2.methods.fssam2 import FewShotSAM2
+from fssam2.methods.sansa import SANSA, AdapterConfig
 from fssam2.synthetic import SyntheticVideo, VariedVideo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,12 +77,20 @@ def batch_of(video: SyntheticVideo | VariedVideo, indices: range, motion: float,
 
 @torch.no_grad()
 def evaluate(
-    model: FewShotSAM2, world: str, clips: int, seed: int, batch: int, prompts: bool, relocate: float = 0.0
+    model: FewShotSAM2,
+    world: str,
+    clips: int,
+    seed: int,
+    batch: int,
+    prompts: bool,
+    relocate: float = 0.0,
+    sansa: SANSA | None = None,
 ) -> dict[str, float]:
     """Foreground IoU (summed intersections over summed unions, x100) on held-out clips at full
     motion, with the true memory, with the memory of another clip (`swap`) and with an empty
     memory mask (`blank`); with `prompts`, also of the later frame's object decoded from prompts.
-    `relocate`: the share of clips whose objects are laid out anew (see `VariedVideo`)."""
+    `relocate`: the share of clips whose objects are laid out anew (see `VariedVideo`). With
+    `sansa` (SANSA's forward on the same SAM2), also its IoU with the true and another clip's memory."""
     video = world_of(world, model.image_size, seed + EVAL_SEED_OFFSET, relocate)
     size = model.image_size
     data = [batch_of(video, range(i, min(i + batch, clips)), 1.0, size) for i in range(0, clips, batch)]
@@ -115,6 +124,18 @@ def evaluate(
             inter += int((pred & truth).sum())
             union += int((pred | truth).sum())
         out[name] = 100 * inter / max(union, 1)
+    if sansa is not None:
+        sansa.eval()
+        for name in ("true", "swap"):
+            sup, sup_masks = controls[name]
+            inter = union = 0
+            for i in range(0, clips, batch):
+                pred = sansa(sup[i : i + batch], sup_masks[i : i + batch], images1[i : i + batch])[:, 0] > 0
+                truth = targets[i : i + batch] == 1
+                inter += int((pred & truth).sum())
+                union += int((pred | truth).sum())
+            out[f"pointer_{name}"] = 100 * inter / max(union, 1)
+        sansa.train(was_training)
     if prompts:
         out.update({f"prompt_{k}": v for k, v in prompt_iou(model, images1, targets, seed, batch).items()})
     model.train(was_training)
@@ -162,6 +183,20 @@ def tracking_loss(
     )  # [B, 4, h, w], [B, 4]
     per_mask, iou = mask_terms(masks, targets)
     return per_mask[:, 0].mean() + per_mask[:, 1:].min(1).values.mean() + F.mse_loss(iou_pred.float(), iou)
+
+
+def pointer_tracking_loss(
+    sansa: SANSA, feats: ImageFeatures, masks0: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """The same pairs through SANSA's forward (object pointers read, the decoder without its
+    object-score token, multimask output): the best of the three masks, BCE + Dice, and the IoU
+    head regressing each. It trains what FS-SAM2's forward never reads: the object-pointer
+    projection, the temporal encodings and the mask-prompted pointer decode."""
+    b = targets.shape[0]
+    supports = sansa.support_memories(feats.select(slice(0, b)), masks0.flatten(0, 1), b)
+    masks, iou_pred = sansa.decoder_outputs(feats.select(slice(b, None)), supports)  # [B, 3, h, w], [B, 3]
+    per_mask, iou = mask_terms(masks, targets)
+    return per_mask.min(1).values.mean() + F.mse_loss(iou_pred.float(), iou)
 
 
 def sample_prompt(
@@ -312,6 +347,12 @@ def main(argv: list[str] | None = None) -> None:
         help="share of varied clips whose objects are laid out anew in the later frame (0: the shipped world)",
     )
     parser.add_argument(
+        "--pointer-weight",
+        type=float,
+        default=0.0,
+        help="weight of the same pairs through SANSA's forward, object pointers on (0: FS-SAM2's forward only)",
+    )
+    parser.add_argument(
         "--init", default=None, help="start from this tiny SAM2 checkpoint (a packaged name or a path; default: random)"
     )
     parser.add_argument("--image-size", type=int, default=128)
@@ -333,10 +374,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
     model = FewShotSAM2(build_sam2("fssam2_tiny", opts.init, image_size=opts.image_size)).to(device).train()
+    # SANSA's forward on the same SAM2 (no adapters): it reads object pointers.
+    sansa = SANSA(model.sam2, AdapterConfig(stages=())).train() if opts.pointer_weight else None
     model.requires_grad_(False)
     # The forward pass's parameters, and the IoU head that picks the fallback mask in eval mode.
     params = [p for _, p in model.used_parameters()]
     params += list(model.sam2.sam_mask_decoder.iou_prediction_head.parameters())
+    if sansa is not None:  # what only SANSA's forward reads
+        sam2 = model.sam2
+        params += [sam2.maskmem_tpos_enc, *sam2.obj_ptr_proj.parameters(), *sam2.mask_downsample.parameters()]
+        params += list(sam2.sam_prompt_encoder.mask_downscaling.parameters())
     if opts.prompt_weight:  # prompted frames are decoded with the no-memory embedding
         params.append(model.sam2.no_mem_embed)
     for p in params:
@@ -367,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         images0, masks0, images1, targets = (t.to(device) for t in batch)
         feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))  # frames 0 then 1
         loss = tracking_loss(model, feats, masks0, targets)
+        if sansa is not None:
+            loss = loss + opts.pointer_weight * pointer_tracking_loss(sansa, feats, masks0, targets)
         if opts.prompt_weight:
             b = len(targets)
             loss = loss + opts.prompt_weight * prompt_loss(model, feats.select(slice(b, None)), targets, prompt_rng)
@@ -379,13 +428,13 @@ def main(argv: list[str] | None = None) -> None:
         losses.append(loss.item())
         if (step + 1) % opts.eval_every == 0 or step + 1 == opts.steps:
             scores = evaluate(
-                model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight), opts.relocate
+                model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight), opts.relocate, sansa
             )
             print(
                 f"step {step + 1:>6}  motion {motion:.2f}  loss {np.mean(losses[-opts.eval_every :]):.3f}  "
                 f"IoU true {scores['true']:5.1f}  swap {scores['swap']:5.1f}  blank {scores['blank']:5.1f}  "
                 f"readout {scores['readout']:.3f} (swap diff {scores['readout_swap_diff']:.3f})  "
-                + "".join(f"{k} {v:5.1f}  " for k, v in scores.items() if k.startswith("prompt_"))
+                + "".join(f"{k} {v:5.1f}  " for k, v in scores.items() if k.startswith(("prompt_", "pointer_")))
                 + f"({(time.perf_counter() - start) / 60:.1f} min)",
                 flush=True,
             )

@@ -163,3 +163,25 @@ def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, j
     for family in results.values():
         assert len(family["rows"]) == 5 and family["support_gap"]["gap_episodes"] == 8
         assert Path(family["best_checkpoint"]).is_file()
+
+
+def test_the_pointer_loss_trains_what_only_sansas_forward_reads():
+    from fssam2.methods import SANSA, AdapterConfig
+
+    script = load_script("pretrain_tracking")
+    torch.manual_seed(0)
+    model = FewShotSAM2(build_sam2("fssam2_tiny", image_size=64))
+    sansa = SANSA(model.sam2, AdapterConfig(stages=())).train()
+    model.sam2.requires_grad_(True)
+    video = script.world_of("varied", 64, seed=0)
+    images0, masks0, images1, targets = script.batch_of(video, range(4), 1.0, 64)
+    feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))
+    script.pointer_tracking_loss(sansa, feats, masks0, targets).backward()
+    sam2 = model.sam2
+    for name, param in (
+        ("obj_ptr_proj", next(sam2.obj_ptr_proj.parameters())),
+        ("maskmem_tpos_enc", sam2.maskmem_tpos_enc),
+        ("mask_downsample", sam2.mask_downsample.weight),
+    ):
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    assert sam2.sam_mask_decoder.obj_score_token.weight.grad is None  # SANSA's decoder does not read it

@@ -302,8 +302,9 @@ class SANSA(SAM2Method):
         position.append(tokens.new_zeros(tokens.shape))
         return torch.cat(memory), torch.cat(position), len(tokens)
 
-    def decode(self, query: ImageFeatures, supports: list[dict]) -> torch.Tensor:
-        """Steps 3-4: logits [B, 1, S, S]."""
+    def decoder_outputs(self, query: ImageFeatures, supports: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 3 and the mask decoder of step 4: the three multimask logits [B, 3, S/4, S/4] (SAM2's
+        size) and their predicted IoUs [B, 3]."""
         sam2 = self.sam2
         memory, position, pointer_tokens = self.memory_of(supports)
         emb = query.embedding  # [B, C, h, w]
@@ -328,8 +329,14 @@ class SANSA(SAM2Method):
                 multimask_output=True,
                 repeat_image=False,
                 high_res_features=query.high_res,
-            )  # [B, 3, S/4, S/4], [B, 3]
-        best = masks[torch.arange(b, device=emb.device), iou.argmax(-1)][:, None].float()
+            )
+        return masks, iou
+
+    def decode(self, query: ImageFeatures, supports: list[dict]) -> torch.Tensor:
+        """Steps 3-4: the multimask output with the highest predicted IoU, upsampled: logits [B, 1, s, s]
+        at the input size."""
+        masks, iou = self.decoder_outputs(query, supports)
+        best = masks[torch.arange(len(masks), device=masks.device), iou.argmax(-1)][:, None].float()
         size = (self.image_size, self.image_size)
         return F.interpolate(best, size=size, mode="bilinear", align_corners=False)
 
