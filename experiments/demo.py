@@ -1,13 +1,15 @@
-"""`make demo`: FS-SAM2 in miniature, with the controls that show whether the support decides the mask.
+"""`make demo`: FS-SAM2 (or SANSA, `--method sansa`) in miniature, with the controls that show
+whether the support decides the mask.
 
 The published recipe on the synthetic benchmark: a tiny SAM2 pretrained on a varied synthetic world
 (`fssam2_tiny_varied`, shipped in the package) meta-trains LoRA only on the 15 training classes of
-fold 0 (configs/demo.yaml), and is tested on the 5 held-out classes, for each class family given
+fold 0 (configs/demo.yaml; SANSA: its adapters only, configs/demo_sansa.yaml, from the same tiny
+SAM2), and is tested on the 5 held-out classes, for each class family given
 (`--families`: hue and shape by default, texture too on request), the families side by side, one
 process per core (`--jobs`). On the same test episodes it prints, per family, one row each:
 - the tiny SAM2 at random initialisation (no pretraining, no meta-training);
 - the pretrained tracker with its memory and no meta-training (LoRA at zero = the tracker itself);
-- FS-SAM2 meta-trained (the best checkpoint by validation mIoU, on episodes distinct from the test's);
+- the method meta-trained (the best checkpoint by validation mIoU, on episodes distinct from the test's);
 - the same model given the supports of an episode of another class (`support_control: swap`):
   a model that uses its support drops sharply, one that segments salient objects does not;
 - the objectness oracle: every object of the query predicted, no model. Few-shot ability shows
@@ -42,9 +44,20 @@ ROOT = Path(__file__).resolve().parent.parent
 MIN_SWAP_GAP = 40.0
 MIN_ORACLE_MARGIN = 10.0
 FAMILY_WORDS = {"hue": "a hue band", "shape": "an outline, in any colours", "texture": "a pattern, in any colours"}
+# --method -> (its demo config, the label of its meta-trained row)
+METHODS = {
+    "fssam2": (ROOT / "configs" / "demo.yaml", "FS-SAM2 meta-trained (LoRA)"),
+    "sansa": (ROOT / "configs" / "demo_sansa.yaml", "SANSA meta-trained (adapters)"),
+}
 # What `make demo` runs: two families side by side fit the 2-core machine's 12 minutes; texture (a
-# third run, about 7 more minutes there) is shown with --families hue shape texture.
-DEFAULT_FAMILIES = ("hue", "shape")
+# third run, about 7 more minutes there) is shown with --families hue shape texture. SANSA's demo
+# (`make demo METHOD=sansa`) shows the hue family alone by default.
+DEFAULT_FAMILIES = {"fssam2": ("hue", "shape"), "sansa": ("hue",)}
+SWAP_ROW, TRACKER_ROW, ORACLE_ROW = (
+    "  same, swap supports",
+    "pretrained tracker, no meta-training",
+    "objectness oracle (no model)",
+)
 
 
 def run(args: list[str]):
@@ -60,22 +73,21 @@ def test(base: list[str], folder: Path, *extra: str) -> dict[str, float]:
     return json.loads((folder / "test_metrics.json").read_text())
 
 
-def family_result(base: list[str], folder: Path) -> dict:
+def family_result(base: list[str], folder: Path, trained: str = METHODS["fssam2"][1]) -> dict:
     """The demo's rows for one class family, each run in its own folder under `folder`, with what
-    the table says of the protocol and the checks."""
+    the table says of the protocol and the checks; `trained` labels the meta-trained row."""
     rows: dict[str, dict] = {}
     rows["random-init tiny SAM2"] = test(base, folder / "random_init", "--model.sam2_checkpoint", "random")
-    rows["pretrained tracker, no meta-training"] = test(base, folder / "tracker")
+    rows[TRACKER_ROW] = test(base, folder / "tracker")
     fit = run(["fit", *base, "--trainer.default_root_dir", str(folder)])
     best = fit.trainer.checkpoint_callback.best_model_path
-    rows["FS-SAM2 meta-trained (LoRA)"] = test(base, folder / "test", "--ckpt_path", best)
-    rows["  same, swap supports"] = test(
-        base, folder / "test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap"
-    )
-    rows["objectness oracle (no model)"] = objectness_oracle(fit.datamodule)
+    rows[trained] = test(base, folder / "test", "--ckpt_path", best)
+    rows[SWAP_ROW] = test(base, folder / "test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap")
+    rows[ORACLE_ROW] = objectness_oracle(fit.datamodule)
     dm = fit.datamodule
-    in_run = rows["FS-SAM2 meta-trained (LoRA)"]
+    in_run = rows[trained]
     return {
+        "trained_row": trained,
         "rows": rows,
         "protocol": {
             "fold": dm.fold,
@@ -83,19 +95,19 @@ def family_result(base: list[str], folder: Path) -> dict:
             "shot": dm.shot,
             "classes": dm.class_ids("test"),
         },
-        "checks": {k: {"value": v, "target": t} for k, (v, t) in checks_of(rows).items()},
+        "checks": {k: {"value": v, "target": t} for k, (v, t) in checks_of(rows, trained).items()},
         "support_gap": {k: in_run.get(k) for k in ("support_gap", "gap_miou_true", "gap_miou_swap", "gap_episodes")},
         "best_checkpoint": best,
     }
 
 
-def checks_of(rows: dict[str, dict]) -> dict[str, tuple[float, float]]:
+def checks_of(rows: dict[str, dict], trained_row: str) -> dict[str, tuple[float, float]]:
     """(value, target) of each of the demo's checks."""
-    trained = rows["FS-SAM2 meta-trained (LoRA)"]["miou"]
+    trained = rows[trained_row]["miou"]
     return {
-        "support decides: meta-trained - swap": (trained - rows["  same, swap supports"]["miou"], MIN_SWAP_GAP),
-        "above the objectness oracle": (trained - rows["objectness oracle (no model)"]["miou"], MIN_ORACLE_MARGIN),
-        "meta-training adds to the tracker": (trained - rows["pretrained tracker, no meta-training"]["miou"], 0.0),
+        "support decides: meta-trained - swap": (trained - rows[SWAP_ROW]["miou"], MIN_SWAP_GAP),
+        "above the objectness oracle": (trained - rows[ORACLE_ROW]["miou"], MIN_ORACLE_MARGIN),
+        "meta-training adds to the tracker": (trained - rows[TRACKER_ROW]["miou"], 0.0),
     }
 
 
@@ -109,14 +121,14 @@ def print_family(family: str, result: dict) -> None:
     print(f"{'':<40}{'mIoU':>8}{'FB-IoU':>9}")
     for name, row in rows.items():
         print(f"{name:<40}{row['miou']:>8.1f}{row['fbiou']:>9.1f}")
-    in_run = rows["FS-SAM2 meta-trained (LoRA)"]
+    in_run = rows[result["trained_row"]]
     if in_run.get("support_gap") is not None:  # the meta-trained test's own swap control, on a subset
         name = f"  support gap in that run ({in_run['gap_episodes']} ep.)"
         print(
             f"{name:<40}{in_run['support_gap']:>+8.1f}   (mIoU true {in_run['gap_miou_true']:.1f} - swap "
             f"{in_run['gap_miou_swap']:.1f} on the same episodes; data.gap_episodes)"
         )
-    for name, (value, target) in checks_of(rows).items():
+    for name, (value, target) in checks_of(rows, result["trained_row"]).items():
         verdict = "met" if value > target or (target > 0 and value >= target) else "NOT met"
         print(f"{name:<40}{value:>+8.1f} mIoU  (target {'>' if target == 0 else '>='} {target:g}: {verdict})")
 
@@ -130,7 +142,8 @@ def in_subprocesses(opts: argparse.Namespace, run_dir: Path) -> dict[str, dict]:
     def one(family: str) -> tuple[str, int]:
         folder = run_dir / family
         folder.mkdir(parents=True)
-        command = [sys.executable, __file__, "--config", opts.config, "--families", family, "--jobs", "1"]
+        command = [sys.executable, __file__, "--method", opts.method, "--config", opts.config]
+        command += ["--families", family, "--jobs", "1"]
         command += ["--into", str(folder), "--", *opts.overrides]
         with open(folder / "demo.log", "w") as log:
             return family, subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -145,10 +158,11 @@ def in_subprocesses(opts: argparse.Namespace, run_dir: Path) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    parser.add_argument("--method", choices=sorted(METHODS), default="fssam2", help="the method shown")
+    parser.add_argument("--config", default=None, help="the demo's config (default: the method's)")
     parser.add_argument("--runs", default="runs/demo", help="parent folder of this run's folder")
     parser.add_argument(
-        "--families", nargs="+", choices=FAMILIES, default=list(DEFAULT_FAMILIES), help="class families to run"
+        "--families", nargs="+", choices=FAMILIES, default=None, help="class families to run (default: the method's)"
     )
     parser.add_argument(
         "--jobs", type=int, default=None, help="families run at once, each in its own process (default: one per core)"
@@ -156,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--into", type=Path, default=None, help=argparse.SUPPRESS)  # a subprocess's own folder
     parser.add_argument("overrides", nargs="*", help="extra CLI options for every run, e.g. --trainer.max_epochs=2")
     opts = parser.parse_args(argv)
+    opts.config = opts.config or str(METHODS[opts.method][0])
+    opts.families = opts.families or list(DEFAULT_FAMILIES[opts.method])
     opts.jobs = opts.jobs or max(1, min(len(opts.families), os.cpu_count() or 1))
     run_dir = opts.into or Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -166,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for family in opts.families:
             base = ["--config", opts.config, "--data.init_args.family", family, *opts.overrides]
-            results[family] = family_result(base, run_dir if opts.into else run_dir / family)
+            results[family] = family_result(base, run_dir if opts.into else run_dir / family, METHODS[opts.method][1])
     for family, result in results.items():
         print_family(family, result)
     minutes = (time.perf_counter() - start) / 60

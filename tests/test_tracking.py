@@ -165,6 +165,25 @@ def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, j
         assert Path(family["best_checkpoint"]).is_file()
 
 
+@pytest.mark.slow
+def test_the_sansa_demo_shows_its_own_rows_from_the_same_tiny_sam2(tmp_path, capsys):
+    demo = load_script("demo")
+    short = [
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.check_val_every_n_epoch=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--data.init_args.test_episodes=16", "--data.init_args.gap_episodes=8", "--data.init_args.pool_sizes=[200,40,80]",
+    ]  # fmt: skip
+    demo.main(["--method", "sansa", "--runs", str(tmp_path), "--jobs", "1", "--", *short])
+    printed = capsys.readouterr().out
+    assert "hue family" in printed and "shape family" not in printed  # SANSA's default: hue
+    assert "SANSA meta-trained (adapters)" in printed and "FS-SAM2" not in printed
+    (folder,) = tmp_path.iterdir()
+    (family,) = json.loads((folder / "demo_results.json").read_text())["families"].values()
+    test_metrics = json.loads((folder / "hue" / "test" / "test_metrics.json").read_text())
+    assert test_metrics["method"] == "SANSA" and family["trained_row"] == "SANSA meta-trained (adapters)"
+    assert len(family["rows"]) == 5 and "support decides: meta-trained - swap" in family["checks"]
+
+
 def test_the_pointer_loss_trains_what_only_sansas_forward_reads():
     from fssam2.methods import SANSA, AdapterConfig
 
