@@ -4,6 +4,7 @@ base of the methods that run SAM2 so."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,7 @@ class SAM2Method(FewShotMethod):
             )
         return image_features(self.sam2, images)
 
+    @abstractmethod
     def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """What the feature cache keeps of each of N supports' memory: features of N images and
         masks [N, S, S] -> N tuples of tensors (maps [C, h, w] and any per-support vectors)."""
-        raise NotImplementedError(f"{type(self).__name__} has no cached support memory")
