@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import wandb
 
 import fssam2
 from fssam2 import InputError
@@ -168,7 +169,13 @@ def test_sansa_trains_tests_exports_and_segments_through_the_cli(tmp_path, capsy
     common = ["--config", str(TINY), "--trainer.default_root_dir", str(run), "--model.method", "fssam2.methods.SANSA"]
     common += ["--model.sam2_checkpoint", str(base)]
     method_args = json.dumps({"adapter": {"stages": [2, 3], "channel_factor": 0.5}})
-    run_cli(["fit", *common, "--model.method_args", method_args, "--trainer.max_epochs", "1"])
+    wandb_logger = ["--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true"]
+    run_cli(["fit", *common, "--model.method_args", method_args, "--trainer.max_epochs", "1", *wandb_logger])
+    wandb.finish()  # flush the offline run to disk
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    (record,) = wandb_run.glob("run-*.wandb")  # an offline run keeps its config in its record
+    logged = record.read_bytes()
+    assert b"fssam2.methods.SANSA" in logged and b"channel_factor" in logged  # W&B records the method and its options
     best = run / "checkpoints" / "best.ckpt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     assert ckpt["hyper_parameters"]["method"] == "fssam2.methods.SANSA"
