@@ -184,6 +184,11 @@ class FSSAM2Module(L.LightningModule):
         self.hparams["sam2_checkpoint"] = checkpoint or RANDOM_INIT  # what checkpoints and results record
         self.model: FewShotMethod = kind.build(sam2_config, checkpoint, image_size, **options)
         if compile:
+            if not self.model.COMPILED_PARTS:
+                raise InputError(
+                    f"model.compile={compile}: {kind.__name__} names no parts to compile, so nothing would be; "
+                    "drop model.compile."
+                )
             backend = "inductor" if compile is True else compile
             for part in self.model.COMPILED_PARTS:
                 self.model.get_submodule(part).compile(backend=backend)  # in place: same parameter names
