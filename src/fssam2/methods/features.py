@@ -47,6 +47,12 @@ def image_features(sam2: SAM2Base, images: torch.Tensor) -> ImageFeatures:
     return ImageFeatures(embedding=fpn[-1], position=pos[-1], high_res=high_res)
 
 
+def no_prompt(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM2's prompt for "no point": one point [n, 1, 2] at 0 with label -1 [n, 1], as SAM2 pads
+    a frame decoded without clicks."""
+    return torch.zeros(n, 1, 2, device=device), -torch.ones(n, 1, dtype=torch.int32, device=device)
+
+
 @dataclass
 class EpisodeKeys:
     """Feature-cache keys of a batch's images; equal keys promise equal inputs."""
@@ -83,6 +89,8 @@ class SAM2Method(FewShotMethod):
         # Set only while evaluating with fixed weights and no augmentation (see fssam2.cache).
         self.feature_cache: FeatureCache | None = None
         self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
+        # [1, C_mem, S/16, S/16], the position encoding of any support memory (set by cached_memories)
+        self._memory_position: torch.Tensor | None = None
 
     @property
     def image_size(self) -> int:
@@ -136,3 +144,30 @@ class SAM2Method(FewShotMethod):
     def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """What the feature cache keeps of each of N supports' memory: features of N images and
         masks [N, S, S] -> N tuples of tensors (maps [C, h, w] and any per-support vectors)."""
+
+    def cached_support_memories(
+        self, supports: torch.Tensor, masks: torch.Tensor, queries: torch.Tensor, keys: EpisodeKeys
+    ) -> tuple[ImageFeatures, list[tuple[torch.Tensor, ...]], torch.Tensor]:
+        """Through the feature cache: each support's memory entry (`cached_memories`) in
+        `keys.memories` order, the queries' features, and the memory position encoding [1, ...].
+        A support's image is encoded only when its memory is not held; those images and the
+        queries go through the image encoder in one call. supports [B*K, 3, S, S], masks
+        [B*K, S, S], queries [B, 3, S, S]; a feature cache must be set."""
+        cache = self.feature_cache
+        assert cache is not None, "forward calls this only with a feature cache"
+        held = cache.lookup("memory", keys.memories)
+        missing: dict[Hashable, int] = {}
+        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
+            if entry is None:
+                missing.setdefault(key, i)
+        new = list(missing.values())
+        feats = self.encode_images(
+            torch.cat([supports[new], queries]), [keys.supports[i] for i in new] + list(keys.queries)
+        )
+        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
+        if new:
+            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
+            cache.store("memory", list(fresh), list(fresh.values()))
+        entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
+        assert self._memory_position is not None, "cached_memories sets it on the first miss of a fresh cache"
+        return feats.select(slice(len(new), None)), entries, self._memory_position

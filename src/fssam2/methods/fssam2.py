@@ -11,7 +11,6 @@ The steps follow DESIGN.md, "The method":
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -32,7 +31,7 @@ from fssam2.lora import (
     unmerge_lora_,
     unmerged_weights,
 )
-from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method
+from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method, no_prompt
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
 MASK_LOGIT_SCALE = 20.0
@@ -84,7 +83,6 @@ class FewShotSAM2(SAM2Method):
         self.lora_layers: list[str] = inject_lora(sam2, lora) if lora is not None else []
         if lora is not None:
             mark_only_lora_trainable(self)
-        self._memory_position: torch.Tensor | None = None  # [1, C_mem, S/16, S/16], the same for any memory
 
     @classmethod
     def build(
@@ -196,8 +194,7 @@ class FewShotSAM2(SAM2Method):
             num_obj_ptr_tokens=0,
         )
         conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
-        points = torch.zeros(b, 1, 2, device=emb.device)
-        labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
+        points, labels = no_prompt(b, emb.device)
         sparse, dense = self.sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
         return {
             "image_embeddings": conditioned,
@@ -259,26 +256,7 @@ class FewShotSAM2(SAM2Method):
             memory, memory_pos = self.encode_memory(feats.select(slice(0, b * k)), masks, b)
             return self.decode(feats.select(slice(b * k, None)), memory, memory_pos)
         keys.check(b, k)
-        cache = self.feature_cache
-        # Step 2 needs a support's image features only when its memory is not held; the images
-        # those memories need and the queries then go through the image encoder in one call.
-        held = cache.lookup("memory", keys.memories)
-        missing: dict[Hashable, int] = {}
-        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
-            if entry is None:
-                missing.setdefault(key, i)
-        new = list(missing.values())
-        feats = self.encode_images(
-            torch.cat([supports[new], query_images]), [keys.supports[i] for i in new] + list(keys.queries)
-        )
-        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
-        if new:
-            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
-            cache.store("memory", list(fresh), list(fresh.values()))
-        maps = torch.stack(
-            [(fresh[key] if entry is None else entry)[0] for key, entry in zip(keys.memories, held, strict=True)]
-        )
-        assert self._memory_position is not None, "set above on the first miss of a fresh cache"
-        pos = self._memory_position.expand(b * k, -1, -1, -1)
-        query = feats.select(slice(len(new), None))
+        query, entries, position = self.cached_support_memories(supports, masks, query_images, keys)
+        maps = torch.stack([entry[0] for entry in entries])
+        pos = position.expand(b * k, -1, -1, -1)
         return self.decode(query, memory_tokens(maps, b), memory_tokens(pos, b))

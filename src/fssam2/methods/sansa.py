@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path, PosixPath, WindowsPath
 from typing import Any, ClassVar
@@ -33,7 +33,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from fssam2.build import build_sam2
 from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig, add_adaptformer
-from fssam2.methods.features import ImageFeatures, SAM2Method
+from fssam2.methods.features import ImageFeatures, SAM2Method, no_prompt
 from fssam2.metric import IGNORE
 
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0  # a mask as logits (sigmoid(-10) ~ 0), as SAM2 takes mask inputs
@@ -116,7 +116,6 @@ class SANSA(SAM2Method):
         self.requires_grad_(False)
         for name, param in self.named_parameters():
             param.requires_grad_(".adapter." in name)
-        self._memory_position: torch.Tensor | None = None  # [1, C_mem, h, w], the same for any memory
 
     @classmethod
     def build(
@@ -267,8 +266,7 @@ class SANSA(SAM2Method):
         """The mask decoder prompted with masks [N, 1, S/4, S/4] (and one empty point), single
         mask output: its output token through obj_ptr_proj, [N, C]."""
         sam2, n = self.sam2, len(embedding)
-        points = torch.zeros(n, 1, 2, device=embedding.device)
-        labels = -torch.ones(n, 1, dtype=torch.int32, device=embedding.device)
+        points, labels = no_prompt(n, embedding.device)
         sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=masks)
         with decoder_as_sansa_builds_it(sam2.sam_mask_decoder):
             _, _, tokens, _ = sam2.sam_mask_decoder(
@@ -317,8 +315,7 @@ class SANSA(SAM2Method):
             num_obj_ptr_tokens=pointer_tokens,
         )
         conditioned = conditioned.permute(1, 2, 0).reshape(b, c, h, w)
-        points = torch.zeros(b, 1, 2, device=emb.device)
-        labels = -torch.ones(b, 1, dtype=torch.int32, device=emb.device)
+        points, labels = no_prompt(b, emb.device)
         sparse, dense = sam2.sam_prompt_encoder(points=(points, labels), boxes=None, masks=None)
         with decoder_as_sansa_builds_it(sam2.sam_mask_decoder):
             masks, iou, _, _ = sam2.sam_mask_decoder(
@@ -358,28 +355,12 @@ class SANSA(SAM2Method):
             supports = self.support_memories(feats.select(slice(0, b * k)), masks, b)
             return self.decode(feats.select(slice(b * k, None)), supports)
         keys.check(b, k)
-        cache = self.feature_cache
-        # A support's image is encoded only when its memory (map and object pointer) is not held.
-        held = cache.lookup("memory", keys.memories)
-        missing: dict[Hashable, int] = {}
-        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
-            if entry is None:
-                missing.setdefault(key, i)
-        new = list(missing.values())
-        feats = self.encode_images(
-            torch.cat([images[new], queries]), [keys.supports[i] for i in new] + list(keys.queries)
-        )
-        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
-        if new:
-            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
-            cache.store("memory", list(fresh), list(fresh.values()))
-        entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
-        assert self._memory_position is not None, "set above on the first miss of a fresh cache"
+        query, entries, memory_position = self.cached_support_memories(images, masks, queries, keys)
         memory = torch.stack([e[0] for e in entries])
         pointer = torch.stack([e[1] for e in entries])
-        position = self._memory_position.expand(b * k, -1, -1, -1)
+        position = memory_position.expand(b * k, -1, -1, -1)
         supports = per_support(memory, position, pointer, b)
-        return self.decode(feats.select(slice(len(new), None)), supports)
+        return self.decode(query, supports)
 
     def extra_repr(self) -> str:
         return (
