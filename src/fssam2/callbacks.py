@@ -144,6 +144,9 @@ class TestResults(L.Callback):
             "sam2_config": pl_module.hparams.get("sam2_config"),
             "sam2_checkpoint": _file_or_name(pl_module.hparams.get("sam2_checkpoint")),  # or "random"
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
+            "support_annotation": getattr(dm, "support_annotation", None),  # what each support showed
+            # mean IoU of the masks decoded from weak support annotations against the true ones; null under mask
+            "support_mask_iou": metrics.get(f"{split}/support_mask_iou"),
             # mIoU true - swap on a subset of the episodes (data.gap_episodes); null when not computed
             # (gap_episodes 0, or a support control for the whole run).
             "support_gap": metrics.get(f"{split}/support_gap"),

@@ -18,6 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fssam2.annotations import (
+    PAD_LABEL,
+    SupportAnnotation,
+    annotate,
+    annotation_rng,
+    check_support_annotation,
+    pad_prompts,
+    support_kind,
+)
 from fssam2.cache import CacheConfig, FeatureCache, check_budget
 from fssam2.episodes import (
     EVAL_EPOCH,
@@ -111,6 +120,10 @@ class EpisodeDataset(Dataset):
     query_target [H, W] in {0, 1, 255} (the query's original size, for scoring),
     class_id (the query's class, which is scored), support_class (the class the support masks
     show; 0 for empty masks), index, query and supports (the ids of the support images shown).
+    Under a support_annotation other than "mask", also support_points [K, P, 2] (x, y in input
+    pixels), support_labels [K, P] (SAM's point labels, -1 padding; P = 0 for a support shown by
+    its mask, or with an empty one) and support_kinds (K of "mask", "points", "box", "scribble"),
+    drawn from the support's mask at input size (`fssam2.annotations`), from the episode alone.
 
     support_control changes the supports only, never the query, its targets or class_id:
     "swap" shows the supports (images and masks of the donor's class) of `donor(index)`, an episode
@@ -128,8 +141,11 @@ class EpisodeDataset(Dataset):
         augment: bool,
         image_cache_mb: float = 0.0,
         support_control: SupportControl = "none",
+        support_annotation: SupportAnnotation = "mask",
+        train: bool = False,
     ) -> None:
         check_support_control(support_control)
+        check_support_annotation(support_annotation)
         if support_control == "swap" and len(set(episodes.classes)) < 2:
             raise InputError(
                 f"data.support_control=swap needs >= 2 classes in the split, which has {list(episodes.classes)}: "
@@ -137,6 +153,7 @@ class EpisodeDataset(Dataset):
             )
         self.episodes, self.read, self.size = episodes, read, image_size
         self.support_control = support_control
+        self.support_annotation, self.train = support_annotation, train  # train: annotations drawn as in training
         self.augmentation = training_augmentation() if augment else None
         # Decoded images, kept (per process) when nothing alters them: evaluation reads each image many times.
         self.image_cache_mb = image_cache_mb if self.augmentation is None else 0.0
@@ -209,7 +226,7 @@ class EpisodeDataset(Dataset):
         if (self.support_control if control is None else control) == "blank":
             masks = np.zeros_like(masks)
         query_image, query_mask, query_target = self._prepare(episode.query, episode.class_id)
-        return {
+        item = {
             "support_images": torch.stack([s[0] for s in supports]),
             "support_masks": torch.from_numpy(masks).float(),
             "query_image": query_image,
@@ -223,15 +240,42 @@ class EpisodeDataset(Dataset):
             "supports": shown.supports,
             "gap": asked.gap,  # a support-gap item: scored for the support gap alone
         }
+        if self.support_annotation != "mask":
+            item.update(self.annotations(masks, index, epoch))
+        return item
+
+    def annotations(self, masks: np.ndarray, index: int, epoch: int) -> dict[str, Any]:
+        """The weak annotations of an episode's support masks [K, S, S] bool (see the class doc)."""
+        coords, labels, kinds = [], [], []
+        for position, mask in enumerate(masks):
+            rng = annotation_rng(self.episodes.seed, index, epoch, position)
+            kind = support_kind(self.support_annotation, rng)
+            c, lab = annotate(mask, kind, rng, self.train)
+            coords.append(c)
+            labels.append(lab)
+            kinds.append(kind)
+        points, point_labels = pad_prompts(coords, labels)
+        return {"support_points": points, "support_labels": point_labels, "support_kinds": kinds}
 
 
 def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the fixed-size fields; keep query_target a list (original sizes may differ),
-    supports a list of each episode's K ids and gap a list of bools."""
-    as_lists = ("query_target", "supports", "gap")
-    out = torch.utils.data.default_collate([{k: v for k, v in it.items() if k not in as_lists} for it in items])
+    supports a list of each episode's K ids, gap a list of bools and support_kinds a list of each
+    episode's K kinds; pad support_points / support_labels to the batch's most points (label -1)."""
+    as_lists = ("query_target", "supports", "gap", "support_kinds")
+    prompts = ("support_points", "support_labels")
+    fixed = [{k: v for k, v in it.items() if k not in as_lists + prompts} for it in items]
+    out = torch.utils.data.default_collate(fixed)
     for key in as_lists:
-        out[key] = [it[key] for it in items]
+        if key in items[0]:
+            out[key] = [it[key] for it in items]
+    if "support_points" in items[0]:
+        k = len(items[0]["support_kinds"])
+        coords = [c.numpy() for it in items for c in it["support_points"]]
+        labels = [lab[lab != PAD_LABEL].numpy() for it in items for lab in it["support_labels"]]
+        points, point_labels = pad_prompts([c[: len(lab)] for c, lab in zip(coords, labels, strict=True)], labels)
+        out["support_points"] = points.reshape(len(items), k, -1, 2)
+        out["support_labels"] = point_labels.reshape(len(items), k, -1)
     return out
 
 
@@ -259,6 +303,10 @@ class FewShotDataModule(L.LightningDataModule):
             masks) of another episode of a different class, the same one in every run (see
             `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
             The gap true minus swap is how much the support decides the mask.
+        support_annotation: what a support shows the model, in training and evaluation alike:
+            "mask" (its mask), "points", "box" or "scribble" drawn from its mask, or "mixed" (one
+            of the four per support), drawn from the episode alone (`fssam2.annotations`, SANSA's
+            settings; training draws 1..20 points and the scribble's preset and strokes).
         gap_episodes: validation and test also run this many of their episodes (a subset drawn
             from the split's seed, the same in every run and for any number of processes or
             workers) with swapped supports, and report the support gap, mIoU true minus swap on
@@ -290,10 +338,13 @@ class FewShotDataModule(L.LightningDataModule):
         support_control: SupportControl = "none",
         eval_order: EvalOrder = "planned",
         gap_episodes: GapEpisodes = 50,
+        support_annotation: SupportAnnotation = "mask",
     ) -> None:
         super().__init__()
         check_shot(shot)
         check_support_control(support_control)
+        check_support_annotation(support_annotation)
+        self.support_annotation = support_annotation
         check_gap_episodes(gap_episodes)
         self.gap_episodes = gap_episodes
         if batch_size < 1:
@@ -320,6 +371,7 @@ class FewShotDataModule(L.LightningDataModule):
                 "seed": seed,
                 "support_control": support_control,
                 "gap_episodes": gap_episodes,
+                "support_annotation": support_annotation,
             }
         )
         self._datasets: dict[str, EpisodeDataset] = {}
@@ -377,6 +429,8 @@ class FewShotDataModule(L.LightningDataModule):
                 augment=self.augment and split == "train",
                 image_cache_mb=0.0 if split == "train" else self.image_cache_mb,
                 support_control="none" if split == "train" else self.support_control,
+                support_annotation=self.support_annotation,
+                train=split == "train",
             )
         return self._datasets[split]
 

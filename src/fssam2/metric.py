@@ -257,3 +257,31 @@ def score_at_original_size(logits: torch.Tensor, targets: list[torch.Tensor]) ->
         (F.interpolate(lg[None].float(), size=tuple(t.shape), mode="bilinear", align_corners=True)[0, 0] > 0).long()
         for lg, t in zip(logits, targets, strict=True)
     ]
+
+
+class SupportMaskIoU(Metric):
+    """How well the masks a method decodes from weak support annotations (points, a box, a
+    scribble) match the supports' true masks: the mean over those supports of 100 * |D & T| /
+    |D | T|, summed across processes. Supports shown by their mask are not counted.
+    """
+
+    full_state_update = False
+    total: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, decoded: torch.Tensor, truth: torch.Tensor, weak: torch.Tensor) -> None:
+        """decoded, truth [N, H, W] (non-zero: foreground); weak [N] bool: the supports to count."""
+        d, t = decoded[weak].flatten(1) != 0, truth[weak].flatten(1) != 0
+        union = (d | t).sum(1)
+        iou = (d & t).sum(1).double() / union.clamp(min=1)
+        self.total += 100 * iou[union > 0].sum()
+        self.count += int((union > 0).sum())
+
+    def compute(self) -> torch.Tensor:
+        """The mean IoU, NaN when no weak support was seen."""
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)

@@ -14,6 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
+from fssam2.annotations import PAD_LABEL
 from fssam2.build import download
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
 from fssam2.data import FewShotDataModule, trainer_datamodule
@@ -21,7 +22,7 @@ from fssam2.errors import InputError
 from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
 from fssam2.methods import DEFAULT_METHOD, FewShotMethod, FewShotSAM2, method_class
-from fssam2.metric import FewShotIoU, SupportGap, score_at_original_size
+from fssam2.metric import FewShotIoU, SupportGap, SupportMaskIoU, score_at_original_size
 from fssam2.plan import trace
 from fssam2.registry import RANDOM_INIT
 
@@ -217,7 +218,28 @@ class FSSAM2Module(L.LightningModule):
             # The batch's step in this process's plan, which the cache's next uses count in.
             step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
             cache.clock = self._plan_steps.get(step, cache.clock)
-        return self.model(batch["support_images"], batch["support_masks"], batch["query_image"], keys)
+        masks = self._support_masks(batch, split, keys)
+        return self.model(batch["support_images"], masks, batch["query_image"], keys)
+
+    def _support_masks(self, batch: dict[str, Any], split: str, keys: Any) -> torch.Tensor:
+        """The masks [B, K, S, S] the supports give their memories: under a weak support
+        annotation, those the method decodes from the prompts (`support_masks_from_prompts`),
+        scored against the true masks (`{split}/support_mask_iou`, support-gap batches left out)."""
+        masks = batch["support_masks"]
+        if "support_labels" not in batch:
+            return masks
+        labels = batch["support_labels"].flatten(0, 1)  # [B*K, P]
+        decoded = self.model.support_masks_from_prompts(
+            batch["support_images"].flatten(0, 1),
+            masks.flatten(0, 1),
+            batch["support_points"].flatten(0, 1),
+            labels,
+            None if keys is None else keys.supports,
+        )
+        if not any(batch.get("gap", ())):
+            metric = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
+            metric.update(decoded, masks.flatten(0, 1), (labels != PAD_LABEL).any(1))
+        return decoded.view_as(masks)
 
     def setup(self, stage: str) -> None:
         if self.device.type == "cuda":
@@ -227,6 +249,7 @@ class FSSAM2Module(L.LightningModule):
         for split, class_ids in stage_class_ids(datamodule, stage).items():
             if f"{split}_iou" not in self.metrics:
                 self.metrics[f"{split}_iou"] = FewShotIoU(class_ids)
+                self.metrics[f"{split}_support_mask_iou"] = SupportMaskIoU()
             # Made anew each run: the subset is the DataModule's (stage_class_ids checked its type).
             subset = cast(FewShotDataModule, datamodule).support_gap_episodes(split)
             if subset:
@@ -287,6 +310,10 @@ class FSSAM2Module(L.LightningModule):
             for class_id, iou in zip(metric.class_ids, result["per_class"], strict=True):
                 self.log(f"{split}/iou_class_{class_id}", iou)
         metric.reset()
+        support_iou = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
+        if getattr(trainer_datamodule(self.trainer), "support_annotation", "mask") != "mask":  # the same on every rank
+            self.log(f"{split}/support_mask_iou", support_iou.compute().float())
+        support_iou.reset()
         if f"{split}_gap" in self.metrics:
             self._log_gap(split, cast(SupportGap, self.metrics[f"{split}_gap"]))
         local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long, device=self.device))

@@ -119,6 +119,19 @@ class FewShotMethod(nn.Module, ABC):
                 "(one query per episode, at the model's input size)."
             )
 
+    def support_masks_from_prompts(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        keys: Any = None,
+    ) -> torch.Tensor:
+        """The mask each support gives its memory when supports come with point prompts (coords
+        [N, P, 2], labels [N, P], -1 padding) beside their images [N, 3, S, S] and masks [N, S, S]:
+        see `fssam2.methods.features.SAM2Method`. A method that takes only masks refuses."""
+        raise InputError(f"{type(self).__name__} takes support masks only: set data.support_annotation=mask.")
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters training updates."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -4,14 +4,18 @@ base of the methods that run SAM2 so."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 
+from fssam2.annotations import PAD_LABEL
 from fssam2.cache import FeatureCache, image_key, memory_key
 from fssam2.errors import InputError
 from fssam2.methods.base import FewShotMethod
@@ -69,9 +73,17 @@ class EpisodeKeys:
             )
 
 
+def prompt_digest(coords: torch.Tensor, labels: torch.Tensor) -> str:
+    """A short digest of one support's prompt (coords [P, 2], labels [P], padding included or not)."""
+    real = labels != PAD_LABEL
+    data = coords[real].float().cpu().numpy().tobytes() + labels[real].long().cpu().numpy().tobytes()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 class SAM2Method(FewShotMethod):
     """A method on one SAM2 whose image encoder sees each image once: it holds `sam2`, encodes
-    images through the feature cache when one is set, and keys a batch's images.
+    images through the feature cache when one is set, keys a batch's images, and decodes weak
+    support annotations as SAM2's video predictor decodes a prompted frame.
 
     Args:
         sam2: a built SAM2 (see `fssam2.build_sam2`), weights loaded.
@@ -79,6 +91,10 @@ class SAM2Method(FewShotMethod):
             all of a batch at once. On CPU, large encoder batches cost more per image than small
             ones (see experiments/bench_episode.py); on a GPU, one batch is fastest.
     """
+
+    # A prompt of at most this many points is decoded multimask, the mask of highest predicted IoU
+    # kept (SAM2's video predictor: multimask_max_pt_num 1); 0: always the single mask.
+    PROMPT_MULTIMASK_POINTS: ClassVar[int] = 1
 
     def __init__(self, sam2: SAM2Base, encoder_batch: int | None = None) -> None:
         super().__init__()
@@ -103,11 +119,86 @@ class SAM2Method(FewShotMethod):
         size = self.image_size
         supports = [image_key(split, s, size) for episode in batch["supports"] for s in episode]
         classes = [int(c) for c in batch["support_class"] for _ in batch["supports"][0]]
+        memories: list[Hashable] = [memory_key(key, c) for key, c in zip(supports, classes, strict=True)]
+        if "support_labels" in batch:  # a weak support's memory is that of the mask its prompt decodes to
+            coords, labels = batch["support_points"].flatten(0, 1), batch["support_labels"].flatten(0, 1)
+            memories = [
+                (key, prompt_digest(c, lab)) if bool((lab != PAD_LABEL).any()) else key
+                for key, c, lab in zip(memories, coords, labels, strict=True)
+            ]
         return EpisodeKeys(
-            supports=supports,
-            memories=[memory_key(key, c) for key, c in zip(supports, classes, strict=True)],
-            queries=[image_key(split, q, size) for q in batch["query"]],
+            supports=supports, memories=memories, queries=[image_key(split, q, size) for q in batch["query"]]
         )
+
+    def to_sam2_size(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> tuple:
+        """Images [N, 3, s, s] (and masks [N, s, s]) at the input size -> SAM2's size: bilinear,
+        antialiased; a mask is foreground wherever its resized value is above 0. Unchanged when
+        the input size is SAM2's."""
+        size = int(self.sam2.image_size)
+        if images.shape[-1] == size:
+            return images, masks
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if masks is not None:
+            resized = F.interpolate(masks[:, None].float(), size=(size, size), mode="bilinear", antialias=True)
+            masks = (resized[:, 0] > 0).to(masks.dtype)
+        return images, masks
+
+    def prompt_decoder(self) -> contextlib.AbstractContextManager:
+        """The settings SAM2's mask decoder runs under while decoding a prompted support."""
+        return contextlib.nullcontext()
+
+    def prompted_logits(self, image: ImageFeatures, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One image prompted with points [1, P, 2] (x, y in SAM2's input pixels) and labels [1, P],
+        decoded without memory (the no-memory embedding added, as SAM2's video predictor decodes a
+        prompted frame): the low-resolution logits [1, 1, S/4, S/4] SAM2 keeps."""
+        multimask = labels.shape[1] <= self.PROMPT_MULTIMASK_POINTS
+        emb = image.embedding + self.sam2.no_mem_embed.view(1, -1, 1, 1)  # [1, C, h, w]
+        sparse, dense = self.sam2.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        with self.prompt_decoder():
+            masks, iou, _, _ = self.sam2.sam_mask_decoder(
+                image_embeddings=emb,
+                image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+                repeat_image=False,
+                high_res_features=image.high_res,
+            )
+        return masks[:, iou[0].argmax()][:, None] if multimask else masks[:, :1]
+
+    @torch.no_grad()
+    def support_masks_from_prompts(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        keys: Sequence[Hashable] | None = None,
+    ) -> torch.Tensor:
+        """The mask each support gives its memory: for a support with a prompt, the mask SAM2
+        decodes from it without memory, binarised (logits > 0) at the input size, as SAM2's video
+        predictor memory-encodes a prompted frame; for the others, its own mask.
+
+        images [N, 3, s, s] normalised, masks [N, s, s], coords [N, P, 2] (x, y in input pixels),
+        labels [N, P] (-1: padding; a support with only padding shows its mask), keys: the images'
+        cache keys. Each prompt is decoded alone, so a support's mask never depends on the batch.
+        Returns masks [N, s, s] of masks' dtype.
+        """
+        weak = (labels != PAD_LABEL).any(1).nonzero()[:, 0].tolist()
+        out = masks.clone()
+        if not weak:
+            return out
+        side, size = self.image_size, int(self.sam2.image_size)
+        images = self.to_sam2_size(images[weak])[0]
+        feats = self.encode_images(images, None if keys is None else [keys[i] for i in weak])
+        for j, i in enumerate(weak):
+            real = labels[i] != PAD_LABEL
+            logits = self.prompted_logits(
+                feats.select(slice(j, j + 1)), coords[i, real][None].float() * (size / side), labels[i, real][None]
+            )
+            up = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
+            out[i] = (up[0, 0] > 0).to(out.dtype)
+        return out
 
     def encode_images(self, images: torch.Tensor, keys: Sequence[Hashable] | None = None) -> ImageFeatures:
         """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images.

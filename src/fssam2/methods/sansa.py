@@ -100,6 +100,7 @@ class SANSA(SAM2Method):
     """
 
     FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size", "method_args")
+    PROMPT_MULTIMASK_POINTS: ClassVar[int] = 0  # the official code decodes a prompted support's single mask
 
     def __init__(self, sam2: SAM2Base, adapter: AdapterConfig | None = None, input_size: int | None = None) -> None:
         if input_size is not None and input_size < 1:
@@ -187,19 +188,6 @@ class SANSA(SAM2Method):
         """The side of the images `forward` takes and of the logits it returns."""
         return self.input_size or int(self.sam2.image_size)
 
-    def to_sam2_size(self, images: torch.Tensor, masks: torch.Tensor | None = None) -> tuple:
-        """Images [N, 3, s, s] (and masks [N, s, s]) at input_size -> SAM2's size: bilinear,
-        antialiased; a mask is foreground wherever its resized value is above 0 (as the official
-        preprocessing and resize_mask do)."""
-        size = int(self.sam2.image_size)
-        if images.shape[-1] == size:
-            return images, masks
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if masks is not None:
-            resized = F.interpolate(masks[:, None].float(), size=(size, size), mode="bilinear", antialias=True)
-            masks = (resized[:, 0] > 0).to(masks.dtype)
-        return images, masks
-
     def score(self, logits: torch.Tensor, targets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """With input_size, as the official evaluation scores: at input_size, against each target
         resized nearest; otherwise at the original size (fssam2's protocol)."""
@@ -218,6 +206,9 @@ class SANSA(SAM2Method):
     @classmethod
     def is_adapter_key(cls, name: str) -> bool:
         return ".adapter." in name
+
+    def prompt_decoder(self) -> contextlib.AbstractContextManager:
+        return decoder_as_sansa_builds_it(self.sam2.sam_mask_decoder)
 
     def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> list[dict]:
         """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
