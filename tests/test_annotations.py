@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import wandb
+from PIL import Image
 
 from fssam2 import InputError
 from fssam2.annotations import (
@@ -25,6 +27,7 @@ from fssam2.data import SyntheticDataModule, collate_episodes
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.methods import FewShotSAM2
 from fssam2.methods.features import SAM2Method
+from fssam2.segment import mark_prompt
 from helpers import TINY, one_line_error
 
 SMALL = {"fold": 0, "shot": 2, "num_workers": 0, "image_side": 64, "pool_sizes": (150, 60, 60), "batch_size": 4}
@@ -238,3 +241,22 @@ def test_a_weak_supports_memory_key_names_its_prompt():
     for key, memory in zip(keys.memories, plain.memories, strict=True):
         assert key[0] == memory and isinstance(key[1], str)  # (image and class, the prompt's digest)
     assert len(set(keys.memories)) == len(keys.memories)  # each support's own points
+
+
+def test_prompts_are_drawn_on_the_support_overlays_of_w_and_b(tmp_path):
+    image = np.zeros((40, 50, 3), np.uint8)
+    marked = mark_prompt(image, np.array([[10.0, 5.0], [30.0, 20.0], [3.0, 30.0], [0, 0]]), np.array([2, 3, 1, -1]))
+    assert (marked[5, 10:31] == (255, 230, 0)).all() and (marked[30, 3] == (40, 230, 40)).all()
+    assert (marked[0, 0] == 0).all()  # padding is not drawn
+    run = tmp_path / "run"
+    run_cli([
+        "test", "--config", str(TINY), "--trainer.default_root_dir", str(run), "--data.init_args.test_episodes", "8",
+        "--data.init_args.support_annotation", "box", "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
+        "--trainer.logger.offline", "true",
+    ])  # fmt: skip
+    wandb.finish()  # flush the offline run to disk
+    (wandb_run,) = (run / "wandb").glob("offline-run-*")
+    pictures = sorted(wandb_run.glob("files/media/images/test/episodes*.png"))
+    assert len(pictures) == 8
+    boxes = [(np.asarray(Image.open(p).convert("RGB")) == (255, 230, 0)).all(-1).sum() for p in pictures]
+    assert all(n > 0 for n in boxes)  # every support shows its box

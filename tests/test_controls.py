@@ -147,7 +147,7 @@ def tiny_module() -> FSSAM2Module:
 
 def _logits(module: FSSAM2Module, batch: dict, cache: FeatureCache | None) -> torch.Tensor:
     module.model.feature_cache = cache
-    return module._logits(batch, "test")
+    return module._logits(batch, "test")[0]
 
 
 # Cached and uncached logits agree to float rounding (here exactly); a memory computed from

@@ -174,7 +174,7 @@ def test_planned_cached_logits_equal_unplanned_uncached_and_passes_equal_the_rep
     for batch in index_batches(plan.episodes, 4):  # the published order, no cache
         items = collate_episodes([dataset[(e.index, EVAL_EPOCH)] for e in batch])
         model.feature_cache = None
-        for i, logit in zip(items["index"].tolist(), tiny_module._logits(items, "test"), strict=True):
+        for i, logit in zip(items["index"].tolist(), tiny_module._logits(items, "test")[0], strict=True):
             expected[i] = logit
     image_bytes, memory_bytes = entry_bytes(model, 64)
     batches = plan.rank_batches()
@@ -188,7 +188,7 @@ def test_planned_cached_logits_equal_unplanned_uncached_and_passes_equal_the_rep
             cache = model.feature_cache = FeatureCache(CacheConfig(max_megabytes=budget))
             cache.plan(trace(batches, "test", 64))
             for batch in items:
-                for i, logit in zip(batch["index"].tolist(), tiny_module._logits(batch, "test"), strict=True):
+                for i, logit in zip(batch["index"].tolist(), tiny_module._logits(batch, "test")[0], strict=True):
                     torch.testing.assert_close(logit, todo.pop(i), rtol=0, atol=1e-5)
             assert not todo  # every episode once
             assert {size for (kind, _), size in cache.residency._sizes.items() if kind == "image"} == {image_bytes}

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD, FewShotDataModule, trainer_datamodule
-from fssam2.segment import tint
+from fssam2.segment import mark_prompt, tint
 
 
 def write_new(path: Path, text: str) -> Path:
@@ -235,10 +235,14 @@ class WandbTestReport(L.Callback):
             pred = F.interpolate(pred[None, None].float(), size=(size, size), mode="nearest")[0, 0].bool().cpu().numpy()
             truth = (batch["query_mask"][i] == 1).cpu().numpy()
             query = _to_rgb(batch["query_image"][i])
+            # The masks the memories saw (decoded from the prompt under a weak annotation), the prompt drawn on.
             tiles = [
                 tint(_to_rgb(img), m.bool().cpu().numpy(), (0, 200, 255))
-                for img, m in zip(batch["support_images"][i], batch["support_masks"][i], strict=True)
+                for img, m in zip(batch["support_images"][i], outputs["support_masks"][i], strict=True)
             ]
+            if "support_labels" in batch:
+                prompts = zip(batch["support_points"][i].numpy(), batch["support_labels"][i].numpy(), strict=True)
+                tiles = [mark_prompt(tile, c, lab) for tile, (c, lab) in zip(tiles, prompts, strict=True)]
             tiles += [query, tint(query, pred, (255, 60, 60)), tint(query, truth, (60, 255, 60))]
             self.rows.append((index, np.concatenate(tiles, axis=1)))
 
@@ -257,8 +261,12 @@ class WandbTestReport(L.Callback):
         logger.log_table("test/per_class_iou", columns=["class", "iou"], data=per_class)
         if rows:
             rows = sorted(rows, key=lambda row: row[0])
-            control = getattr(trainer_datamodule(trainer), "support_control", "none")
+            dm = trainer_datamodule(trainer)
+            control = getattr(dm, "support_control", "none")
+            annotation = getattr(dm, "support_annotation", "mask")
             shown = "supports (blue)" if control == "none" else f"supports (blue, support_control={control})"
+            if annotation != "mask":
+                shown += f", shown by {annotation} (drawn) and decoded"
             logger.log_image(
                 "test/episodes",
                 images=[row for _, row in rows],

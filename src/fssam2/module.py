@@ -209,8 +209,9 @@ class FSSAM2Module(L.LightningModule):
     ) -> torch.Tensor:
         return self.model(support_images, support_masks, query_images)
 
-    def _logits(self, batch: dict[str, Any], split: str) -> torch.Tensor:
-        """Query logits [B, 1, S, S]; with a feature cache, the method keys the batch's images."""
+    def _logits(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query logits [B, 1, S, S] and the masks [B, K, S, S] the supports gave their memories;
+        with a feature cache, the method keys the batch's images."""
         keys = None
         cache = self.model.feature_cache
         if cache is not None:
@@ -219,7 +220,7 @@ class FSSAM2Module(L.LightningModule):
             step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
             cache.clock = self._plan_steps.get(step, cache.clock)
         masks = self._support_masks(batch, split, keys)
-        return self.model(batch["support_images"], masks, batch["query_image"], keys)
+        return self.model(batch["support_images"], masks, batch["query_image"], keys), masks
 
     def _support_masks(self, batch: dict[str, Any], split: str, keys: Any) -> torch.Tensor:
         """The masks [B, K, S, S] the supports give their memories: under a weak support
@@ -257,11 +258,12 @@ class FSSAM2Module(L.LightningModule):
             elif f"{split}_gap" in self.metrics:
                 del self.metrics[f"{split}_gap"]
 
-    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
         """Loss at the input size, metric where the method scores (`FewShotMethod.score`: each
-        query's original size unless the method's official evaluation says otherwise); returns (loss, predictions).
-        A support-gap batch (swapped supports) counts for the support gap alone: (None, predictions)."""
-        logits = self._logits(batch, split)  # [B, 1, S, S]
+        query's original size unless the method's official evaluation says otherwise); returns (loss,
+        predictions, the supports' masks as their memories saw them). A support-gap batch (swapped
+        supports) counts for the support gap alone: its loss is None."""
+        logits, support_masks = self._logits(batch, split)  # [B, 1, S, S], [B, K, S, S]
         targets = batch["query_target"]
         gap = cast(SupportGap | None, self.metrics[f"{split}_gap"] if f"{split}_gap" in self.metrics else None)
         if any(batch.get("gap", ())):
@@ -269,7 +271,7 @@ class FSSAM2Module(L.LightningModule):
                 preds, targets = self.model.score(logits.detach(), targets)
                 if gap is not None:
                     gap.update(preds, targets, batch["index"], swapped=True)
-            return None, preds
+            return None, preds, support_masks
         loss = self.model.loss(logits[:, 0].float(), batch["query_mask"])
         with torch.no_grad():
             # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
@@ -299,7 +301,7 @@ class FSSAM2Module(L.LightningModule):
             sync_dist=split != "train",
             prog_bar=True,
         )
-        return loss, preds
+        return loss, preds, support_masks
 
     def _log_epoch(self, split: str) -> None:
         metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
@@ -445,9 +447,10 @@ class FSSAM2Module(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_evaluation("test")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[torch.Tensor]] | None:
-        loss, preds = self._step(batch, "test")
-        return None if loss is None else {"preds": preds}  # a support-gap batch's are not the test's
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        loss, preds, support_masks = self._step(batch, "test")
+        # A support-gap batch's are not the test's.
+        return None if loss is None else {"preds": preds, "support_masks": support_masks}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -460,7 +463,7 @@ class FSSAM2Module(L.LightningModule):
         self._end_evaluation("predict")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        logits = self._logits(batch, "test")
+        logits = self._logits(batch, "test")[0]
         preds = score_at_original_size(logits, batch["query_target"])
         return [
             {"index": int(i), "query": q, "class_id": int(c), "mask": p.bool().cpu()}

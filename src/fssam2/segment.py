@@ -4,12 +4,16 @@
     seg.set_support([image1, image2], [mask1, mask2])   # uint8 RGB [H, W, 3], masks [H, W]
     mask = seg.predict(query)                            # bool [H, W] at the query's size
 
+A support may be shown by points and / or a box instead of a mask (`support_prompt`):
+    seg.set_support([image1], [{"points": [[120, 80, 1], [40, 30, 0]], "box": [100, 50, 220, 160]}])
+
 The supports are encoded once (image encoder and memory encoder); each query then costs one
 image-encoder pass, memory attention and the mask decoder.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fssam2.adapters import adapter_base_checkpoint, adapter_method, check_base, read_adapter
+from fssam2.annotations import BOX_LABELS, pad_prompts
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
     binary_mask,
@@ -104,6 +109,60 @@ def rgb_image(image: ImageLike, what: str = "Image") -> np.ndarray:
     )
 
 
+Prompt = dict[str, Any]  # {"points": [[x, y] or [x, y, label], ...], "box": [x0, y0, x1, y1]}, original pixels
+
+
+def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt") -> tuple[np.ndarray, np.ndarray]:
+    """SAM's points (x, y) [P, 2] and labels [P] of a support shown by points and / or a box in
+    its image's pixels (width x height): "points" [[x, y, label], ...] (label 1 the object, 0 not
+    it; [x, y] is 1), each inside the image; "box" [x0, y0, x1, y1] with x0 < x1, y0 < y1, inside
+    it, as corner points labelled 2 and 3 before the points (SAM2's order). At least one object
+    point or a box; anything else is an InputError of one line."""
+    if not isinstance(prompt, dict) or not prompt or set(prompt) - {"points", "box"}:
+        keys = sorted(prompt) if isinstance(prompt, dict) else type(prompt).__name__
+        raise InputError(
+            f'{what} is {keys}: give a mask, or a prompt {{"points": [[x, y, 1], ...], "box": [x0, y0, x1, y1]}}.'
+        )
+    coords: list[list[float]] = []
+    labels: list[int] = []
+    box = prompt.get("box")
+    if box is not None:
+        if not (isinstance(box, list | tuple) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+            raise InputError(f"{what}: box {box!r} is not [x0, y0, x1, y1] of four numbers.")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x0 < x1 and y0 < y1):
+            raise InputError(f"{what}: box {list(box)} is empty: x0 < x1 and y0 < y1 are needed.")
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise InputError(f"{what}: box {list(box)} reaches outside the {width}x{height} image.")
+        coords += [[x0, y0], [x1, y1]]
+        labels += list(BOX_LABELS)
+    for point in prompt.get("points") or []:
+        ok = isinstance(point, list | tuple) and len(point) in (2, 3)
+        if not ok or not all(isinstance(v, int | float) for v in point) or (len(point) == 3 and point[2] not in (0, 1)):
+            raise InputError(f"{what}: point {point!r} is not [x, y] or [x, y, label] with label 1 or 0.")
+        x, y = float(point[0]), float(point[1])
+        if not (0 <= x < width and 0 <= y < height):
+            raise InputError(f"{what}: point ({x:g}, {y:g}) lies outside the {width}x{height} image.")
+        coords.append([x, y])
+        labels.append(int(point[2]) if len(point) == 3 else 1)
+    if box is None and 1 not in labels:
+        raise InputError(f"{what} has no object point and no box: mark the object with a [x, y, 1] point or a box.")
+    return np.asarray(coords, np.float32), np.asarray(labels, np.int64)
+
+
+def read_prompt(path: Path) -> Prompt:
+    """A support's prompt file (JSON, `support_prompt`'s shape), or an InputError naming it."""
+    try:
+        prompt = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise InputError(f"Prompt file {path} does not exist.") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f'Prompt file {path} is not JSON ({err}): write {{"points": ..., "box": ...}}.') from err
+    if not isinstance(prompt, dict):
+        raise InputError(f'Prompt file {path} holds a {type(prompt).__name__}, not {{"points": ..., "box": ...}}.')
+    return prompt
+
+
 def support_mask(mask: ImageLike, what: str = "Mask") -> np.ndarray:
     """bool [H, W] object mask of a binary mask as users hold one, or an InputError saying why not.
 
@@ -152,6 +211,8 @@ class Segmenter:
         self.device = torch.device(device)
         self.threshold = threshold
         self._memory: Any = None  # the method's `encode_support` output
+        # The supports' masks as their memories saw them (decoded from a prompt), bool [H, W] each.
+        self.support_masks: list[np.ndarray] = []
 
     @classmethod
     def from_pretrained(
@@ -199,11 +260,14 @@ class Segmenter:
     def set_support(
         self,
         images: Sequence[ImageLike] | ImageLike,
-        masks: Sequence[ImageLike] | ImageLike,
+        masks: Sequence[ImageLike | Prompt] | ImageLike,
         names: Sequence[str] | None = None,
     ) -> None:
-        """Encode K >= 1 annotated examples once: a list of images (or a [K, ...] batch) and one
-        binary mask per image, [H, W], non-zero where the object is (`support_mask`)."""
+        """Encode K >= 1 annotated examples once: a list of images (or a [K, ...] batch) and, per
+        image, a binary mask [H, W], non-zero where the object is (`support_mask`), or a prompt
+        (`support_prompt`: points and / or a box in the image's pixels), which SAM2 decodes into
+        the support's mask without memory, as its video predictor takes a prompted frame
+        (`support_masks` then holds the decoded masks)."""
         for given, what, ndim in ((images, "images", 4), (masks, "masks", 3)):
             if isinstance(given, np.ndarray | torch.Tensor) and given.ndim < ndim:
                 raise InputError(
@@ -218,9 +282,21 @@ class Segmenter:
         if len(names) != len(images):
             raise InputError(f"Give one name per support image ({len(images)} images, {len(names)} names).")
         size = self.model.image_size
-        rgb, binary = [], []
+        rgb: list[np.ndarray] = []
+        binary: list[np.ndarray] = []
+        prompts: list[tuple[np.ndarray, np.ndarray]] = []
+        given: list[np.ndarray | None] = []  # each mask support's own mask
         for image, mask, name in zip(images, masks, names, strict=True):
             image = rgb_image(image, f"Image of {name}")
+            h, w = image.shape[:2]
+            if isinstance(mask, dict):
+                coords, labels = support_prompt(mask, w, h, f"Prompt of {name}")
+                prompts.append((coords * np.array([size / w, size / h], np.float32), labels))  # input pixels
+                rgb.append(image)
+                binary.append(np.zeros((size, size), np.uint8))
+                given.append(None)
+                continue
+            prompts.append((np.zeros((0, 2), np.float32), np.zeros(0, np.int64)))
             fg = support_mask(mask, f"Mask of {name}")
             if fg.shape != image.shape[:2]:
                 raise InputError(
@@ -229,9 +305,26 @@ class Segmenter:
             if not fg.any():
                 raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
             rgb.append(image)
+            given.append(fg)
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
         batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
+        if any(len(labels) for _, labels in prompts):
+            coords_t, labels_t = pad_prompts([c for c, _ in prompts], [lab for _, lab in prompts])
+            masks_t = self.model.support_masks_from_prompts(
+                batch, masks_t, coords_t.to(self.device), labels_t.to(self.device)
+            )
+            empty = [name for name, m in zip(names, masks_t, strict=True) if not m.any()]
+            if empty:
+                raise InputError(
+                    f"The prompt of {empty[0]} decodes to an empty mask: add object points or a tighter box, or give a mask."
+                )
+        self.support_masks = [
+            fg
+            if fg is not None
+            else cv2.resize(m.cpu().numpy().astype(np.uint8), im.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+            for fg, m, im in zip(given, masks_t, rgb, strict=True)
+        ]
         self._memory = self.model.encode_support(batch[None], masks_t[None])
 
     @torch.inference_mode()
@@ -268,6 +361,22 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def mark_prompt(image: np.ndarray, coords: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The image with a support's prompt drawn on it: foreground points green, background points
+    red, a box (labels 2, 3) as a yellow rectangle. coords [P, 2] (x, y) in the image's pixels;
+    padding points (label -1) are not drawn."""
+    out = np.ascontiguousarray(image.copy())
+    radius = max(1, round(max(image.shape[:2]) / 150))
+    box = [tuple(int(round(v)) for v in c) for c, lab in zip(coords, labels, strict=True) if lab in BOX_LABELS]
+    if len(box) == 2:
+        cv2.rectangle(out, box[0], box[1], (255, 230, 0), radius)
+    for (x, y), lab in zip(coords.tolist(), labels.tolist(), strict=True):
+        if lab in (0, 1):
+            color = (40, 230, 40) if lab == 1 else (255, 40, 40)
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1)
+    return out
+
+
 def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
     """Expand folders into their image files (sorted); a folder with none is an error.
 
@@ -290,7 +399,8 @@ def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
 
 
 def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
-    """--support IMAGE MASK pairs, or --support FOLDER holding <name>.<ext> + <name>.png pairs."""
+    """--support IMAGE MASK pairs (MASK may be a prompt file, `<name>.json`: see `support_prompt`),
+    or --support FOLDER holding <name>.<ext> + <name>.png pairs."""
     pairs: list[tuple[Path, Path]] = []
     for values in args:
         if len(values) == 2:
@@ -302,8 +412,20 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
                 raise InputError(f"Support folder {folder} holds no <name>.jpg + <name>.png pair.")
             pairs += [(folder / files[n].image, folder / files[n].mask) for n in sorted(files)]
         else:
-            raise InputError(f"--support takes IMAGE MASK or a FOLDER of pairs, got {list(values)}.")
+            raise InputError(
+                f"--support takes IMAGE MASK (or IMAGE PROMPT.json) or a FOLDER of pairs, got {list(values)}."
+            )
     return pairs
+
+
+def is_prompt_file(path: Path) -> bool:
+    """A support annotation given as a prompt file (JSON), not a mask."""
+    return path.suffix.lower() == ".json"
+
+
+def support_overlay_path(output: Path, image: Path) -> Path:
+    """Where `fssam2 segment` draws a prompted support: its decoded mask and its points / box."""
+    return output / f"{image.stem}_support_overlay.png"
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -324,38 +446,43 @@ def output_plan(
     (e.g. the annotation `<stem>.png` beside a query, or an earlier run's output: nothing is written
     over), and an --output folder that holds an input: the masks written there would sit among the
     images and be read as images or masks by a later run. A file given twice (a folder and a file in
-    it) is segmented once."""
+    it) is segmented once. A support shown by a prompt file also gets `<stem>_support_overlay.png`
+    (`support_overlay_path`), checked alike."""
     inputs = {p.resolve(): p for pair in pairs for p in pair}
     inputs.update({q.resolve(): q for q in queries})
     plan: list[tuple[Path, Path, Path]] = []
     written_by: dict[Path, Path] = {}
-    seen: set[Path] = set()
+    seen: set[tuple[int, Path]] = set()
     existing: list[tuple[Path, Path]] = []
-    for query in queries:
-        if query.resolve() in seen:
+    prompted = [(image, (support_overlay_path(output, image),)) for image, note in pairs if is_prompt_file(note)]
+    queried = [(query, (output / f"{query.stem}.png", output / f"{query.stem}_overlay.png")) for query in queries]
+    for query, targets in prompted + queried:
+        if (len(targets), query.resolve()) in seen:
             continue
-        seen.add(query.resolve())
-        targets = (output / f"{query.stem}.png", output / f"{query.stem}_overlay.png")
+        seen.add((len(targets), query.resolve()))
         for target in targets:
             key = target.resolve()
             if key in inputs:
                 raise InputError(
-                    f"The output {target} of query {query} would overwrite the input {inputs[key]}: "
+                    f"The output {target} of {'query' if len(targets) == 2 else 'support'} {query} would overwrite the input {inputs[key]}: "
                     "choose an --output folder that holds none of the inputs."
                 )
             if key in written_by:
+                both = "Queries" if len(targets) == 2 and written_by[key] in queries else "Images"
                 raise InputError(
-                    f"Queries {written_by[key]} and {query} would both be written to {target}: rename one, "
+                    f"{both} {written_by[key]} and {query} would both be written to {target}: rename one, "
                     "or segment them in separate runs with different --output folders."
                 )
             written_by[key] = query
             if target.exists() or target.is_symlink():
                 existing.append((target, query))
-        plan.append((query, *targets))
+        if len(targets) == 2:
+            plan.append((query, *targets))
     if existing:
         target, query = existing[0]
         raise InputError(
-            f"{len(existing)} of the {2 * len(plan)} outputs exist already, e.g. {target} (for query {query}), an "
+            f"{len(existing)} of the {len(written_by)} outputs exist already, e.g. {target} (for "
+            f"{'query' if query in queries else 'support'} {query}), an "
             "annotation or an earlier run's output: nothing is written over; choose a new --output folder."
         )
     folder = output.resolve()

@@ -11,7 +11,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from fssam2 import build, hub
-from fssam2.benchmarks import read_image
+from fssam2.benchmarks import read_image, write_png
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
@@ -64,11 +64,26 @@ def segment_command(args: list[str]) -> None:
     """`fssam2 segment`: masks for your own images from a few annotated examples."""
     import tempfile
 
-    from fssam2.segment import Segmenter, image_files, output_plan, read_mask, support_pairs, write_masks
+    from fssam2.segment import (
+        Segmenter,
+        image_files,
+        is_prompt_file,
+        mark_prompt,
+        output_plan,
+        overlay,
+        read_mask,
+        read_prompt,
+        support_overlay_path,
+        support_pairs,
+        support_prompt,
+        write_masks,
+    )
 
     parser = argparse.ArgumentParser(prog="fssam2 segment", description=segment_command.__doc__)
     parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",
-                        help="an annotated example (repeat for K > 1), or a folder of <name>.jpg + <name>.png pairs")  # fmt: skip
+                        help="an annotated example (repeat for K > 1): its mask, or a prompt file <name>.json "
+                             '{"points": [[x, y, 1], ...], "box": [x0, y0, x1, y1]}; or a folder of '
+                             "<name>.jpg + <name>.png pairs")  # fmt: skip
     parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
     parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
     parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")
@@ -95,9 +110,13 @@ def segment_command(args: list[str]) -> None:
         ) from err
     seg = Segmenter.from_pretrained(opts.sam2, opts.adapter, sam2_checkpoint=opts.sam2_checkpoint,
                                     image_size=opts.image_size, device=opts.device, threshold=opts.threshold)  # fmt: skip
-    seg.set_support(
-        [read_image(i) for i, _ in pairs], [read_mask(m) for _, m in pairs], names=[str(i) for i, _ in pairs]
-    )
+    images = [read_image(i) for i, _ in pairs]
+    notes = [read_prompt(m) if is_prompt_file(m) else read_mask(m) for _, m in pairs]
+    seg.set_support(images, notes, names=[str(i) for i, _ in pairs])
+    for (image_path, note_path), image, note, mask in zip(pairs, images, notes, seg.support_masks, strict=True):
+        if is_prompt_file(note_path):  # the mask SAM2 decoded from the prompt, and the prompt
+            coords, labels = support_prompt(note, image.shape[1], image.shape[0])
+            write_png(mark_prompt(overlay(image, mask), coords, labels), support_overlay_path(output, image_path))
     written = write_masks(seg, plan)  # skips, then names (InputError), queries that are not images
     print(f"wrote {written} masks and overlays to {output}")
 
