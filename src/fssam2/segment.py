@@ -285,7 +285,7 @@ class Segmenter:
         rgb: list[np.ndarray] = []
         binary: list[np.ndarray] = []
         prompts: list[tuple[np.ndarray, np.ndarray]] = []
-        given: list[np.ndarray | None] = []  # each mask support's own mask
+        own_masks: list[np.ndarray | None] = []  # each mask support's own mask
         for image, mask, name in zip(images, masks, names, strict=True):
             image = rgb_image(image, f"Image of {name}")
             h, w = image.shape[:2]
@@ -294,7 +294,7 @@ class Segmenter:
                 prompts.append((coords * np.array([size / w, size / h], np.float32), labels))  # input pixels
                 rgb.append(image)
                 binary.append(np.zeros((size, size), np.uint8))
-                given.append(None)
+                own_masks.append(None)
                 continue
             prompts.append((np.zeros((0, 2), np.float32), np.zeros(0, np.int64)))
             fg = support_mask(mask, f"Mask of {name}")
@@ -305,7 +305,7 @@ class Segmenter:
             if not fg.any():
                 raise InputError(f"Mask of {name} has no foreground: mark the object with non-zero pixels.")
             rgb.append(image)
-            given.append(fg)
+            own_masks.append(fg)
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
         batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
@@ -323,7 +323,7 @@ class Segmenter:
             fg
             if fg is not None
             else cv2.resize(m.cpu().numpy().astype(np.uint8), im.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
-            for fg, m, im in zip(given, masks_t, rgb, strict=True)
+            for fg, m, im in zip(own_masks, masks_t, rgb, strict=True)
         ]
         self._memory = self.model.encode_support(batch[None], masks_t[None])
 

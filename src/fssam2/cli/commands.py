@@ -113,8 +113,8 @@ def segment_command(args: list[str]) -> None:
     images = [read_image(i) for i, _ in pairs]
     notes = [read_prompt(m) if is_prompt_file(m) else read_mask(m) for _, m in pairs]
     seg.set_support(images, notes, names=[str(i) for i, _ in pairs])
-    for (image_path, note_path), image, note, mask in zip(pairs, images, notes, seg.support_masks, strict=True):
-        if is_prompt_file(note_path):  # the mask SAM2 decoded from the prompt, and the prompt
+    for (image_path, _), image, note, mask in zip(pairs, images, notes, seg.support_masks, strict=True):
+        if isinstance(note, dict):  # a prompt file: the mask SAM2 decoded from it, and the prompt
             coords, labels = support_prompt(note, image.shape[1], image.shape[0])
             write_png(mark_prompt(overlay(image, mask), coords, labels), support_overlay_path(output, image_path))
     written = write_masks(seg, plan)  # skips, then names (InputError), queries that are not images
