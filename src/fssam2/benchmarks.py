@@ -476,7 +476,13 @@ class PascalDataModule(OnDiskDataModule):
         check_ids_on_disk(images, self.reader.paths, f"PASCAL-5i fold {self.fold} {split}")
         length = {"train": None, "val": self.val_episodes, "test": self.test_episodes}[split]
         return QueryCycleEpisodes(
-            images, by_class, self.reader.present, self.class_ids(split), self.shot, self.split_seed(split), length
+            images,
+            by_class,
+            self.reader.present,
+            self.class_ids(split),
+            self.split_shot(split),
+            self.split_seed(split),
+            length,
         )
 
     def image_reader(self, split: str) -> ImageReader:
@@ -516,7 +522,9 @@ class CocoDataModule(OnDiskDataModule):
         images, by_class = fold_lists(self.splits_dir, "coco", split, self.fold, self.place.missing_list("coco"))
         check_ids_on_disk(images, self.reader.paths, f"COCO-20i fold {self.fold} {split}")
         length = {"train": len(images), "val": self.val_episodes, "test": self.test_episodes}[split]
-        return ClassFirstEpisodes(by_class, coco_classes(split, self.fold), self.shot, self.split_seed(split), length)
+        return ClassFirstEpisodes(
+            by_class, coco_classes(split, self.fold), self.split_shot(split), self.split_seed(split), length
+        )
 
     def image_reader(self, split: str) -> ImageReader:
         return self.reader
@@ -558,7 +566,8 @@ class FSS1000DataModule(OnDiskDataModule):
         check_ids_on_disk(
             ids, lambda i: [root / "FSS-1000" / f"{i}.jpg", root / "FSS-1000" / f"{i}.png"], f"FSS-1000 {split}"
         )
-        return FolderEpisodes({c: [str(n) for n in FSS_NUMBERS] for c in categories}, self.shot, self.split_seed(split))
+        numbers = [str(n) for n in FSS_NUMBERS]
+        return FolderEpisodes({c: numbers for c in categories}, self.split_shot(split), self.split_seed(split))
 
     def image_reader(self, split: str) -> ImageReader:
         return FSS1000Reader(self.root, {c: i + 1 for i, c in enumerate(self.categories(split))})
@@ -762,7 +771,7 @@ class FolderDataModule(FewShotDataModule):
         out = {}
         for category in sorted(set(self.files) - set(held_out)):
             names = sorted(self.files[category])
-            count = min(math.ceil(self.val_fraction * len(names)), len(names) - self.shot - 1)
+            count = min(math.ceil(self.val_fraction * len(names)), len(names) - self.split_shot("train") - 1)
             if count > 0:
                 rng = np.random.default_rng((self.split_seed("val"), zlib.crc32(category.encode())))
                 out[category] = sorted(str(n) for n in rng.choice(names, count, replace=False))
@@ -797,7 +806,7 @@ class FolderDataModule(FewShotDataModule):
             return FolderEpisodes(members, self.shot, self.split_seed(split), queries=self.val_images)
         held = self.val_images if split == "train" else {}
         members = {c: [n for n in sorted(self.files[c]) if n not in held.get(c, ())] for c in names}
-        return FolderEpisodes(members, self.shot, self.split_seed(split))
+        return FolderEpisodes(members, self.split_shot(split), self.split_seed(split))
 
     def image_reader(self, split: str) -> ImageReader:
         return FolderReader(self.root, self.files, {name: i for i, name in self.class_names(split).items()})

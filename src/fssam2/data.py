@@ -8,7 +8,7 @@ processes and collation are shared.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast, get_args
 
 import albumentations as A
@@ -59,6 +59,7 @@ SupportControl = Literal["none", "swap", "blank"]
 EvalOrder = Literal["planned", "index"]
 GapEpisodes = int | str  # an int >= 0 or "all" (checked by check_gap_episodes, whose one line names the option)
 GAP_STREAM = 0x6A70  # the support-gap subset's random stream, apart from the episodes' own draws
+SHOT_STREAM = 0x5407  # the random stream of each training batch's K under data.train_shots
 
 
 def cpu_cores() -> int:
@@ -87,6 +88,43 @@ def check_gap_episodes(value: object) -> None:
         f"data.gap_episodes={value!r} is not a number of episodes: give an int >= 0 (0 turns the support gap off) "
         "or all (every evaluation episode)."
     )
+
+
+def check_train_shots(value: object) -> None:
+    """One-line InputError unless `value` is None or [low, high] with 1 <= low <= high."""
+    ok = value is None or (
+        isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
+    )
+    if not ok or (value is not None and not 1 <= value[0] <= value[1]):  # type: ignore[index]
+        raise InputError(
+            f"data.train_shots={list(value) if isinstance(value, tuple) else value!r} must be [low, high] with 1 <= low <= high (e.g. [1, 5]), or null: data.shot."
+        )
+
+
+class ShotBatches(torch.utils.data.Sampler):
+    """Training batches of `sampler`'s keys, each showing K supports, K drawn per batch from
+    [low, high] with (seed, epoch, batch number): the same in every run, for any number of
+    workers, and the same on every process at a step. Episodes are drawn with `high` supports
+    and a batch shows the first K of them (a uniform K of them: the draw is without replacement,
+    in random order)."""
+
+    def __init__(
+        self, sampler: EpisodeSampler, batch_size: int, drop_last: bool, shots: tuple[int, int], seed: int
+    ) -> None:
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.shots, self.seed = shots, seed
+
+    def __iter__(self) -> Iterator[list[ItemKey]]:
+        keys = list(self.sampler)
+        for n in range(len(self)):
+            batch = keys[n * self.batch_size : (n + 1) * self.batch_size]
+            rng = np.random.default_rng((self.seed, SHOT_STREAM, self.sampler.epoch + 1, n))
+            shot = int(rng.integers(self.shots[0], self.shots[1] + 1))
+            yield [(index, epoch, None, shot) for index, epoch in batch]
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 def training_augmentation() -> A.Compose:
@@ -216,12 +254,14 @@ class EpisodeDataset(Dataset):
 
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, epoch = key[0], key[1]
-        control = cast(SupportControl, key[2]) if len(key) > 2 else None
+        control = cast(SupportControl | None, key[2]) if len(key) > 2 else None
+        shot = key[3] if len(key) > 3 else None  # a training batch's K (data.train_shots)
         episode, shown, asked = self.shown(index, epoch, control)
+        shown_supports = shown.supports[:shot]
         if self.augmentation is not None:
             # Drawn after the protocol's draws, so augmentation never changes the episode.
             self.augmentation.set_random_seed(int(episode_rng(self.episodes.seed, index, epoch).integers(2**31)))
-        supports = [self._prepare(s, shown.class_id) for s in shown.supports]
+        supports = [self._prepare(s, shown.class_id) for s in shown_supports]
         masks = np.stack([s[1] == 1 for s in supports])
         if (self.support_control if control is None else control) == "blank":
             masks = np.zeros_like(masks)
@@ -237,7 +277,7 @@ class EpisodeDataset(Dataset):
             "support_class": asked.support_class,
             "index": index,
             "query": episode.query,
-            "supports": shown.supports,
+            "supports": shown_supports,
             "gap": asked.gap,  # a support-gap item: scored for the support gap alone
         }
         if self.support_annotation != "mask":
@@ -303,6 +343,9 @@ class FewShotDataModule(L.LightningDataModule):
             masks) of another episode of a different class, the same one in every run (see
             `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
             The gap true minus swap is how much the support decides the mask.
+        train_shots: [low, high]: each training batch shows K supports per episode, K drawn per
+            batch from low..high (inclusive; seeded by the training seed, epoch and batch, the same
+            K inside a batch); validation and test keep data.shot. null: training at data.shot.
         support_annotation: what a support shows the model, in training and evaluation alike:
             "mask" (its mask), "points", "box" or "scribble" drawn from its mask, or "mixed" (one
             of the four per support), drawn from the episode alone (`fssam2.annotations`, SANSA's
@@ -339,9 +382,12 @@ class FewShotDataModule(L.LightningDataModule):
         eval_order: EvalOrder = "planned",
         gap_episodes: GapEpisodes = 50,
         support_annotation: SupportAnnotation = "mask",
+        train_shots: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         check_shot(shot)
+        check_train_shots(train_shots)
+        self.train_shots = None if train_shots is None else (int(train_shots[0]), int(train_shots[1]))
         check_support_control(support_control)
         check_support_annotation(support_annotation)
         self.support_annotation = support_annotation
@@ -372,6 +418,7 @@ class FewShotDataModule(L.LightningDataModule):
                 "support_control": support_control,
                 "gap_episodes": gap_episodes,
                 "support_annotation": support_annotation,
+                "train_shots": None if train_shots is None else list(train_shots),
             }
         )
         self._datasets: dict[str, EpisodeDataset] = {}
@@ -395,6 +442,11 @@ class FewShotDataModule(L.LightningDataModule):
         """{class id: name} of the split's classes, as results report them (test_metrics.json's
         per_class); the ids as text where a benchmark has no names."""
         return {c: str(c) for c in self.class_ids(split)}
+
+    def split_shot(self, split: str) -> int:
+        """K the episodes of `split` are drawn with: data.shot, or for training under
+        data.train_shots its high end (a batch shows the first K, `ShotBatches`)."""
+        return self.train_shots[1] if split == "train" and self.train_shots is not None else self.shot
 
     def split_seed(self, split: str) -> int:
         return self.seed + {"test": 0, "val": 1, "train": 2}[split]
@@ -422,8 +474,17 @@ class FewShotDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> EpisodeDataset:
         if split not in self._datasets:
+            try:
+                episodes = self.episodes(split)
+            except InputError as err:
+                if split != "train" or self.train_shots is None:
+                    raise
+                high = self.train_shots[1]
+                raise InputError(
+                    f"data.train_shots={list(self.train_shots)} draws training episodes with {high} supports: {err}"
+                ) from err
             self._datasets[split] = EpisodeDataset(
-                self.episodes(split),
+                episodes,
                 self.image_reader(split),
                 self.image_size,
                 augment=self.augment and split == "train",
@@ -497,6 +558,16 @@ class FewShotDataModule(L.LightningDataModule):
         sampler = EpisodeSampler(
             len(dataset), shuffle=split == "train", seed=self.split_seed(split), rank=rank, world_size=world
         )
+        if split == "train" and self.train_shots is not None:
+            drop_last = len(sampler) >= self.batch_size
+            shots = ShotBatches(sampler, self.batch_size, drop_last, self.train_shots, self.split_seed(split))
+            return DataLoader(
+                dataset,
+                batch_sampler=shots,
+                num_workers=self.num_workers,
+                collate_fn=collate_episodes,
+                persistent_workers=self.num_workers > 0,
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -563,7 +634,13 @@ class SyntheticDataModule(FewShotDataModule):
         images, by_class = self.benchmark.lists(split, self.fold)
         length = {"train": None, "val": self.val_episodes, "test": self.test_episodes}[split]
         return QueryCycleEpisodes(
-            images, by_class, self.benchmark.present, self.class_ids(split), self.shot, self.split_seed(split), length
+            images,
+            by_class,
+            self.benchmark.present,
+            self.class_ids(split),
+            self.split_shot(split),
+            self.split_seed(split),
+            length,
         )
 
     def image_reader(self, split: str) -> ImageReader:

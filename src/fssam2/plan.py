@@ -159,7 +159,9 @@ def build_plan(episodes: Sequence[Shown], batch_size: int, gap: Sequence[Shown] 
     return EvalPlan(episodes, batches, units, list(gap), gap_batches)
 
 
-ItemKey = tuple[int, int] | tuple[int, int, str]  # what EpisodeDataset takes: (index, epoch[, control])
+# What EpisodeDataset takes: (index, epoch[, control[, shot]]); control None is the dataset's own, shot
+# None all of the episode's supports (a training batch of data.train_shots shows its first `shot`).
+ItemKey = tuple[int, int] | tuple[int, int, str | None] | tuple[int, int, str | None, int | None]
 GAP_CONTROL: Literal["swap"] = "swap"  # the supports a support-gap item shows
 
 

@@ -89,7 +89,12 @@ def parse_error_line(message: str) -> str | None:
     """One line naming the option and what it expects, from jsonargparse's nested error text
     (a union of classes prints every subtype's error); None when it names neither."""
     keys: list[str] = []
+    tuple_size: str | None = None  # a tuple of the wrong length: its value follows on a later line
     for line in message.splitlines():
+        if found := re.search(r"Expected a tuple with (\d+) elements", line):
+            tuple_size = found.group(1)
+        if tuple_size and (found := re.search(r"Given value: (.*)", line)):
+            return f"--{'.'.join(keys)} expects {tuple_size} values, got {found.group(1).strip()}."
         if found := re.search(r'Parser key "([^"]+)"', line):
             keys.append(found.group(1))
         elif "Problem with given class_path" in line and keys:
