@@ -204,3 +204,29 @@ def test_the_pointer_loss_trains_what_only_sansas_forward_reads():
     ):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert sam2.sam_mask_decoder.obj_score_token.weight.grad is None  # SANSA's decoder does not read it
+
+
+@pytest.mark.slow
+def test_the_weak_supports_table_has_every_row_with_its_swap_control(tmp_path, capsys):
+    """experiments/weak_supports.py, cut to a few steps: both models, every row of the table, the
+    1-shot rows with a swap control over every test episode, and the checks."""
+    script = load_script("weak_supports")
+    short = [
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+        "--trainer.check_val_every_n_epoch=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--data.init_args.test_episodes=8", "--data.init_args.pool_sizes=[600,60,120]",
+    ]  # fmt: skip
+    script.main(["--runs", str(tmp_path), "--jobs", "2", "--shots", "1", "3", "--", *short])
+    printed = capsys.readouterr().out
+    assert "mixed - masks model, 5-shot mask" in printed and "scribble" in printed
+    (folder,) = tmp_path.iterdir()
+    models = json.loads((folder / "weak_supports.json").read_text())["models"]
+    rows = [r for m in models.values() for r in m["rows"]]
+    assert [(r["model"], r["annotation"], r["shot"]) for r in rows] == [
+        (name, annotation, shot) for name, tests in script.TESTS.items() for annotation, shot, _ in tests
+    ]
+    for r in rows:
+        assert r["support_annotation"] == r["annotation"]  # what test_metrics.json recorded
+        assert (r["support_mask_iou"] is None) == (r["annotation"] == "mask")
+        if r["shot"] == 1:
+            assert r["gap_episodes"] == r["episodes"] == 8  # the swap control on every episode
