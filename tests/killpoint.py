@@ -80,7 +80,7 @@ class _NaNQueries(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         item = self.inner[key]
         if key[1] >= self.from_epoch:
-            item["query_image"] = torch.full_like(item["query_image"], float("nan"))
+            item["query_image"] = torch.full(item["query_image"].shape, float("nan"))  # normalise keeps NaN
         return item
 
 

@@ -13,7 +13,7 @@ import wandb
 from fssam2 import InputError
 from fssam2.cache import CacheConfig, FeatureCache
 from fssam2.cli import run_cli
-from fssam2.data import EpisodeDataset, SyntheticDataModule, collate_episodes
+from fssam2.data import EpisodeDataset, SyntheticDataModule, collate_episodes, normalise
 from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes, QueryCycleEpisodes
 from fssam2.methods.fssam2 import EpisodeKeys
 from fssam2.module import FSSAM2Module
@@ -171,7 +171,8 @@ def test_cached_swap_keys_support_memories_by_the_donor_class(tiny_module):
         queries=[("test", q, size) for q in batch["query"]],
     )
     tiny_module.model.feature_cache = FeatureCache(CacheConfig())
-    wrong = tiny_module.model(batch["support_images"], batch["support_masks"], batch["query_image"], by_query_class)
+    images = normalise(batch["support_images"]), normalise(batch["query_image"])
+    wrong = tiny_module.model(images[0], batch["support_masks"], images[1], by_query_class)
     assert (wrong[1] - uncached[1]).abs().max() > 100 * EXACT["atol"]
 
 

@@ -1,11 +1,21 @@
 """The synthetic benchmark's lists and the episodic dataset's tensors."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from fssam2 import InputError
-from fssam2.data import SyntheticDataModule, binary_target, collate_episodes
+from fssam2.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SyntheticDataModule,
+    binary_target,
+    collate_episodes,
+    normalise,
+    resize_image,
+    to_input,
+)
 from fssam2.synthetic import BOUNDARY, SyntheticBenchmark
 
 SMALL = {"pool_sizes": (150, 60, 60)}
@@ -122,3 +132,20 @@ def test_loading_an_episode_without_an_image_size_is_one_clear_error():
     assert len(dataset) == 4
     with pytest.raises(InputError, match="image_size is unset"):
         dataset[(0, -1)]
+
+
+def test_batches_carry_uint8_images_and_normalising_on_the_device_equals_the_host_path():
+    """Images travel as uint8 at the input size (a quarter of float32's bytes); the module's
+    normalisation gives bit for bit the float32 input the host used to make."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    resized = resize_image(image, 64)
+    assert resized.dtype == torch.uint8 and resized.shape == (3, 64, 64)
+    host = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    reference = torch.from_numpy((host - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)
+    assert torch.equal(normalise(resized), reference) and torch.equal(to_input(image, 64), reference)
+    dm = SyntheticDataModule(fold=0, shot=2, num_workers=0, image_side=64, pool_sizes=(150, 60, 60), batch_size=3)
+    dm.image_size = 64
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["support_images"].dtype == batch["query_image"].dtype == torch.uint8
+    assert batch["support_images"].element_size() * batch["support_images"][0, 0].numel() == 3 * 64 * 64

@@ -180,7 +180,9 @@ def _file_or_name(value: str | os.PathLike | None) -> str | None:
 
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:
-    """Normalised [3, S, S] -> uint8 [S, S, 3]."""
+    """A batch's image [3, S, S] (uint8, or normalised float) -> uint8 [S, S, 3]."""
+    if image.dtype == torch.uint8:
+        return image.detach().cpu().permute(1, 2, 0).numpy()
     rgb = image.detach().float().cpu().permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN
     return np.clip(rgb, 0, 255).astype(np.uint8)
 

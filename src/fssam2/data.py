@@ -139,10 +139,23 @@ def training_augmentation() -> A.Compose:
     )
 
 
+def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 RGB [H, W, 3] -> uint8 [3, size, size] (plain bilinear resize, aspect not kept): what
+    batches carry, a quarter of the bytes of float32; `normalise` makes the model's input of it."""
+    return torch.from_numpy(cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """Images [..., 3, S, S] (uint8 0..255, or float pixel values) -> float32 normalised by ImageNet's
+    mean and std, on the images' device. The same float32 arithmetic as normalising on the host."""
+    mean = torch.from_numpy(IMAGENET_MEAN).to(images.device).view(3, 1, 1)
+    std = torch.from_numpy(IMAGENET_STD).to(images.device).view(3, 1, 1)
+    return (images.float() - mean) / std
+
+
 def to_input(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 RGB [H, W, 3] -> normalised float [3, size, size] (plain resize, aspect not kept)."""
-    resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    return torch.from_numpy((resized - IMAGENET_MEAN) / IMAGENET_STD).permute(2, 0, 1)
+    return normalise(resize_image(image, size))
 
 
 def binary_target(label: np.ndarray, class_id: int) -> np.ndarray:
@@ -153,8 +166,8 @@ def binary_target(label: np.ndarray, class_id: int) -> np.ndarray:
 class EpisodeDataset(Dataset):
     """Items are indexed by (episode index, epoch) pairs, as `EpisodeSampler` yields them.
 
-    Each item: support_images [K, 3, S, S], support_masks [K, S, S] in {0, 1},
-    query_image [3, S, S], query_mask [S, S] in {0, 1, 255} (loss target at input size),
+    Each item: support_images [K, 3, S, S] uint8, support_masks [K, S, S] in {0, 1},
+    query_image [3, S, S] uint8 (the LightningModule normalises images on its device: `normalise`), query_mask [S, S] in {0, 1, 255} (loss target at input size),
     query_target [H, W] in {0, 1, 255} (the query's original size, for scoring),
     class_id (the query's class, which is scored), support_class (the class the support masks
     show; 0 for empty masks), index, query and supports (the ids of the support images shown).
@@ -225,7 +238,7 @@ class EpisodeDataset(Dataset):
                 "DataModule to a Trainer) before loading episodes."
             )
         resized = cv2.resize(target, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        return to_input(image, self.size), resized, target
+        return resize_image(image, self.size), resized, target
 
     def donor(self, index: int, epoch: int) -> Episode:
         """The episode whose supports episode `index` shows under "swap": the first of index + 1,

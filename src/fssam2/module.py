@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from fssam2.annotations import PAD_LABEL
 from fssam2.build import download
 from fssam2.cache import CacheConfig, CacheStats, FeatureCache
-from fssam2.data import FewShotDataModule, trainer_datamodule
+from fssam2.data import FewShotDataModule, normalise, trainer_datamodule
 from fssam2.errors import InputError
 from fssam2.hub import base_weights
 from fssam2.lora import LoRAConfig
@@ -219,10 +219,11 @@ class FSSAM2Module(L.LightningModule):
             # The batch's step in this process's plan, which the cache's next uses count in.
             step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
             cache.clock = self._plan_steps.get(step, cache.clock)
-        masks = self._support_masks(batch, split, keys)
-        return self.model(batch["support_images"], masks, batch["query_image"], keys), masks
+        supports, queries = normalise(batch["support_images"]), normalise(batch["query_image"])  # uint8 -> float
+        masks = self._support_masks(batch, supports, split, keys)
+        return self.model(supports, masks, queries, keys), masks
 
-    def _support_masks(self, batch: dict[str, Any], split: str, keys: Any) -> torch.Tensor:
+    def _support_masks(self, batch: dict[str, Any], supports: torch.Tensor, split: str, keys: Any) -> torch.Tensor:
         """The masks [B, K, S, S] the supports give their memories: under a weak support
         annotation, those the method decodes from the prompts (`support_masks_from_prompts`),
         scored against the true masks (`{split}/support_mask_iou`, support-gap batches left out)."""
@@ -231,7 +232,7 @@ class FSSAM2Module(L.LightningModule):
             return masks
         labels = batch["support_labels"].flatten(0, 1)  # [B*K, P]
         decoded = self.model.support_masks_from_prompts(
-            batch["support_images"].flatten(0, 1),
+            supports.flatten(0, 1),
             masks.flatten(0, 1),
             batch["support_points"].flatten(0, 1),
             labels,
