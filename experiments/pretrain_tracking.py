@@ -8,12 +8,15 @@ the same forward pass as few-shot episodes (`fssam2.FewShotSAM2`, K = 1). With `
 from the object's mask, then once more with a corrective click, as SAM2 trains its prompt path.
 
 Worlds: `varied` (the default, `fssam2.synthetic.VariedVideo`: many shapes and patterns in random
-colours, looks that change between frames, so colour alone never identifies an object) made the
-shipped `fssam2_tiny_varied`; `hue` (`SyntheticVideo`, hue-coded blobs) made the first tracker,
-`fssam2_tiny_tracking`:
+colours, looks that change between frames, so colour alone never identifies an object); `hue`
+(`SyntheticVideo`, hue-coded blobs) made the first tracker, `fssam2_tiny_tracking`. With
+`--pointer-weight` (default 1) the same pairs also go through SANSA's forward, which reads object
+pointers. The defaults made `fssam2_tiny_pointers`, the tiny SAM2 every demo starts from:
 
-    python experiments/pretrain_tracking.py                # writes src/fssam2/checkpoints/fssam2_tiny_varied.pt
-    python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --steps 4000 \
+    python experiments/pretrain_tracking.py                # writes src/fssam2/checkpoints/fssam2_tiny_pointers.pt
+    python experiments/pretrain_tracking.py --pointer-weight 0 \
+        --out src/fssam2/checkpoints/fssam2_tiny_varied.pt                        # FS-SAM2's forward only
+    python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --pointer-weight 0 --steps 4000 \
         --out src/fssam2/checkpoints/fssam2_tiny_tracking.pt                       # the first tracker
     python experiments/pretrain_tracking.py --steps 600 --out /tmp/probe.pt --lr 2e-3   # a probe
 
@@ -52,7 +55,7 @@ from fssam2.methods.sansa import SANSA, AdapterConfig
 from fssam2.synthetic import SyntheticVideo, VariedVideo
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "src" / "fssam2" / "checkpoints" / "fssam2_tiny_varied.pt"
+DEFAULT_OUT = ROOT / "src" / "fssam2" / "checkpoints" / "fssam2_tiny_pointers.pt"
 WORLDS = {"varied": VariedVideo, "hue": SyntheticVideo}  # the clips each world draws
 EVAL_SEED_OFFSET = 1000  # evaluation clips come from another seed than training clips
 
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pointer-weight",
         type=float,
-        default=0.0,
+        default=1.0,
         help="weight of the same pairs through SANSA's forward, object pointers on (0: FS-SAM2's forward only)",
     )
     parser.add_argument(
