@@ -260,3 +260,13 @@ def test_prompts_are_drawn_on_the_support_overlays_of_w_and_b(tmp_path):
     assert len(pictures) == 8
     boxes = [(np.asarray(Image.open(p).convert("RGB")) == (255, 230, 0)).all(-1).sum() for p in pictures]
     assert all(n > 0 for n in boxes)  # every support shows its box
+
+
+def test_blank_supports_show_no_prompt_and_report_no_support_mask_iou(tmp_path):
+    run = tmp_path / "run"
+    run_cli([
+        "test", "--config", str(TINY), "--trainer.default_root_dir", str(run), "--data.init_args.test_episodes", "8",
+        "--data.init_args.support_annotation", "points", "--data.init_args.support_control", "blank",
+    ])  # fmt: skip
+    result = json.loads((run / "test_metrics.json").read_text())
+    assert result["support_control"] == "blank" and result["support_mask_iou"] is None and result["miou"] is not None

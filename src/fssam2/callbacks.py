@@ -4,6 +4,7 @@ results on disk, and a W&B report of each test."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class TestResults(L.Callback):
             "support_control": getattr(dm, "support_control", None),  # which supports the number came from
             "support_annotation": getattr(dm, "support_annotation", None),  # what each support showed
             # mean IoU of the masks decoded from weak support annotations against the true ones; null under mask
-            "support_mask_iou": metrics.get(f"{split}/support_mask_iou"),
+            # (null too when no support had a weak annotation, e.g. under the blank control)
+            "support_mask_iou": _finite_or_none(metrics.get(f"{split}/support_mask_iou")),
             # mIoU true - swap on a subset of the episodes (data.gap_episodes); null when not computed
             # (gap_episodes 0, or a support control for the whole run).
             "support_gap": metrics.get(f"{split}/support_gap"),
@@ -163,6 +165,10 @@ class TestResults(L.Callback):
         }
         path = write_new(Path(trainer.default_root_dir) / filename, json.dumps(result, indent=2))
         rank_zero_info(f"{'test' if split == 'test' else 'validation'} results written to {path}")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _resolved(path: str | None) -> str | None:
