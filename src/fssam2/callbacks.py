@@ -7,7 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -156,6 +156,14 @@ class TestResults(L.Callback):
             "gap_miou_swap": metrics.get(f"{split}/gap_miou_swap"),
             "gap_episodes": int(metrics[f"{split}/gap_episodes"]) if f"{split}/gap_episodes" in metrics else None,
             "encoder_passes": metrics.get(f"{split}/encoder_passes"),  # None without the feature cache
+            # images read, resized and shipped to the model (lean planned evaluation: about once each),
+            # those read late (evicted), their uint8 bytes, the floor (distinct images) and every episode's images
+            **{key: _int_or_none(metrics.get(f"{split}/{key}")) for key in SHIPPING_KEYS},
+            "image_bytes_shipped": (
+                int(metrics[f"{split}/images_shipped"]) * 3 * int(cast(int, pl_module.image_size)) ** 2
+                if f"{split}/images_shipped" in metrics
+                else None
+            ),
             "memory_encoder_passes": metrics.get(f"{split}/memory_encoder_passes"),
             # Episodes; the blank control not counted.
             "empty_support_masks": metrics.get(f"{split}/empty_support_masks"),
@@ -165,6 +173,13 @@ class TestResults(L.Callback):
         }
         path = write_new(Path(trainer.default_root_dir) / filename, json.dumps(result, indent=2))
         rank_zero_info(f"{'test' if split == 'test' else 'validation'} results written to {path}")
+
+
+SHIPPING_KEYS = ("images_shipped", "images_read_late", "distinct_images", "episode_images")
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -226,19 +226,32 @@ class EpisodeDataset(Dataset):
         ((image, label),) = self._decoded.fetch("decoded", [image_id], decode)
         return image.numpy(), label.numpy()  # read-only use below: every step makes new arrays
 
-    def _prepare(self, image_id: str, class_id: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        image, label = self._read(image_id)
-        target = binary_target(label, class_id)
-        if self.augmentation is not None:
-            out = self.augmentation(image=image, mask=target)
-            image, target = out["image"], out["mask"]
+    def pixels(self, image_id: str) -> torch.Tensor:
+        """An image as a batch carries it, uint8 [3, S, S] (evaluation: no augmentation)."""
+        image, _ = self._read(image_id)
+        return resize_image(image, self.input_size())
+
+    def input_size(self) -> int:
+        """S, the side images are resized to (an InputError while it is unset)."""
         if self.size is None:
             raise InputError(
                 "FewShotDataModule.image_size is unset: set it to the model's input size (or attach the "
                 "DataModule to a Trainer) before loading episodes."
             )
-        resized = cv2.resize(target, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        return resize_image(image, self.size), resized, target
+        return self.size
+
+    def _prepare(
+        self, image_id: str, class_id: int, pixels: bool = True
+    ) -> tuple[torch.Tensor | None, np.ndarray, np.ndarray]:
+        """(the image resized, or None when not `pixels`; the class's mask at input size; at the original size)."""
+        image, label = self._read(image_id)
+        target = binary_target(label, class_id)
+        if self.augmentation is not None:
+            out = self.augmentation(image=image, mask=target)
+            image, target = out["image"], out["mask"]
+        size = self.input_size()
+        resized = cv2.resize(target, (size, size), interpolation=cv2.INTER_NEAREST)
+        return resize_image(image, size) if pixels else None, resized, target
 
     def donor(self, index: int, epoch: int) -> Episode:
         """The episode whose supports episode `index` shows under "swap": the first of index + 1,
@@ -269,20 +282,30 @@ class EpisodeDataset(Dataset):
         index, epoch = key[0], key[1]
         control = cast(SupportControl | None, key[2]) if len(key) > 2 else None
         shot = key[3] if len(key) > 3 else None  # a training batch's K (data.train_shots)
+        lean = len(key) > 4 and key[4] is not None  # whose pixels to ship: planned evaluation (`fssam2.plan.shipping`)
         episode, shown, asked = self.shown(index, epoch, control)
         shown_supports = shown.supports[:shot]
+        ship = tuple(key[4]) if lean else (True,) * (len(shown_supports) + 1)
         if self.augmentation is not None:
             # Drawn after the protocol's draws, so augmentation never changes the episode.
             self.augmentation.set_random_seed(int(episode_rng(self.episodes.seed, index, epoch).integers(2**31)))
-        supports = [self._prepare(s, shown.class_id) for s in shown_supports]
+        supports = [self._prepare(s, shown.class_id, p) for s, p in zip(shown_supports, ship, strict=False)]
         masks = np.stack([s[1] == 1 for s in supports])
         if (self.support_control if control is None else control) == "blank":
             masks = np.zeros_like(masks)
-        query_image, query_mask, query_target = self._prepare(episode.query, episode.class_id)
-        item = {
-            "support_images": torch.stack([s[0] for s in supports]),
+        query_image, query_mask, query_target = self._prepare(episode.query, episode.class_id, ship[-1])
+        images = [s[0] for s in supports] + [query_image]
+        if lean:  # only the images the encoders will need, supports then query (`shipped` says whose)
+            size = self.input_size()
+            shipped = [image for image in images if image is not None]
+            item: dict[str, Any] = {
+                "shipped": torch.tensor(ship),
+                "shipped_images": torch.stack(shipped) if shipped else torch.zeros(0, 3, size, size, dtype=torch.uint8),
+            }
+        else:
+            item = {"support_images": torch.stack(cast(list[torch.Tensor], images[:-1])), "query_image": query_image}
+        item |= {
             "support_masks": torch.from_numpy(masks).float(),
-            "query_image": query_image,
             "query_mask": torch.from_numpy(query_mask).long(),
             "query_target": torch.from_numpy(query_target).long(),
             "class_id": episode.class_id,
@@ -316,9 +339,11 @@ def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
     supports a list of each episode's K ids, gap a list of bools and support_kinds a list of each
     episode's K kinds; pad support_points / support_labels to the batch's most points (label -1)."""
     as_lists = ("query_target", "supports", "gap", "support_kinds")
-    prompts = ("support_points", "support_labels")
-    fixed = [{k: v for k, v in it.items() if k not in as_lists + prompts} for it in items]
+    apart = ("support_points", "support_labels", "shipped_images")
+    fixed = [{k: v for k, v in it.items() if k not in as_lists + apart} for it in items]
     out = torch.utils.data.default_collate(fixed)
+    if "shipped" in items[0]:
+        out["shipped_images"] = torch.cat([it["shipped_images"] for it in items])  # [shipped, 3, S, S]
     for key in as_lists:
         if key in items[0]:
             out[key] = [it[key] for it in items]
@@ -356,6 +381,10 @@ class FewShotDataModule(L.LightningDataModule):
             masks) of another episode of a different class, the same one in every run (see
             `EpisodeDataset.donor`); "blank": the true support images with all-zero masks.
             The gap true minus swap is how much the support decides the mask.
+        lean_loading: in a planned evaluation with the model's feature cache on, batches carry the
+            pixels of an image only where the cache will first encode it (`fssam2.plan.shipping`);
+            an image the encoders need that was not shipped (evicted) is read then. The same
+            results; false ships every image of every episode.
         train_shots: [low, high]: each training batch shows K supports per episode, K drawn per
             batch from low..high (inclusive; seeded by the training seed, epoch and batch, the same
             K inside a batch); validation and test keep data.shot. null: training at data.shot.
@@ -396,11 +425,13 @@ class FewShotDataModule(L.LightningDataModule):
         gap_episodes: GapEpisodes = 50,
         support_annotation: SupportAnnotation = "mask",
         train_shots: tuple[int, int] | None = None,
+        lean_loading: bool = True,
     ) -> None:
         super().__init__()
         check_shot(shot)
         check_train_shots(train_shots)
         self.train_shots = None if train_shots is None else (int(train_shots[0]), int(train_shots[1]))
+        self.lean_loading = lean_loading
         check_support_control(support_control)
         check_support_annotation(support_annotation)
         self.support_annotation = support_annotation
@@ -553,7 +584,8 @@ class FewShotDataModule(L.LightningDataModule):
         gap_items = self._gap_items(split) if gap and plan is None else []
         if plan is not None or gap_items:
             if plan is not None:
-                batches: KeySampler = PlanSampler(plan, rank, world)
+                lean = (split, dataset.input_size(), self.support_annotation == "mask") if self._lean() else None
+                batches: KeySampler = PlanSampler(plan, rank, world, lean)
             else:  # episode order (as EpisodeSampler), then the support-gap items in batches of their own
                 mine = list(range(rank, len(dataset), world))
                 own: list[list[ItemKey]] = [
@@ -590,6 +622,12 @@ class FewShotDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=split == "train" and len(sampler) >= self.batch_size,
         )
+
+    def _lean(self) -> bool:
+        """Whether a planned evaluation ships only what the encoders need: lean_loading, and the
+        model (any LightningModule of fssam2 has `cache_config`; the data imports no model) caches."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return self.lean_loading and getattr(module, "cache_config", None) is not None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

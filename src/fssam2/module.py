@@ -198,6 +198,8 @@ class FSSAM2Module(L.LightningModule):
         self._plan_steps: dict[tuple[bool, int], int] = {}
         self._last_gap: dict[str, tuple[float, float, int]] = {}  # split -> the latest (true, swap, episodes)
         self._empty_masks: dict[str, torch.Tensor] = {}  # split -> [empty support episodes, empty targets]
+        self._shipping: dict[str, torch.Tensor] = {}  # split -> [image slots, images shipped, images read late]
+        self._seen_images: dict[str, set[str]] = {}  # split -> the distinct images its batches showed here
 
     @property
     def image_size(self) -> int:
@@ -219,9 +221,61 @@ class FSSAM2Module(L.LightningModule):
             # The batch's step in this process's plan, which the cache's next uses count in.
             step = (bool(batch.get("gap", [False])[0]), int(batch["index"][0]))
             cache.clock = self._plan_steps.get(step, cache.clock)
-        supports, queries = normalise(batch["support_images"]), normalise(batch["query_image"])  # uint8 -> float
+        support_images, query_images = self._images(batch, split, keys)
+        supports, queries = normalise(support_images), normalise(query_images)  # uint8 -> float
         masks = self._support_masks(batch, supports, split, keys)
         return self.model(supports, masks, queries, keys), masks
+
+    def _images(self, batch: dict[str, Any], split: str, keys: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's support images [B, K, 3, S, S] and queries [B, 3, S, S], uint8. A lean batch
+        (planned evaluation, `fssam2.plan.shipping`) carries only the pixels the feature cache will
+        first encode; the others stay zero unless the encoders need them after all (the cache
+        evicted them), and those are read here. Counted for the cache report."""
+        b, k = batch["support_masks"].shape[:2]
+        if split == "train":
+            return batch["support_images"], batch["query_image"]
+        counts = self._shipping.setdefault(split, torch.zeros(3, dtype=torch.long, device=self.device))
+        self._seen_images.setdefault(split, set()).update([*batch["query"], *(s for e in batch["supports"] for s in e)])
+        if "shipped" not in batch:
+            counts += torch.tensor([b * (k + 1), b * (k + 1), 0], device=self.device)  # [slots, shipped, read late]
+            return batch["support_images"], batch["query_image"]
+        size = self.image_size
+        shipped = batch["shipped"].flatten()  # [B*(K+1)], each episode's supports then its query
+        slots = torch.zeros(b * (k + 1), 3, size, size, dtype=torch.uint8, device=self.device)
+        slots[shipped] = batch["shipped_images"]
+        ids = [i for episode, query in zip(batch["supports"], batch["query"], strict=True) for i in (*episode, query)]
+        at = {ids[i]: i for i in reversed(range(len(ids))) if shipped[i]}  # an image's shipped slot
+        for i, image in enumerate(ids):
+            if not shipped[i] and image in at:
+                slots[i] = slots[at[image]]  # shown twice in the batch, shipped once
+        late = [i for i, need in enumerate(self._needed(batch, keys)) if need and ids[i] not in at]
+        if late:
+            dataset = cast(FewShotDataModule, trainer_datamodule(self.trainer)).dataset(split)
+            for i in late:
+                slots[i] = dataset.pixels(ids[i]).to(self.device)
+        counts += torch.tensor([b * (k + 1), int(shipped.sum()), len(late)], device=self.device)
+        slots = slots.view(b, k + 1, 3, size, size)
+        return slots[:, :k], slots[:, k]
+
+    def _needed(self, batch: dict[str, Any], keys: Any) -> list[bool]:
+        """Per slot (supports then query of each episode): whether the encoders will need its pixels
+        now, by what the feature cache holds: a support's unless its memory or its features are held
+        (a weak support's unless its features are), a query's unless its features are."""
+        cache = self.model.feature_cache
+        b, k = batch["support_masks"].shape[:2]
+        if cache is None or keys is None:
+            return [True] * (b * (k + 1))
+        weak = (batch["support_labels"] != PAD_LABEL).any(-1).flatten().tolist() if "support_labels" in batch else []
+        out = []
+        for e in range(b):
+            for j in range(k):
+                i = e * k + j
+                held = ("image", keys.supports[i]) in cache
+                if not (weak and weak[i]):
+                    held = held or ("memory", keys.memories[i]) in cache
+                out.append(not held)
+            out.append(("image", keys.queries[e]) not in cache)
+        return out
 
     def _support_masks(self, batch: dict[str, Any], supports: torch.Tensor, split: str, keys: Any) -> torch.Tensor:
         """The masks [B, K, S, S] the supports give their memories: under a weak support
@@ -405,6 +459,7 @@ class FSSAM2Module(L.LightningModule):
     def _end_evaluation(self, split: str) -> None:
         cache, self.model.feature_cache = self.model.feature_cache, None
         self.model.end_evaluation()
+        self._report_shipping(split)
         if cache is None:
             return
         image, memory = (cache.stats.get(kind, CacheStats()) for kind in ("image", "memory"))
@@ -428,6 +483,30 @@ class FSSAM2Module(L.LightningModule):
         if split != "predict":
             self.log(f"{split}/encoder_passes", float(image_passes))
             self.log(f"{split}/memory_encoder_passes", float(memory_passes))
+
+    def _report_shipping(self, split: str) -> None:
+        """Images shipped to the model (read, resized and carried by the batches) and those read late
+        (needed by the encoders but not shipped), beside the floor: the distinct images the batches
+        showed, per process, summed."""
+        own = "test" if split == "predict" else split  # predict runs the test split
+        local = self._shipping.pop(own, torch.zeros(3, dtype=torch.long, device=self.device))
+        distinct = torch.tensor(len(self._seen_images.pop(own, set())), device=self.device)
+        counts = self.trainer.strategy.reduce(torch.cat([local, distinct[None]]), reduce_op="sum")
+        slots, shipped, late, floor = (int(x) for x in counts)
+        if slots == 0:
+            return
+        size = self.image_size
+        sent = (shipped + late) * 3 * size * size  # uint8 pixels
+        rank_zero_info(
+            f"{split} images: {shipped + late} read, resized and shipped to the model ({late} of them read late, "
+            f"evicted from the cache), {sent / 2**20:.1f} MB, for {floor} distinct images "
+            f"({(shipped + late) / max(floor, 1):.2f}x the floor); every episode's images: {slots}"
+        )
+        if split != "predict":
+            self.log(f"{split}/images_shipped", float(shipped + late))
+            self.log(f"{split}/images_read_late", float(late))
+            self.log(f"{split}/distinct_images", float(floor))
+            self.log(f"{split}/episode_images", float(slots))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning saves at the end of validation, which may be while the method's weights are

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -159,16 +159,53 @@ def build_plan(episodes: Sequence[Shown], batch_size: int, gap: Sequence[Shown] 
     return EvalPlan(episodes, batches, units, list(gap), gap_batches)
 
 
-# What EpisodeDataset takes: (index, epoch[, control[, shot]]); control None is the dataset's own, shot
-# None all of the episode's supports (a training batch of data.train_shots shows its first `shot`).
-ItemKey = tuple[int, int] | tuple[int, int, str | None] | tuple[int, int, str | None, int | None]
+# What EpisodeDataset takes: (index, epoch[, control[, shot[, ship]]]); control None is the dataset's own,
+# shot None all of the episode's supports (a training batch of data.train_shots shows its first
+# `shot`), ship None every image's pixels, else one bool per support and one for the query (`shipping`).
+ItemKey = tuple  # of one of the shapes above
+Ship = tuple[bool, ...]
 GAP_CONTROL: Literal["swap"] = "swap"  # the supports a support-gap item shows
 
 
-def item_keys(batches: Sequence[Sequence[Shown]]) -> list[list[ItemKey]]:
+def item_keys(batches: Sequence[Sequence[Shown]], ship: Sequence[Sequence[Ship]] | None = None) -> list[list[ItemKey]]:
     """The `EpisodeDataset` keys of batches: (index, EVAL_EPOCH), and for a support-gap item
-    (index, EVAL_EPOCH, GAP_CONTROL)."""
-    return [[(e.index, EVAL_EPOCH, GAP_CONTROL) if e.gap else (e.index, EVAL_EPOCH) for e in b] for b in batches]
+    (index, EVAL_EPOCH, GAP_CONTROL); with `ship` (`shipping`), each key also says whose pixels to ship."""
+    keys: list[list[ItemKey]] = []
+    for n, batch in enumerate(batches):
+        keys.append([])
+        for j, e in enumerate(batch):
+            key = (e.index, EVAL_EPOCH, GAP_CONTROL if e.gap else None)
+            keys[-1].append((*key, None, ship[n][j]) if ship is not None else key if e.gap else key[:2])
+    return keys
+
+
+def shipping(batches: Sequence[Sequence[Shown]], split: str, size: int, supports: bool = True) -> list[list[Ship]]:
+    """Whose pixels each episode of a process's `batches` ships (one bool per support, then the
+    query): an image's, only in the batch where the feature cache will first encode it (its first
+    image use in `trace`) and there in its first slot (the batch's other slots showing it take
+    those pixels), so that with a cache holding what the plan needs, every image is read, resized
+    and shipped once. A batch whose encoder needs an image that was not shipped (the cache
+    evicted it) reads it then (`fssam2.module`). supports=False ships every support's pixels (weak
+    annotations decode each support's prompt from its image features)."""
+    first: dict[Hashable, int] = {}
+    for key, steps in trace(batches, split, size).items():
+        kind, inner = cast(tuple[str, Hashable], key)
+        if kind == "image":
+            first[inner] = steps[0]
+    out: list[list[Ship]] = []
+    for step, batch in enumerate(batches):
+        shipped: set[str] = set()  # in this batch
+        rows = []
+        for e in batch:
+            row = []
+            for image, always in [*((s, not supports) for s in e.supports), (e.query, False)]:
+                due = image not in shipped and (always or first.get(image_key(split, image, size)) == step)
+                if due:
+                    shipped.add(image)
+                row.append(due)
+            rows.append(tuple(row))
+        out.append(rows)
+    return out
 
 
 class KeySampler(torch.utils.data.Sampler):
@@ -185,10 +222,15 @@ class KeySampler(torch.utils.data.Sampler):
 
 
 class PlanSampler(KeySampler):
-    """The planned batches of process `rank` of `world_size` (support-gap batches last)."""
+    """The planned batches of process `rank` of `world_size` (support-gap batches last); with
+    `lean` (split, input size, and whether supports ship only once), each key says whose pixels to
+    ship (`shipping`)."""
 
-    def __init__(self, plan: EvalPlan, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(item_keys(plan.rank_batches(rank, world_size)))
+    def __init__(
+        self, plan: EvalPlan, rank: int = 0, world_size: int = 1, lean: tuple[str, int, bool] | None = None
+    ) -> None:
+        batches = plan.rank_batches(rank, world_size)
+        super().__init__(item_keys(batches, None if lean is None else shipping(batches, *lean)))
 
 
 def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
