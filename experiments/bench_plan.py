@@ -13,7 +13,10 @@ do not depend on the weights), one data-loading process, and print side by side:
    features: planned / unplanned / floor, metrics of both against the uncached run;
 2. COCO-20i fold 0, 5-shot, the same;
 3. PASCAL-5i fold 0, 5-shot, 2 CPU processes (DDP over gloo, default budget): the passes of both
-   processes together vs the floor, metrics against 1 process (exactly equal?).
+   processes together vs the floor, metrics against 1 process (exactly equal?);
+4. (`--only lean`) PASCAL-5i folds 0 and 2, 5-shot, default budget: the lean data path (the default)
+   against `data.lean_loading false` in the same run: images read, resized and shipped to the model
+   and their uint8 bytes, beside the floor (distinct images x one image's bytes), metrics equal?
 
 The image-encoder passes are the cache's own counters, summed over processes; in 1-process runs a
 forward hook on the image encoder counts the images it encodes, independently.
@@ -195,10 +198,33 @@ def ddp_runs(root: Path, args: argparse.Namespace) -> None:
           f"{'exactly equal' if scored(one) == scored(two_index) else 'not exactly equal'}")  # fmt: skip
 
 
+def lean_runs(roots: dict[int, Path], args: argparse.Namespace) -> None:
+    """Lean vs full data path on PASCAL-5i folds, default budget, side by side."""
+    print(f"\nThe lean data path: PASCAL-5i, {args.shot}-shot, {args.episodes} episodes (and the 50 support-gap "
+          f"items); tiny at {args.image_size} px; default budget")  # fmt: skip
+    print("\n| fold | data path | images shipped | x floor (distinct images) | read late | MB shipped | x floor bytes | wall time | mIoU | FB-IoU |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    image = 3 * args.image_size**2  # uint8 bytes of one image at the input size
+    for fold, root in roots.items():
+        runs = {
+            "full (`lean_loading false`)": test(root, "pascal", fold, args, f"full{fold}", "--data.lean_loading", "false"),
+            "lean (default)": test(root, "pascal", fold, args, f"lean{fold}"),
+        }  # fmt: skip
+        for name, r in runs.items():
+            shipped, floor = int(r["test/images_shipped"]), int(r["test/distinct_images"])
+            print(f"| {fold} | {name} | {shipped} | {shipped / floor:.3f} ({floor}) | {int(r['test/images_read_late'])} "
+                  f"| {shipped * image / 2**20:.1f} | {shipped / floor:.3f} | {r['seconds']:.0f} s | {r['test/miou']!r} | {r['test/fbiou']!r} |")  # fmt: skip
+        full, lean = (scored(r) for r in runs.values())
+        differ = [k for k in full if full[k] != lean[k]]
+        print(f"fold {fold}: every metric of the lean path {'exactly equal' if not differ else f'NOT equal: {differ}'} to the full path's")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits-dir", type=Path, default=DEFAULT_SPLITS, help="the published lists (pascal/, coco/)")
-    parser.add_argument("--only", choices=["pascal2", "coco0", "ddp"], nargs="+", default=["pascal2", "coco0", "ddp"])
+    parser.add_argument(
+        "--only", choices=["pascal2", "coco0", "ddp", "lean"], nargs="+", default=["pascal2", "coco0", "ddp", "lean"]
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--image-side", type=int, default=96, help="side of the rendered images")
     parser.add_argument("--episodes", type=int, default=1000)
@@ -227,6 +253,11 @@ def main() -> None:
                 ddp_runs(root, args)
             else:
                 cache_runs(root, benchmark, fold, args)
+        if "lean" in args.only:
+            roots = {fold: Path(tmp) / f"lean{fold}" for fold in (0, 2)}
+            for fold, root in roots.items():
+                write_fold(root, "pascal", fold, args.splits_dir, args.image_side, None)
+            lean_runs(roots, args)
 
 
 if __name__ == "__main__":
