@@ -14,6 +14,11 @@ The precision is `fssam2 test`'s default (bf16-mixed on a GPU, 32-true on a CPU)
 --precision names one; the output says which ran. --num-workers auto takes the CPU cores less
 two, as many as /dev/shm can hold two batches each for (a batch of B+ at 1024 px is ~0.8 GB).
 --json is rewritten after each run, so a run cut short still leaves the runs before it.
+
+Beside the runs, the fold's arithmetic floor, measured in the same process: the image-encoder
+passes (the fold's distinct images), memory-encoder passes and mask decodes the lean run asked
+for, run back to back in batches of --batch-size on random tensors already on the device, in the
+runs' precision. The lean run's wall time against it says what the data path and the rest cost.
 """
 
 from __future__ import annotations
@@ -66,17 +71,19 @@ def write_fold(root: Path, queries: int, side: int, seed: int) -> dict[int, int]
     return {c: len(v) for c, v in by_class.items()}
 
 
-RUNS = {  # name -> (feature cache, decoded-image cache)
-    "published loop (no cache)": ("null", "0"),
-    "fssam2, feature cache only": ("{}", "0"),
-    "fssam2 (feature + decoded-image cache)": ("{}", "512"),
+RUNS = {  # name -> (feature cache, decoded-image cache, lean data path)
+    "published loop (no cache)": ("null", "0", "false"),
+    "fssam2, feature cache only": ("{}", "0", "true"),
+    "fssam2, every image shipped (lean_loading false)": ("{}", "512", "false"),
+    "fssam2 (feature + decoded-image cache)": ("{}", "512", "true"),
 }
+LEAN = "fssam2 (feature + decoded-image cache)"  # fssam2's defaults
 
 
 def batch_bytes(args: argparse.Namespace) -> int:
-    """One collated batch: K+1 float images, K float support masks, a long query mask per episode."""
+    """One collated batch at most: K+1 uint8 images, K float support masks, a long query mask per episode."""
     pixels = args.image_size**2
-    return args.batch_size * ((args.shot + 1) * 3 * 4 + args.shot * 4 + 8) * pixels
+    return args.batch_size * ((args.shot + 1) * 3 + args.shot * 4 + 8) * pixels
 
 
 def auto_workers(args: argparse.Namespace) -> tuple[int, str]:
@@ -97,7 +104,7 @@ def auto_workers(args: argparse.Namespace) -> tuple[int, str]:
 
 
 def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
-    feature_cache, image_cache_mb = RUNS[name]
+    feature_cache, image_cache_mb, lean = RUNS[name]
     if feature_cache != "null" and args.cache_mb is not None:
         feature_cache = json.dumps({"max_megabytes": args.cache_mb})
     precision = ["--trainer.precision", args.precision] if args.precision else []
@@ -110,6 +117,7 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
             "--model.sam2_config", args.sam2, "--model.image_size", str(args.image_size),
             "--model.sam2_checkpoint", "random",
             "--model.feature_cache", feature_cache, "--data.image_cache_mb", image_cache_mb,
+            "--data.lean_loading", lean,
             "--trainer.default_root_dir", str(root / "runs" / str(len(name))),
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
             "--trainer.accelerator", args.device, *precision,
@@ -135,6 +143,49 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
     if cuda:
         torch.cuda.empty_cache()
     return {**result, "peak_gpu_gib": peak}
+
+
+def arithmetic_floor(args: argparse.Namespace, lean: dict) -> dict[str, float]:
+    """The encoder, memory-encoder and decoder passes `lean` (a run's results) asked for, back to back
+    on random tensors on the device, in its precision: seconds per stage and in all."""
+    from fssam2.build import build_sam2
+    from fssam2.methods.fssam2 import FewShotSAM2, memory_tokens
+
+    device = torch.device(args.device)
+    model = FewShotSAM2(build_sam2(args.sam2, None, image_size=args.image_size)).to(device).eval()
+    size, b, k = args.image_size, args.batch_size, args.shot
+    images = int(lean["test/encoder_passes"])
+    memories = int(lean["test/memory_encoder_passes"])
+    decodes = int(lean["test/episode_images"]) // (k + 1)  # the episodes and the support-gap items
+    bf16 = "bf16" in lean["precision"]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    batch = torch.randn(b, 3, size, size, generator=gen).to(device)
+    masks = (torch.rand(b, size, size, generator=gen) > 0.5).float().to(device)
+
+    def timed(work, count: int) -> float:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            work(min(count, b))  # warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for n in range(0, count, b):
+                work(min(b, count - n))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        feats = model.encode_images(batch)
+        maps, pos = model.memory_maps(feats, masks)
+        memory = memory_tokens(maps[:1].repeat(b * k, 1, 1, 1), b), memory_tokens(pos[:1].repeat(b * k, 1, 1, 1), b)
+    out = {
+        "encoder_s": timed(lambda n: model.encode_images(batch[:n]), images),
+        "memory_s": timed(lambda n: model.memory_maps(feats.select(slice(0, n)), masks[:n]), memories),
+        "decoder_s": timed(
+            lambda n: model.decode(feats.select(slice(0, n)), memory[0][:, :n], memory[1][:, :n]), decodes
+        ),
+    }
+    return {**out, "seconds": sum(out.values()), "images": images, "memories": memories, "decodes": decodes}
 
 
 def main() -> None:
@@ -182,6 +233,9 @@ def main() -> None:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 record = {"device": device, "torch": torch.__version__, "settings": settings, "per_class": per_class}
                 args.json.write_text(json.dumps({**record, "runs": results}, indent=2))
+        floor = arithmetic_floor(args, results[LEAN])
+        if args.json:
+            args.json.write_text(json.dumps({**record, "runs": results, "floor": floor}, indent=2))
     precision = ", ".join(sorted({r["precision"] for r in results.values()}))
     print(f"\nmachine: {device}; torch {torch.__version__}; precision {precision}")
     print(
@@ -201,6 +255,14 @@ def main() -> None:
     print(f"\nlargest metric difference to the published loop: {diff:.1e}")
     print(f"targets: >= 3x fewer encoder passes: {passes:.1f}x, {'met' if passes >= 3 else 'NOT met'}; "
           f">= 2.5x less wall time: {speed:.2f}x, {'met' if speed >= 2.5 else 'NOT met'}")  # fmt: skip
+    ratio = best["seconds"] / floor["seconds"]
+    full = results["fssam2, every image shipped (lean_loading false)"]
+    print(f"\narithmetic floor of the fold, same process: {floor['images']} encoder passes {floor['encoder_s']:.1f} s, "
+          f"{floor['memories']} memory-encoder passes {floor['memory_s']:.1f} s, {floor['decodes']} decodes "
+          f"{floor['decoder_s']:.1f} s: {floor['seconds']:.1f} s")  # fmt: skip
+    print(f"lean run {best['seconds']:.1f} s = {ratio:.2f}x the floor (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'}); "
+          f"every image shipped {full['seconds']:.1f} s = {full['seconds'] / floor['seconds']:.2f}x; "
+          f"images shipped {int(best['test/images_shipped'])} vs {int(full['test/images_shipped'])}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@
 #      forward for K = 1, 5, 10, 20 (fp32 equality check first, then timed in bf16), training
 #      episodes/s (8 one-shot episodes a step, halved on out-of-memory), peak GPU memory;
 #   2. bench_fold_cache.py: a PASCAL-5i-fold-0-shaped 5-shot fold through the real `fssam2 test`
-#      (bf16-mixed, its GPU default), feature cache off vs on. 1000 episodes unless part 1's
-#      5-shot latency says three runs would not fit FOLD_BUDGET_S (then fewer, for all three
-#      runs alike, and the output says so); FOLD_EPISODES=N forces N.
+#      (bf16-mixed, its GPU default), feature cache off vs on, every image shipped vs the lean
+#      data path, and the fold's arithmetic floor (its encoder, memory-encoder and decoder passes
+#      back to back on tensors already on the GPU). 1000 episodes unless part 1's 5-shot latency
+#      says the runs would not fit FOLD_BUDGET_S (then fewer, for all runs alike, and the output
+#      says so); FOLD_EPISODES=N forces N.
 #   3. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
 # Everything lands in OUT (default runs/gpu_check), 8 files: setup.log, status.tsv, each part's
 # .log (and .json), summary.md; the last lines printed are one summary table.
@@ -68,7 +70,7 @@ else
     DEVICE=cuda
     EPISODE_ARGS=(--models b+ --image-size 1024 --shots 1 5 10 20 --reps 10 --warmup 3 --train-batch 8)
     FOLD_ARGS=(--sam2 sam2.1_hiera_b+ --image-size 1024 --batch-size 8 --num-workers auto --cache-mb 16384)
-    MAX_EPISODES=1000 FOLD_BUDGET_S=${FOLD_BUDGET_S:-170} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-200}
+    MAX_EPISODES=1000 FOLD_BUDGET_S=${FOLD_BUDGET_S:-220} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-260}
 fi
 
 # ---- setup: the missing Python packages from the carried wheels -------------------------------
@@ -148,8 +150,8 @@ rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json"
 wants episode && part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
     --on-mismatch warn "${EPISODE_ARGS[@]}" --json "$OUT/bench_episode.json"
 
-# ---- 2. a whole 5-shot fold, feature cache off vs on ------------------------------------------
-# Three runs (no cache: 6 encoder passes an episode; cache: 364 in all, the loading remains) are
+# ---- 2. a whole 5-shot fold, feature cache off vs on, full vs lean data path -------------------
+# Four runs (no cache: 6 encoder passes an episode; cache: 364 in all, the loading remains) are
 # estimated at 1.5x the batch-1 5-shot latency an episode, plus 40 s of start-up.
 EPISODES=${FOLD_EPISODES:-}
 if [ -z "$EPISODES" ]; then
@@ -246,6 +248,15 @@ if fold:
         diff = max(abs(r[m] - base[m]) for r in others.values() for m in ("test/miou", "test/fbiou"))
         rows.append(("fold mIoU / FB-IoU", f"{base['test/miou']:.2f} / {base['test/fbiou']:.2f}",
                      f"{last['test/miou']:.2f} / {last['test/fbiou']:.2f}", f"diff {diff:.1e}"))
+    floor = fold.get("floor")
+    lean = runs.get("fssam2 (feature + decoded-image cache)")
+    if floor and lean:
+        rows.append(("fold arithmetic floor s (encoder / memory / decoder passes, same process)",
+                     "", f"{floor['seconds']:.1f} ({floor['encoder_s']:.1f} / {floor['memory_s']:.1f} / {floor['decoder_s']:.1f})", ""))
+        full = runs.get("fssam2, every image shipped (lean_loading false)")
+        rows.append(("fold wall s vs its floor: every image shipped / lean (target lean <= 1.5x)",
+                     f"{full['seconds']:.1f}" if full else "", f"{lean['seconds']:.1f}",
+                     f"{lean['seconds'] / floor['seconds']:.2f}x the floor"))
     peaks = {n: r.get("peak_gpu_gib") for n, r in runs.items()}
     if any(p is not None for p in peaks.values()):
         cached = " / ".join(f"{p:.1f}" for n, p in peaks.items() if runs[n] is not base)
