@@ -251,17 +251,17 @@ class WandbTestReport(L.Callback):
     ) -> None:
         if not self._logger(trainer) or outputs is None:
             return
-        size = batch["query_image"].shape[-1]
+        size = outputs["query_images"].shape[-1]
         for i, (index, pred) in enumerate(zip(batch["index"].tolist(), outputs["preds"], strict=True)):
             if index >= self.episodes:
                 continue
             pred = F.interpolate(pred[None, None].float(), size=(size, size), mode="nearest")[0, 0].bool().cpu().numpy()
             truth = (batch["query_mask"][i] == 1).cpu().numpy()
-            query = _to_rgb(batch["query_image"][i])
+            query = _to_rgb(outputs["query_images"][i])
             # The masks the memories saw (decoded from the prompt under a weak annotation), the prompt drawn on.
             tiles = [
                 tint(_to_rgb(img), m.bool().cpu().numpy(), (0, 200, 255))
-                for img, m in zip(batch["support_images"][i], outputs["support_masks"][i], strict=True)
+                for img, m in zip(outputs["support_images"][i], outputs["support_masks"][i], strict=True)
             ]
             if "support_labels" in batch:
                 prompts = zip(batch["support_points"][i].numpy(), batch["support_labels"][i].numpy(), strict=True)

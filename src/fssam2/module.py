@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import lightning as L
 import numpy as np
@@ -113,6 +113,15 @@ def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
 
 
+class Forward(NamedTuple):
+    """One batch through the method, and what went in."""
+
+    logits: torch.Tensor  # [B, 1, S, S] query logits
+    support_masks: torch.Tensor  # [B, K, S, S] the masks the supports gave their memories (decoded from prompts)
+    support_images: torch.Tensor  # [B, K, 3, S, S] uint8, as the model took them
+    query_images: torch.Tensor  # [B, 3, S, S] uint8
+
+
 class FSSAM2Module(L.LightningModule):
     """Meta-trains a few-shot method on episodes and scores it with the few-shot protocol.
 
@@ -211,9 +220,9 @@ class FSSAM2Module(L.LightningModule):
     ) -> torch.Tensor:
         return self.model(support_images, support_masks, query_images)
 
-    def _logits(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query logits [B, 1, S, S] and the masks [B, K, S, S] the supports gave their memories;
-        with a feature cache, the method keys the batch's images."""
+    def _logits(self, batch: dict[str, Any], split: str) -> Forward:
+        """Query logits, what the supports gave their memories, and the images as the model took
+        them; with a feature cache, the method keys the batch's images."""
         keys = None
         cache = self.model.feature_cache
         if cache is not None:
@@ -224,7 +233,7 @@ class FSSAM2Module(L.LightningModule):
         support_images, query_images = self._images(batch, split, keys)
         supports, queries = normalise(support_images), normalise(query_images)  # uint8 -> float
         masks = self._support_masks(batch, supports, split, keys)
-        return self.model(supports, masks, queries, keys), masks
+        return Forward(self.model(supports, masks, queries, keys), masks, support_images, query_images)
 
     def _images(self, batch: dict[str, Any], split: str, keys: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's support images [B, K, 3, S, S] and queries [B, 3, S, S], uint8. A lean batch
@@ -313,12 +322,13 @@ class FSSAM2Module(L.LightningModule):
             elif f"{split}_gap" in self.metrics:
                 del self.metrics[f"{split}_gap"]
 
-    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
+    def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor], Forward]:
         """Loss at the input size, metric where the method scores (`FewShotMethod.score`: each
         query's original size unless the method's official evaluation says otherwise); returns (loss,
         predictions, the supports' masks as their memories saw them). A support-gap batch (swapped
         supports) counts for the support gap alone: its loss is None."""
-        logits, support_masks = self._logits(batch, split)  # [B, 1, S, S], [B, K, S, S]
+        forward = self._logits(batch, split)
+        logits = forward.logits
         targets = batch["query_target"]
         gap = cast(SupportGap | None, self.metrics[f"{split}_gap"] if f"{split}_gap" in self.metrics else None)
         if any(batch.get("gap", ())):
@@ -326,7 +336,7 @@ class FSSAM2Module(L.LightningModule):
                 preds, targets = self.model.score(logits.detach(), targets)
                 if gap is not None:
                     gap.update(preds, targets, batch["index"], swapped=True)
-            return None, preds, support_masks
+            return None, preds, forward
         loss = self.model.loss(logits[:, 0].float(), batch["query_mask"])
         with torch.no_grad():
             # Episodes whose masks hold no object (a mask read by the wrong rule reads as empty);
@@ -356,7 +366,7 @@ class FSSAM2Module(L.LightningModule):
             sync_dist=split != "train",
             prog_bar=True,
         )
-        return loss, preds, support_masks
+        return loss, preds, forward
 
     def _log_epoch(self, split: str) -> None:
         metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
@@ -528,9 +538,9 @@ class FSSAM2Module(L.LightningModule):
         self._start_evaluation("test")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        loss, preds, support_masks = self._step(batch, "test")
+        loss, preds, forward = self._step(batch, "test")
         # A support-gap batch's are not the test's.
-        return None if loss is None else {"preds": preds, "support_masks": support_masks}
+        return None if loss is None else {"preds": preds, **forward._asdict()}
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
