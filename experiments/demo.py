@@ -2,7 +2,7 @@
 whether the support decides the mask.
 
 The published recipe on the synthetic benchmark: a tiny SAM2 pretrained on a varied synthetic world
-(`fssam2_tiny_varied`, shipped in the package) meta-trains LoRA only on the 15 training classes of
+(`fssam2_tiny_pointers`, shipped in the package) meta-trains LoRA only on the 15 training classes of
 fold 0 (configs/demo.yaml; SANSA: its adapters only, configs/demo_sansa.yaml, from the same tiny
 SAM2), and is tested on the 5 held-out classes, for each class family given
 (`--families`: hue and shape by default, texture too on request), the families side by side, one

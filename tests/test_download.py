@@ -430,8 +430,9 @@ def test_packaged_checkpoint_with_another_config_is_refused(packaged):
 @pytest.mark.parametrize(
     "name, command",
     [
-        ("fssam2_tiny_varied", REGENERATE),
-        ("fssam2_tiny_tracking", f"{REGENERATE} --world hue --prompt-weight 0 --steps 4000"),
+        ("fssam2_tiny_pointers", REGENERATE),
+        ("fssam2_tiny_varied", f"{REGENERATE} --pointer-weight 0"),
+        ("fssam2_tiny_tracking", f"{REGENERATE} --world hue --prompt-weight 0 --pointer-weight 0 --steps 4000"),
     ],
 )
 def test_shipped_registry_entry(name, command):

@@ -16,7 +16,7 @@ from fssam2.segment import Segmenter, support_prompt
 from fssam2.synthetic import SyntheticBenchmark
 from helpers import one_line_error
 
-TRACKER = "fssam2_tiny_varied"  # the shipped tiny SAM2, pretrained on prompts
+TRACKER = "fssam2_tiny_pointers"  # the demos' tiny SAM2, pretrained on prompts
 
 
 @pytest.fixture(scope="module")

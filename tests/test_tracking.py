@@ -136,6 +136,21 @@ def test_shipped_varied_tracker_reads_its_memory_and_its_prompts():
     )
 
 
+def test_the_demos_tiny_sam2_tracks_through_both_forwards_and_decodes_prompts():
+    """fssam2_tiny_pointers, which every demo starts from: on held-out varied clips it finds the object
+    its memory shows through FS-SAM2's forward and through SANSA's (object pointers read), loses it
+    with another clip's memory or an empty one, and decodes an object from a box or clicks."""
+    from fssam2.methods import SANSA, AdapterConfig
+
+    script = load_script("pretrain_tracking")
+    model = FewShotSAM2(build_sam2("fssam2_tiny", "fssam2_tiny_pointers"))
+    sansa = SANSA(model.sam2, AdapterConfig(stages=()))
+    scores = script.evaluate(model, "varied", clips=64, seed=0, batch=16, prompts=True, sansa=sansa)
+    assert scores["true"] > 45 and scores["true"] - scores["swap"] > 25 and scores["blank"] < 10
+    assert scores["pointer_true"] > 45 and scores["pointer_true"] - scores["pointer_swap"] > 25
+    assert scores["prompt_box"] > 60 and scores["prompt_points"] > 50 and scores["prompt_point"] > 40
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, jobs):

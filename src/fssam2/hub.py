@@ -86,14 +86,23 @@ class PackagedCheckpoint(NamedTuple):
 
 # Checkpoint names loadable with no download -> where the file is and what it must be.
 PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
-    # fssam2_tiny pretrained on the varied synthetic world: tracking pairs and prompts (10000 steps,
-    # one CPU thread, seed 0); the demos start from it.
+    # fssam2_tiny pretrained on the varied synthetic world: tracking pairs through FS-SAM2's forward
+    # and SANSA's (object pointers on), and prompts (10000 steps, one CPU thread, seed 0); every demo
+    # starts from it.
+    "fssam2_tiny_pointers": PackagedCheckpoint(
+        "fssam2",
+        "checkpoints/fssam2_tiny_pointers.pt",
+        "48ff1375affad6c16c47a3bf8ea73579358c84fb95b9fe472ede116bd6283583",
+        "fssam2_tiny",
+        "python experiments/pretrain_tracking.py",
+    ),
+    # The same without SANSA's forward (its object-pointer path untrained): the demos' earlier start.
     "fssam2_tiny_varied": PackagedCheckpoint(
         "fssam2",
         "checkpoints/fssam2_tiny_varied.pt",
         "9a5927eada97dabec6fe2b36c782af4ade8ddc53f2868ef190acd9c6d2622fa8",
         "fssam2_tiny",
-        "python experiments/pretrain_tracking.py",
+        "python experiments/pretrain_tracking.py --pointer-weight 0",
     ),
     # The first tracker: fssam2_tiny pretrained on hue-coded blobs (4000 steps, one CPU thread, seed 0).
     "fssam2_tiny_tracking": PackagedCheckpoint(
@@ -101,7 +110,7 @@ PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
         "checkpoints/fssam2_tiny_tracking.pt",
         "8ec298f3a50e546184609e5b25e0b13496d1a2d9d12081f76cca9c1ad98d9b4e",
         "fssam2_tiny",
-        "python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --steps 4000",
+        "python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --pointer-weight 0 --steps 4000",
     ),
 }
 
