@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One short GPU run of fssam2's benchmarks: SAM2.1 B+ at 1024 px in bf16 on
-# one GPU; about 4 minutes on an H100 and at most ~6 (each part is bounded by `timeout`).
+# one GPU; about 6 minutes on an H100 and at most ~9 (each part is bounded by `timeout`).
 #
 #   bash experiments/gpu_check.sh [OUT]                          # on the GPU machine, repository root
 #   GPU_CHECK_SMOKE=1 bash experiments/gpu_check.sh /tmp/out     # CPU smoke test of the plumbing:
@@ -16,7 +16,9 @@
 #      back to back on tensors already on the GPU). 1000 episodes unless part 1's 5-shot latency
 #      says the runs would not fit FOLD_BUDGET_S (then fewer, for all runs alike, and the output
 #      says so); FOLD_EPISODES=N forces N.
-#   3. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
+#   3. bench_fold_cache.py --shot 1: the same fold 1-shot, every image shipped vs the lean data path,
+#      and its arithmetic floor;
+#   4. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
 # Everything lands in OUT (default runs/gpu_check), 8 files: setup.log, status.tsv, each part's
 # .log (and .json), summary.md; the last lines printed are one summary table.
 #
@@ -142,11 +144,11 @@ part() {
 }
 
 # GPU_CHECK_PARTS picks parts (default all): e.g. "fold" reruns the fold alone.
-PARTS=" ${GPU_CHECK_PARTS:-episode fold doctor} "
+PARTS=" ${GPU_CHECK_PARTS:-episode fold fold1 doctor} "
 wants() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # ---- 1. episode latency, training throughput, peak memory -------------------------------------
-rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json"
+rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json" "$OUT/bench_fold_1shot.json"
 wants episode && part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
     --on-mismatch warn "${EPISODE_ARGS[@]}" --json "$OUT/bench_episode.json"
 
@@ -172,7 +174,11 @@ fi
 wants fold && part bench_fold_cache "$FOLD_TIMEOUT" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
     --episodes "$EPISODES" "${FOLD_ARGS[@]}" --json "$OUT/bench_fold_cache.json"
 
-# 3. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
+# ---- 3. the same fold 1-shot: every image shipped vs lean, and its floor ---------------------------
+wants fold1 && part bench_fold_1shot "${FOLD1_TIMEOUT:-150}" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
+    --episodes "$EPISODES" "${FOLD_ARGS[@]}" --shot 1 --only full lean --json "$OUT/bench_fold_1shot.json"
+
+# 4. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
 #    step (1 and 2 episodes, extrapolated to the config's batch). No data here, so it exits 1.
 if [ -n "${GPU_CHECK_SMOKE:-}" ]; then DOCTOR=(--config tests/configs/tiny.yaml --measure); else DOCTOR=(--config configs/pascal_fold0.yaml); fi
 wants doctor && part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
@@ -195,7 +201,7 @@ def load(name):
 
 
 status = [line.split("\t") for line in (out / "status.tsv").read_text().splitlines()[1:]]
-ep, fold = load("bench_episode.json"), load("bench_fold_cache.json")
+ep, fold, fold1 = load("bench_episode.json"), load("bench_fold_cache.json"), load("bench_fold_1shot.json")
 rows = []  # (measure, published loop / no cache, fssam2 / cache, ratio)
 where, what = "?", "fssam2 gpu_check"
 if ep:
@@ -261,6 +267,15 @@ if fold:
     if any(p is not None for p in peaks.values()):
         cached = " / ".join(f"{p:.1f}" for n, p in peaks.items() if runs[n] is not base)
         rows.append(("fold peak GPU GiB per run", f"{peaks.get('published loop (no cache)') or 0:.1f}", cached, ""))
+
+if fold1 and fold1.get("floor"):
+    runs1, floor1 = fold1["runs"], fold1["floor"]
+    lean1 = runs1.get("fssam2 (feature + decoded-image cache)")
+    full1 = runs1.get("fssam2, every image shipped (lean_loading false)")
+    if lean1:
+        rows.append(("1-shot fold wall s vs its floor: every image shipped / lean (target lean <= 1.5x)",
+                     f"{full1['seconds']:.1f}" if full1 else "", f"{lean1['seconds']:.1f}",
+                     f"{lean1['seconds'] / floor1['seconds']:.2f}x the floor ({floor1['seconds']:.1f} s)"))
 
 parts = ", ".join(f"{n} exit {e}{' (TIMED OUT)' if e == '124' else ''} in {s} s" for n, e, s in status)
 print(f"## gpu_check summary: {where}; total {total} s; {parts}")
