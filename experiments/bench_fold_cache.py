@@ -19,6 +19,12 @@ Beside the runs, the fold's arithmetic floor, measured in the same process: the 
 passes (the fold's distinct images), memory-encoder passes and mask decodes the lean run asked
 for, run back to back in batches of --batch-size on random tensors already on the device, in the
 runs' precision. The lean run's wall time against it says what the data path and the rest cost.
+
+`--only train` measures training instead: `fssam2 fit` (the published recipe's LoRA step, batch
+--batch-size, 1-shot, augmentation on) on a training split of the same kind written beside the fold
+(fold 0's 15 training classes, --train-images images), its real data loader and workers, steps
+timed from the Trainer after --train-warmup warm-up steps: episodes/s to set beside
+bench_episode.py's model-only step on the same device.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+import lightning as L  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -71,6 +78,82 @@ def write_fold(root: Path, queries: int, side: int, seed: int) -> dict[int, int]
     return {c: len(v) for c, v in by_class.items()}
 
 
+def write_train_split(root: Path, images: int, side: int, seed: int) -> None:
+    """VOC2012 images and pascal/fss_list/train/*_0.txt for `images` images of fold 0's training
+    classes (6-20), each showing one of them (cycling) among distractors."""
+    bench = SyntheticBenchmark(image_size=side, pool_sizes=(1, 1, images), seed=seed)
+    voc = root / "VOC2012"
+    ids, by_class = [], {c: [] for c in range(6, 21)}
+    for i in range(images):
+        image_id = f"2007_{i:06d}"
+        image, label = bench.render("test", i, top_class=6 + i % 15)
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
+        label = np.where((label >= 1) & (label <= 5), 0, label).astype(np.uint8)  # held-out classes unlabelled
+        Image.fromarray(label).save(voc / "SegmentationClassAug" / f"{image_id}.png")
+        present = [c for c in by_class if (label == c).sum() >= bench.min_pixels]
+        if present:
+            ids.append(image_id)
+            for c in present:
+                by_class[c].append(image_id)
+    lists = root / "splits" / "pascal" / "fss_list" / "train"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "data_list_0.txt").write_text("".join(f"{i}\n" for i in ids))
+    (lists / "sub_class_file_list_0.txt").write_text(repr(by_class))
+
+
+class StepTimes(L.Callback):
+    """Time between the ends of consecutive training steps (the device synchronised): the whole
+    period of a step, the wait for the data loader included."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._last: float | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if self._last is not None:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def train_throughput(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Training episodes/s through the real data loader (`fssam2 fit`, no validation)."""
+    write_train_split(root, args.train_images, args.image_side, seed=1)
+    precision = ["--trainer.precision", args.precision] if args.precision else []
+    steps = args.train_warmup + args.train_steps
+    cli = run_cli(
+        [
+            "--config", str(Path(__file__).parents[1] / "configs" / "pascal_fold0.yaml"),
+            "--data.root", str(root), "--data.splits_dir", str(root / "splits"),
+            "--data.shot", "1", "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
+            "--model.sam2_config", args.sam2, "--model.image_size", str(args.image_size),
+            "--model.sam2_checkpoint", "random",
+            "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "0",
+            "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", str(root / "runs" / "train"),
+            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.accelerator", args.device, *precision,
+        ],
+        run=False,
+    )  # fmt: skip
+    timer = StepTimes()
+    cli.trainer.callbacks.append(timer)  # type: ignore[attr-defined]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    timed = sorted(timer.times[max(0, args.train_warmup - 1) :])  # periods after the warm-up steps
+    median = timed[len(timed) // 2]
+    result = {
+        "steps": len(timed),
+        "median_step_s": median,
+        "episodes_per_s": args.batch_size / median,
+        "precision": str(cli.trainer.precision),
+    }
+    print(f"- training with the real data loader: {result['episodes_per_s']:.2f} episodes/s "
+          f"({args.batch_size} one-shot episodes a step, median of {len(timed)} steps after {args.train_warmup} "
+          f"warm-up, {args.num_workers} workers, precision {result['precision']})", flush=True)  # fmt: skip
+    return result
+
+
 RUNS = {  # name -> (feature cache, decoded-image cache, lean data path)
     "published loop (no cache)": ("null", "0", "false"),
     "fssam2, feature cache only": ("{}", "0", "true"),
@@ -78,7 +161,7 @@ RUNS = {  # name -> (feature cache, decoded-image cache, lean data path)
     "fssam2 (feature + decoded-image cache)": ("{}", "512", "true"),
 }
 LEAN = "fssam2 (feature + decoded-image cache)"  # fssam2's defaults
-SHORT = dict(zip(("published", "feature", "full", "lean"), RUNS, strict=True))  # --only's names
+SHORT = dict(zip(("published", "feature", "full", "lean"), RUNS, strict=True))  # --only's names (and train)
 
 
 def batch_bytes(args: argparse.Namespace) -> int:
@@ -213,8 +296,15 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the numbers here (rewritten after each run)")
     parser.add_argument(
-        "--only", nargs="+", choices=list(SHORT), default=list(SHORT), help="runs to make (lean is always made)"
+        "--only",
+        nargs="+",
+        choices=[*SHORT, "train"],
+        default=list(SHORT),
+        help="runs to make (lean is always made); train: the training measurement alone",
     )
+    parser.add_argument("--train-images", type=int, default=600, help="--only train: images of the training split")
+    parser.add_argument("--train-steps", type=int, default=30, help="--only train: steps timed")
+    parser.add_argument("--train-warmup", type=int, default=5, help="--only train: steps not timed")
     args = parser.parse_args()
     sys.argv[1:] = []  # LightningCLI gets its arguments from run(): it would warn about these on every run
     if args.num_workers == "auto":
@@ -231,6 +321,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fssam2-fold-") as tmp:
         root = Path(tmp)
         per_class = write_fold(root, args.queries, args.image_side, seed=0)
+        if args.only == ["train"]:
+            train = train_throughput(root, args)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({"device": device, "settings": settings, "train": train}, indent=2))
+            return
         for name in [SHORT[n] for n in SHORT if n in args.only or n == "lean"]:
             results[name] = run(root, args, name)
             if args.json:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU run of fssam2's benchmarks: SAM2.1 B+ at 1024 px in bf16 on
-# one GPU; about 6 minutes on an H100 and at most ~9 (each part is bounded by `timeout`).
+# one GPU; about 7 minutes on an H100 and at most ~14 (each part is bounded by `timeout`; under a
+# 10-minute limit per command, run it as two calls with GPU_CHECK_PARTS, e.g. "episode fold" then "fold1 train doctor").
 #
 #   bash experiments/gpu_check.sh [OUT]                          # on the GPU machine, repository root
 #   GPU_CHECK_SMOKE=1 bash experiments/gpu_check.sh /tmp/out     # CPU smoke test of the plumbing:
@@ -18,7 +19,9 @@
 #      says so); FOLD_EPISODES=N forces N.
 #   3. bench_fold_cache.py --shot 1: the same fold 1-shot, every image shipped vs the lean data path,
 #      and its arithmetic floor;
-#   4. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
+#   4. bench_fold_cache.py --only train: training episodes/s through `fssam2 fit` with the real data
+#      loader (8 one-shot episodes a step), beside part 1's model-only step;
+#   5. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
 # Everything lands in OUT (default runs/gpu_check), 8 files: setup.log, status.tsv, each part's
 # .log (and .json), summary.md; the last lines printed are one summary table.
 #
@@ -144,11 +147,11 @@ part() {
 }
 
 # GPU_CHECK_PARTS picks parts (default all): e.g. "fold" reruns the fold alone.
-PARTS=" ${GPU_CHECK_PARTS:-episode fold fold1 doctor} "
+PARTS=" ${GPU_CHECK_PARTS:-episode fold fold1 train doctor} "
 wants() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # ---- 1. episode latency, training throughput, peak memory -------------------------------------
-rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json" "$OUT/bench_fold_1shot.json"
+rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json" "$OUT/bench_fold_1shot.json" "$OUT/bench_train.json"
 wants episode && part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
     --on-mismatch warn "${EPISODE_ARGS[@]}" --json "$OUT/bench_episode.json"
 
@@ -178,7 +181,12 @@ wants fold && part bench_fold_cache "$FOLD_TIMEOUT" "$PY" experiments/bench_fold
 wants fold1 && part bench_fold_1shot "${FOLD1_TIMEOUT:-150}" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
     --episodes "$EPISODES" "${FOLD_ARGS[@]}" --shot 1 --only full lean --json "$OUT/bench_fold_1shot.json"
 
-# 4. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
+# ---- 4. training with the real data loader, beside part 1's model-only step ---------------------
+if [ -n "$SMOKE" ]; then TRAIN_ARGS=(--train-images 60 --train-steps 3 --train-warmup 1); else TRAIN_ARGS=(--train-steps 30 --train-warmup 5); fi
+wants train && part bench_train "${TRAIN_TIMEOUT:-150}" "$PY" experiments/bench_fold_cache.py --device "$DEVICE" \
+    "${FOLD_ARGS[@]}" --only train "${TRAIN_ARGS[@]}" --json "$OUT/bench_train.json"
+
+# 5. fssam2 doctor on the published config: devices, bf16, and the measured memory of one training
 #    step (1 and 2 episodes, extrapolated to the config's batch). No data here, so it exits 1.
 if [ -n "${GPU_CHECK_SMOKE:-}" ]; then DOCTOR=(--config tests/configs/tiny.yaml --measure); else DOCTOR=(--config configs/pascal_fold0.yaml); fi
 wants doctor && part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
@@ -202,6 +210,7 @@ def load(name):
 
 status = [line.split("\t") for line in (out / "status.tsv").read_text().splitlines()[1:]]
 ep, fold, fold1 = load("bench_episode.json"), load("bench_fold_cache.json"), load("bench_fold_1shot.json")
+train = load("bench_train.json")
 rows = []  # (measure, published loop / no cache, fssam2 / cache, ratio)
 where, what = "?", "fssam2 gpu_check"
 if ep:
@@ -276,6 +285,16 @@ if fold1 and fold1.get("floor"):
         rows.append(("1-shot fold wall s vs its floor: every image shipped / lean (target lean <= 1.5x)",
                      f"{full1['seconds']:.1f}" if full1 else "", f"{lean1['seconds']:.1f}",
                      f"{lean1['seconds'] / floor1['seconds']:.2f}x the floor ({floor1['seconds']:.1f} s)"))
+
+if train:
+    t = train["train"]
+    model_only = None
+    if ep:
+        m = next(iter(ep["models"].values()))
+        model_only = m["train_batch"] / (m["training"]["fssam2"]["median_ms"] / 1e3)
+    rows.append((f"training episodes/s: model-only step (part 1) / fssam2 fit with its data loader ({train['settings']['num_workers']} workers)",
+                 f"{model_only:.2f}" if model_only else "", f"{t['episodes_per_s']:.2f}",
+                 f"{t['episodes_per_s'] / model_only:.2f}x" if model_only else ""))
 
 parts = ", ".join(f"{n} exit {e}{' (TIMED OUT)' if e == '124' else ''} in {s} s" for n, e, s in status)
 print(f"## gpu_check summary: {where}; total {total} s; {parts}")
