@@ -325,8 +325,8 @@ class FSSAM2Module(L.LightningModule):
     def _step(self, batch: dict[str, Any], split: str) -> tuple[torch.Tensor | None, list[torch.Tensor], Forward]:
         """Loss at the input size, metric where the method scores (`FewShotMethod.score`: each
         query's original size unless the method's official evaluation says otherwise); returns (loss,
-        predictions, the supports' masks as their memories saw them). A support-gap batch (swapped
-        supports) counts for the support gap alone: its loss is None."""
+        predictions, the batch's `Forward`). A support-gap batch (swapped supports) counts for the
+        support gap alone: its loss is None."""
         forward = self._logits(batch, split)
         logits = forward.logits
         targets = batch["query_target"]
