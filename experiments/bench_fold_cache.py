@@ -19,6 +19,8 @@ Beside the runs, the fold's arithmetic floor, measured in the same process: the 
 passes (the fold's distinct images), memory-encoder passes and mask decodes the lean run asked
 for, run back to back in batches of --batch-size on random tensors already on the device, in the
 runs' precision. The lean run's wall time against it says what the data path and the rest cost.
+Each run also gives its peak GPU memory (on a GPU) and its peak host memory, this process and its
+data-loading workers together, sampled every 50 ms (`fssam2.meters.HostMemory`).
 
 `--only train` measures training instead: `fssam2 fit` (the published recipe's LoRA step, batch
 --batch-size, 1-shot, augmentation on) on a training split of the same kind written beside the fold
@@ -47,6 +49,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fssam2.cli import run_cli  # noqa: E402
+from fssam2.meters import HostMemory  # noqa: E402
 from fssam2.synthetic import SyntheticBenchmark  # noqa: E402
 
 HELD_OUT = [1, 2, 3, 4, 5]  # PASCAL-5i fold 0
@@ -214,13 +217,16 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    with HostMemory() as host:  # this process and its data-loading workers
+        metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    result = {"seconds": seconds, "passes": encoded[0], "precision": str(cli.trainer.precision), **metrics}
+    result = {"seconds": seconds, "passes": encoded[0], "precision": str(cli.trainer.precision),
+              "peak_host_gib": host.peak / 2**30, "host_rise_gib": host.rise / 2**30, **metrics}  # fmt: skip
     print(
         f"- {name}: {seconds:.1f} s, {encoded[0]} encoder passes, precision {result['precision']}"
-        + (f", peak GPU memory {peak:.1f} GiB" if cuda else ""),
+        + (f", peak GPU memory {peak:.1f} GiB" if cuda else "")
+        + f", peak host memory {host.peak / 2**30:.2f} GiB ({host.rise / 2**30:.2f} above its start, workers included)",
         flush=True,
     )
     del cli

@@ -16,7 +16,8 @@ do not depend on the weights), one data-loading process, and print side by side:
    processes together vs the floor, metrics against 1 process (exactly equal?);
 4. (`--only lean`) PASCAL-5i folds 0 and 2, 5-shot, default budget: the lean data path (the default)
    against `data.lean_loading false` in the same run: images read, resized and shipped to the model
-   and their uint8 bytes, beside the floor (distinct images x one image's bytes), metrics equal?
+   and their uint8 bytes, beside the floor (distinct images x one image's bytes), the peak host memory
+   of the run above its start (sampled every 50 ms; the feature cache is most of it), metrics equal?
 
 The image-encoder passes are the cache's own counters, summed over processes; in 1-process runs a
 forward hook on the image encoder counts the images it encodes, independently.
@@ -44,6 +45,7 @@ from fssam2.benchmarks import fold_lists  # noqa: E402
 from fssam2.build import build_sam2  # noqa: E402
 from fssam2.cli import run_cli  # noqa: E402
 from fssam2.episodes import ClassFirstEpisodes, coco_classes  # noqa: E402
+from fssam2.meters import HostMemory  # noqa: E402
 from fssam2.methods.fssam2 import FewShotSAM2  # noqa: E402
 from fssam2.plan import index_batches  # noqa: E402
 from fssam2.plan_report import distinct_images, entry_bytes, simulate  # noqa: E402
@@ -127,10 +129,11 @@ def test(root: Path, benchmark: str, fold: int, args: argparse.Namespace, name: 
             lambda m, inp, out: encoded.__setitem__(0, encoded[0] + len(inp[0]))
         )
     start = time.perf_counter()
-    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    with HostMemory() as host:
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     metrics = {k: v.item() for k, v in cli.trainer.callback_metrics.items()}
     return {"seconds": time.perf_counter() - start, "hook": encoded[0] if cli.trainer.world_size == 1 else None,
-            "datamodule": cli.datamodule, **metrics}  # fmt: skip
+            "datamodule": cli.datamodule, "host_rise": host.rise, **metrics}  # fmt: skip
 
 
 def scored(r: dict) -> dict[str, float]:
@@ -202,8 +205,9 @@ def lean_runs(roots: dict[int, Path], args: argparse.Namespace) -> None:
     """Lean vs full data path on PASCAL-5i folds, default budget, side by side."""
     print(f"\nThe lean data path: PASCAL-5i, {args.shot}-shot, {args.episodes} episodes (and the 50 support-gap "
           f"items); tiny at {args.image_size} px; default budget")  # fmt: skip
-    print("\n| fold | data path | images shipped | x floor (distinct images) | read late | MB shipped | x floor bytes | wall time | mIoU | FB-IoU |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| fold | data path | images shipped | x floor (distinct images) | read late | MB shipped | x floor bytes "
+          "| peak host memory above start | wall time | mIoU | FB-IoU |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     image = 3 * args.image_size**2  # uint8 bytes of one image at the input size
     for fold, root in roots.items():
         runs = {
@@ -213,7 +217,8 @@ def lean_runs(roots: dict[int, Path], args: argparse.Namespace) -> None:
         for name, r in runs.items():
             shipped, floor = int(r["test/images_shipped"]), int(r["test/distinct_images"])
             print(f"| {fold} | {name} | {shipped} | {shipped / floor:.3f} ({floor}) | {int(r['test/images_read_late'])} "
-                  f"| {shipped * image / 2**20:.1f} | {shipped / floor:.3f} | {r['seconds']:.0f} s | {r['test/miou']!r} | {r['test/fbiou']!r} |")  # fmt: skip
+                  f"| {shipped * image / 2**20:.1f} | {shipped / floor:.3f} | {r['host_rise'] / 2**20:.0f} MB "
+                  f"| {r['seconds']:.0f} s | {r['test/miou']!r} | {r['test/fbiou']!r} |")  # fmt: skip
         full, lean = (scored(r) for r in runs.values())
         differ = [k for k in full if full[k] != lean[k]]
         print(f"fold {fold}: every metric of the lean path {'exactly equal' if not differ else f'NOT equal: {differ}'} to the full path's")  # fmt: skip

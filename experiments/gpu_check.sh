@@ -276,6 +276,10 @@ if fold:
     if any(p is not None for p in peaks.values()):
         cached = " / ".join(f"{p:.1f}" for n, p in peaks.items() if runs[n] is not base)
         rows.append(("fold peak GPU GiB per run", f"{peaks.get('published loop (no cache)') or 0:.1f}", cached, ""))
+    hosts = {n: r.get("peak_host_gib") for n, r in runs.items()}
+    if all(h is not None for h in hosts.values()):
+        cached = " / ".join(f"{h:.2f}" for n, h in hosts.items() if runs[n] is not base)
+        rows.append(("fold peak host GiB per run (process and its workers)", f"{hosts.get('published loop (no cache)') or 0:.2f}", cached, ""))
 
 if fold1 and fold1.get("floor"):
     runs1, floor1 = fold1["runs"], fold1["floor"]

@@ -4,7 +4,11 @@ processes, Belady's rule in the feature cache, the replay against real runs, the
 import itertools
 import json
 import math
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +18,7 @@ from fssam2.cache import CacheConfig, FeatureCache, Residency
 from fssam2.cli import run_cli
 from fssam2.data import SyntheticDataModule, collate_episodes
 from fssam2.episodes import EVAL_EPOCH
-from fssam2.meters import FLOAT32, Precision, parse_precision
+from fssam2.meters import FLOAT32, HostMemory, Precision, parse_precision, tree_rss
 from fssam2.methods.fssam2 import FewShotSAM2
 from fssam2.module import FSSAM2Module
 from fssam2.plan import MIN_UNIT_BATCHES, PlanSampler, Shown, build_plan, index_batches, trace
@@ -228,6 +232,21 @@ def test_one_precision_parser_names_a_bad_value():
     assert parse_precision("16-true").weights == torch.float16 and parse_precision("16-mixed").weights is None
     with pytest.raises(InputError, match=r"trainer.precision=bf32 is not a Lightning precision"):
         parse_precision("bf32")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="HostMemory reads Linux's /proc")
+def test_host_memory_counts_the_workers_too():
+    """A data-loading worker's memory is the host's too: a child holding 200 MB raises the peak by about that."""
+    with HostMemory(interval=0.01) as quiet:
+        pass
+    hold = "b = bytearray(200 * 2**20); import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+    with HostMemory(interval=0.01) as busy:
+        child = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        assert tree_rss(os.getpid()) - tree_rss(child.pid) >= quiet.peak * 0.5  # the tree sums the child apart
+        child.communicate("")
+    assert busy.rise >= 190 * 2**20 and busy.peak - quiet.peak >= 190 * 2**20
+    assert tree_rss(2**22 + 12345) == 0  # no such process
 
 
 def test_half_narrows_float32_only():

@@ -1,6 +1,7 @@
 """Measuring a run: its peak memory, and what a Trainer precision means for the tensors.
 
-One home for both, used by `fssam2 doctor`, the plan report and `experiments/bench_episode.py`.
+One home for both, used by `fssam2 doctor`, the plan report and the scripts under `experiments/`:
+`PeakMemory` for one process (or the device), `HostMemory` for a process and its data-loading workers.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +69,73 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device)
         return status_bytes("VmHWM")
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants (Linux /proc; 0 for a process gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/PID/stat: "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            rss = next(ln for ln in Path(f"/proc/{p}/status").read_text().splitlines() if ln.startswith("VmRSS:"))
+            total += int(rss.split()[1]) * 1024
+        except (OSError, StopIteration):
+            pass  # exited, or a kernel thread without memory
+        todo.extend(children.get(p, []))
+    return total
+
+
+class HostMemory:
+    """Peak host memory of this process and its descendants (data-loading workers included), sampled
+    by a background thread every `interval` seconds while inside `with`: a sampled peak, so a spike
+    shorter than the interval can be missed. `at_start` is the level on entering (after freeing what
+    is garbage), `rise` the peak above it. Linux only."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        if not Path("/proc/self/status").exists():
+            raise InputError("Measuring host memory needs Linux's /proc: run this on Linux.")
+        self.interval = interval
+        self.peak = 0  # bytes, the largest sum seen
+        self.at_start = 0  # bytes, on entering
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, tree_rss(os.getpid()))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    @property
+    def rise(self) -> int:
+        return self.peak - self.at_start
+
+    def __enter__(self) -> HostMemory:
+        gc.collect()
+        if LIBC is not None:
+            LIBC.malloc_trim(0)
+        self._stop.clear()
+        self.at_start = self.peak = tree_rss(os.getpid())
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
 
 
 @dataclass(frozen=True)
