@@ -159,8 +159,8 @@ def test_a_prompted_support_is_decoded_alone_and_its_mask_replaces_the_true_one(
     one = model.support_masks_from_prompts(images[1:2], masks[1:2], coords[1:2, :2], labels[1:2])
     assert torch.equal(out[1], one[0])  # padding and batch mates change nothing
     feats = model.encode_images(images[:1])
-    logits = model.prompted_logits(feats, coords[:1, :1], labels[:1, :1])
-    assert logits.shape == (1, 1, size // 4, size // 4)
+    logits, token = model.prompted_decode(feats, coords[:1, :1], labels[:1, :1])
+    assert logits.shape == (1, 1, size // 4, size // 4) and token.shape == (1, model.sam2.hidden_dim)
     up = torch.nn.functional.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
     assert torch.equal(out[0], (up[0, 0] > 0).float())
     assert SAM2Method.PROMPT_MULTIMASK_POINTS == 1  # one click: multimask, as SAM2's video predictor

@@ -11,7 +11,7 @@ from fssam2 import InputError, build_sam2
 from fssam2.annotations import pad_prompts
 from fssam2.benchmarks import read_image, write_png
 from fssam2.cli import run_cli
-from fssam2.methods import FewShotSAM2
+from fssam2.methods import SANSA, FewShotSAM2
 from fssam2.segment import Segmenter, support_prompt
 from fssam2.synthetic import SyntheticBenchmark
 from helpers import one_line_error
@@ -59,6 +59,23 @@ def test_a_box_support_is_decoded_at_input_size_and_its_memory_is_the_decoded_ma
     mixed = segmenter()
     mixed.set_support([image, image], [mask, {"box": box}])  # a mask and a prompt side by side
     assert np.array_equal(mixed.support_masks[0], mask) and np.array_equal(mixed.support_masks[1], decoded)
+
+
+def test_a_sansa_segmenter_gives_its_memory_the_prompted_decode_as_its_code_does(scene):
+    image, mask, box = scene
+    seg = Segmenter(SANSA(build_sam2("fssam2_tiny", TRACKER)))
+    seg.set_support([image], [{"box": box}])
+    model, size = seg.model, seg.model.image_size
+    scale = np.array([size / image.shape[1], size / image.shape[0]], np.float32)
+    coords, labels = pad_prompts([np.asarray(box, np.float32).reshape(2, 2) * scale], [np.array([2, 3])])
+    query = seg._input(image)
+    with torch.inference_mode():
+        decoded = model.support_masks_from_prompts(query, torch.zeros(1, size, size), coords, labels)
+        prompted = model.encode_support(query[None], decoded[None], (coords[None], labels[None]))
+        as_mask = model.encode_support(query[None], decoded[None])
+    (ours,), (theirs,), (mask_path,) = seg._memory, prompted, as_mask
+    assert all(torch.equal(ours[k], theirs[k]) for k in ("memory", "pointer"))
+    assert not torch.allclose(ours["pointer"], mask_path["pointer"])  # not the decoded mask as a mask
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,8 @@ class FSSAM2Module(L.LightningModule):
         support_images, query_images = self._images(batch, split, keys)
         supports, queries = normalise(support_images), normalise(query_images)  # uint8 -> float
         masks = self._support_masks(batch, supports, split, keys)
-        return Forward(self.model(supports, masks, queries, keys), masks, support_images, query_images)
+        prompts = (batch["support_points"], batch["support_labels"]) if "support_labels" in batch else None
+        return Forward(self.model(supports, masks, queries, keys, prompts), masks, support_images, query_images)
 
     def _images(self, batch: dict[str, Any], split: str, keys: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's support images [B, K, 3, S, S] and queries [B, 3, S, S], uint8. A lean batch

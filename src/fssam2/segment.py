@@ -309,11 +309,11 @@ class Segmenter:
             binary.append(cv2.resize(fg.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST))
         batch = torch.cat([self._input(im) for im in rgb])  # [K, 3, S, S]
         masks_t = torch.from_numpy(np.stack(binary)).float().to(self.device)  # [K, S, S]
+        weak: tuple[torch.Tensor, torch.Tensor] | None = None
         if any(len(labels) for _, labels in prompts):
             coords_t, labels_t = pad_prompts([c for c, _ in prompts], [lab for _, lab in prompts])
-            masks_t = self.model.support_masks_from_prompts(
-                batch, masks_t, coords_t.to(self.device), labels_t.to(self.device)
-            )
+            weak = (coords_t.to(self.device), labels_t.to(self.device))
+            masks_t = self.model.support_masks_from_prompts(batch, masks_t, *weak)
             empty = [name for name, m in zip(names, masks_t, strict=True) if not m.any()]
             if empty:
                 raise InputError(
@@ -325,7 +325,9 @@ class Segmenter:
             else cv2.resize(m.cpu().numpy().astype(np.uint8), im.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
             for fg, m, im in zip(own_masks, masks_t, rgb, strict=True)
         ]
-        self._memory = self.model.encode_support(batch[None], masks_t[None])
+        self._memory = self.model.encode_support(
+            batch[None], masks_t[None], None if weak is None else (weak[0][None], weak[1][None])
+        )
 
     @torch.inference_mode()
     def _logits(self, image: np.ndarray) -> torch.Tensor:

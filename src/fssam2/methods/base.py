@@ -20,6 +20,10 @@ from fssam2.cache import FeatureCache
 from fssam2.errors import InputError
 from fssam2.metric import IGNORE, score_at_original_size
 
+# Weak supports' prompts: coords [B, K, P, 2] (x, y in input pixels), labels [B, K, P] (1 a
+# foreground point, 2 / 3 box corners, -1 padding; a support of padding only shows its mask).
+Prompts = tuple[torch.Tensor, torch.Tensor]
+
 
 def bce_dice_per_episode(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy + Dice (on the sigmoid) of each episode, [B].
@@ -73,8 +77,12 @@ class FewShotMethod(nn.Module, ABC):
         """The square input size S."""
 
     @abstractmethod
-    def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> Any:
-        """Support -> memory: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1}."""
+    def encode_support(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, prompts: Prompts | None = None
+    ) -> Any:
+        """Support -> memory: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1}.
+        `prompts`: the weak supports' prompts, whose decoded masks (`support_masks_from_prompts`)
+        `support_masks` holds; a method whose memory reads the prompted decode itself reads them."""
 
     @abstractmethod
     def segment(self, query_images: torch.Tensor, memory: Any) -> torch.Tensor:
@@ -91,9 +99,10 @@ class FewShotMethod(nn.Module, ABC):
         support_masks: torch.Tensor,
         query_images: torch.Tensor,
         keys: Any = None,
+        prompts: Prompts | None = None,
     ) -> torch.Tensor:
         """One batch of episodes -> query logits [B, 1, S, S] (`segment(encode_support(...))`,
-        with the feature cache when one is set and `keys` are given)."""
+        with the feature cache when one is set and `keys` are given; `prompts` as `encode_support`)."""
 
     def check_inputs(
         self, support_images: torch.Tensor, support_masks: torch.Tensor, query_images: torch.Tensor

@@ -18,7 +18,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from fssam2.annotations import PAD_LABEL
 from fssam2.cache import FeatureCache, image_key, memory_key
 from fssam2.errors import InputError
-from fssam2.methods.base import FewShotMethod
+from fssam2.methods.base import FewShotMethod, Prompts
 
 
 @dataclass
@@ -147,15 +147,18 @@ class SAM2Method(FewShotMethod):
         """The settings SAM2's mask decoder runs under while decoding a prompted support."""
         return contextlib.nullcontext()
 
-    def prompted_logits(self, image: ImageFeatures, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def prompted_decode(
+        self, image: ImageFeatures, coords: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One image prompted with points [1, P, 2] (x, y in SAM2's input pixels) and labels [1, P],
         decoded without memory (the no-memory embedding added, as SAM2's video predictor decodes a
-        prompted frame): the low-resolution logits [1, 1, S/4, S/4] SAM2 keeps."""
+        prompted frame): the low-resolution logits [1, 1, S/4, S/4] SAM2 keeps and the mask
+        decoder's output token of that mask [1, C] (what SAM2 projects to an object pointer)."""
         multimask = labels.shape[1] <= self.PROMPT_MULTIMASK_POINTS
         emb = image.embedding + self.sam2.no_mem_embed.view(1, -1, 1, 1)  # [1, C, h, w]
         sparse, dense = self.sam2.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
         with self.prompt_decoder():
-            masks, iou, _, _ = self.sam2.sam_mask_decoder(
+            masks, iou, tokens, _ = self.sam2.sam_mask_decoder(
                 image_embeddings=emb,
                 image_pe=self.sam2.sam_prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
@@ -164,7 +167,10 @@ class SAM2Method(FewShotMethod):
                 repeat_image=False,
                 high_res_features=image.high_res,
             )
-        return masks[:, iou[0].argmax()][:, None] if multimask else masks[:, :1]
+        if not multimask:
+            return masks[:, :1], tokens[:, 0]
+        best = int(iou[0].argmax())
+        return masks[:, best][:, None], tokens[:, best if tokens.shape[1] > 1 else 0]
 
     @torch.no_grad()
     def support_masks_from_prompts(
@@ -193,7 +199,7 @@ class SAM2Method(FewShotMethod):
         feats = self.encode_images(images, None if keys is None else [keys[i] for i in weak])
         for j, i in enumerate(weak):
             real = labels[i] != PAD_LABEL
-            logits = self.prompted_logits(
+            logits, _ = self.prompted_decode(
                 feats.select(slice(j, j + 1)), coords[i, real][None].float() * (size / side), labels[i, real][None]
             )
             up = F.interpolate(logits.float(), size=(side, side), mode="bilinear", align_corners=False)
@@ -232,18 +238,27 @@ class SAM2Method(FewShotMethod):
         return image_features(self.sam2, images)
 
     @abstractmethod
-    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """What the feature cache keeps of each of N supports' memory: features of N images and
-        masks [N, S, S] -> N tuples of tensors (maps [C, h, w] and any per-support vectors)."""
+    def cached_memories(
+        self, feats: ImageFeatures, masks: torch.Tensor, prompts: Prompts | None = None
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """What the feature cache keeps of each of N supports' memory: features of N images, masks
+        [N, S, S] and their prompts (coords [N, P, 2], labels [N, P]) -> N tuples of tensors (maps
+        [C, h, w] and any per-support vectors)."""
 
     def cached_support_memories(
-        self, supports: torch.Tensor, masks: torch.Tensor, queries: torch.Tensor, keys: EpisodeKeys
+        self,
+        supports: torch.Tensor,
+        masks: torch.Tensor,
+        queries: torch.Tensor,
+        keys: EpisodeKeys,
+        prompts: Prompts | None = None,
     ) -> tuple[ImageFeatures, list[tuple[torch.Tensor, ...]], torch.Tensor]:
         """Through the feature cache: each support's memory entry (`cached_memories`) in
         `keys.memories` order, the queries' features, and the memory position encoding [1, ...].
         A support's image is encoded only when its memory is not held; those images and the
         queries go through the image encoder in one call. supports [B*K, 3, S, S], masks
-        [B*K, S, S], queries [B, 3, S, S]; a feature cache must be set."""
+        [B*K, S, S], queries [B, 3, S, S], prompts (coords [B*K, P, 2], labels [B*K, P]) or None;
+        a feature cache must be set."""
         cache = self.feature_cache
         assert cache is not None, "forward calls this only with a feature cache"
         held = cache.lookup("memory", keys.memories)
@@ -257,7 +272,9 @@ class SAM2Method(FewShotMethod):
         )
         fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
         if new:
-            fresh = dict(zip(missing, self.cached_memories(feats.select(slice(0, len(new))), masks[new]), strict=True))
+            given = None if prompts is None else (prompts[0][new], prompts[1][new])
+            memories = self.cached_memories(feats.select(slice(0, len(new))), masks[new], given)
+            fresh = dict(zip(missing, memories, strict=True))
             cache.store("memory", list(fresh), list(fresh.values()))
         entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
         assert self._memory_position is not None, "cached_memories sets it on the first miss of a fresh cache"

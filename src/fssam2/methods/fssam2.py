@@ -31,6 +31,7 @@ from fssam2.lora import (
     unmerge_lora_,
     unmerged_weights,
 )
+from fssam2.methods.base import Prompts
 from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method, no_prompt
 
 # Ground-truth support masks become logits as SAM2 does for mask inputs: sigmoid(-10) ~ 0.
@@ -138,9 +139,11 @@ class FewShotSAM2(SAM2Method):
         load_lora_state_dict(self, state)
 
     def encode_support(
-        self, support_images: torch.Tensor, support_masks: torch.Tensor
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, prompts: Prompts | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps 1-2 for the supports: memory and its position encoding, each [K*HW, B, C_mem]."""
+        """Steps 1-2 for the supports: memory and its position encoding, each [K*HW, B, C_mem].
+        `prompts` are not read: a weak support's memory is its decoded mask in `support_masks`,
+        binarised, as SAM2's video predictor memory-encodes a prompted frame."""
         b, k = support_images.shape[:2]
         feats = self.encode_images(support_images.flatten(0, 1))
         return self.encode_memory(feats, support_masks.flatten(0, 1), b)
@@ -161,8 +164,11 @@ class FewShotSAM2(SAM2Method):
         out = self.sam2.memory_encoder(support.embedding, mask_logits, skip_mask_sigmoid=True)
         return out["vision_features"], out["vision_pos_enc"][0]
 
-    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        """Each support's memory map [C_mem, h, w] (its position encoding is kept once)."""
+    def cached_memories(
+        self, feats: ImageFeatures, masks: torch.Tensor, prompts: Prompts | None = None
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """Each support's memory map [C_mem, h, w] (its position encoding is kept once); `prompts`
+        are not read (see `encode_support`)."""
         maps, pos = self.memory_maps(feats, masks)
         self._memory_position = pos[:1].clone()  # not a view: it would hold the whole batch
         return [(m,) for m in maps]
@@ -241,12 +247,14 @@ class FewShotSAM2(SAM2Method):
         support_masks: torch.Tensor,
         query_images: torch.Tensor,
         keys: EpisodeKeys | None = None,
+        prompts: Prompts | None = None,
     ) -> torch.Tensor:
         """Segment the supports' class in each query.
 
         support_images [B, K, 3, S, S] and query_images [B, 3, S, S], normalised;
-        support_masks [B, K, S, S] in {0, 1}; keys: the images' cache keys, used when a feature
-        cache is set. Returns query logits [B, 1, S, S].
+        support_masks [B, K, S, S] in {0, 1} (a weak support's decoded mask: `prompts` are not
+        read, see `encode_support`); keys: the images' cache keys, used when a feature cache is
+        set. Returns query logits [B, 1, S, S].
         """
         self.check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]

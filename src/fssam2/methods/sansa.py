@@ -6,7 +6,9 @@ The steps follow the official code (github ClaudiaCuttano/SANSA, models/sansa/sa
    on the K supports and the query;
 2. each support mask goes SAM2's mask-as-output path: logits mask * 20 - 10, downsampled to
    S/4 (antialiased), upsampled back for the memory encoder; its object pointer comes from the
-   mask decoder prompted with the mask (single mask output);
+   mask decoder prompted with the mask (single mask output). A weak support (points, box,
+   scribble) is decoded without memory from its prompt (single mask output): its soft mask
+   (sigmoid of the logits, never binarised) is memory-encoded, its object pointer is that decode's;
 3. the query is frame K: memory attention over support 0's memory (temporal position slot
    num_maskmem - 1), supports 1..K-1 (slot K - k - 1, the latest num_maskmem - 1 frames) and
    the object pointers (support 0, then K-1 down to 1; position encoding zero), each pointer
@@ -30,9 +32,11 @@ import torch.nn.functional as F
 from sam2.modeling.sam.mask_decoder import MaskDecoder
 from sam2.modeling.sam2_base import SAM2Base
 
+from fssam2.annotations import PAD_LABEL
 from fssam2.build import build_sam2
 from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig, add_adaptformer
+from fssam2.methods.base import Prompts
 from fssam2.methods.features import ImageFeatures, SAM2Method, no_prompt
 from fssam2.metric import IGNORE
 
@@ -71,6 +75,11 @@ def focal_dice_per_episode(
     prob = prob * valid
     dice = 1 - (2 * (prob * fg).sum(1) + 1) / (prob.sum(1) + fg.sum(1) + 1)
     return focal + dice
+
+
+def flat(prompts: Prompts | None) -> Prompts | None:
+    """Prompts of B episodes' K supports ([B, K, P, 2], [B, K, P]) as B*K supports', episode-major."""
+    return None if prompts is None else (prompts[0].flatten(0, 1), prompts[1].flatten(0, 1))
 
 
 def per_support(memory: torch.Tensor, position: torch.Tensor, pointer: torch.Tensor, batch: int) -> list[dict]:
@@ -210,26 +219,38 @@ class SANSA(SAM2Method):
     def prompt_decoder(self) -> contextlib.AbstractContextManager:
         return decoder_as_sansa_builds_it(self.sam2.sam_mask_decoder)
 
-    def encode_support(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> list[dict]:
-        """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1} -> one memory
-        entry per support k (memory, its position encoding, object pointer), each batched over B."""
+    def encode_support(
+        self, support_images: torch.Tensor, support_masks: torch.Tensor, prompts: Prompts | None = None
+    ) -> list[dict]:
+        """Steps 1-2: images [B, K, 3, S, S] normalised, masks [B, K, S, S] in {0, 1}, the weak
+        supports' prompts -> one memory entry per support k (memory, its position encoding,
+        object pointer), each batched over B."""
         b, k = support_images.shape[:2]
         images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
-        return self.support_memories(self.encode_images(images), masks, b)
+        return self.support_memories(self.encode_images(images), masks, b, flat(prompts))
 
     def segment(self, query_images: torch.Tensor, memory: list[dict]) -> torch.Tensor:
         """Steps 1, 3-4: query images [B, 3, S, S] -> logits [B, 1, S, S]."""
         return self.decode(self.encode_images(self.to_sam2_size(query_images)[0]), memory)
 
-    def support_memories(self, feats: ImageFeatures, masks: torch.Tensor, batch: int) -> list[dict]:
-        """Step 2 for B*K supports (episode-major): masks [B*K, S, S] -> K entries over B."""
-        return per_support(*self.memory_entries(feats, masks), batch)
+    def support_memories(
+        self, feats: ImageFeatures, masks: torch.Tensor, batch: int, prompts: Prompts | None = None
+    ) -> list[dict]:
+        """Step 2 for B*K supports (episode-major): masks [B*K, S, S] and prompts (coords
+        [B*K, P, 2], labels [B*K, P]) -> K entries over B."""
+        return per_support(*self.memory_entries(feats, masks, prompts), batch)
 
     def memory_entries(
-        self, feats: ImageFeatures, masks: torch.Tensor
+        self, feats: ImageFeatures, masks: torch.Tensor, prompts: Prompts | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step 2 for N supports: masks [N, S, S] -> memory [N, C_mem, h, w], its position
-        encoding (the same for every support of a size), object pointer [N, C]."""
+        """Step 2 for N supports: masks [N, S, S], and for weak supports their prompts (coords
+        [N, P, 2] in input pixels, labels [N, P], -1 padding) -> memory [N, C_mem, h, w], its
+        position encoding (the same for every support of a size), object pointer [N, C].
+
+        A mask goes SAM2's mask-as-output path. A prompted support goes the official code's path
+        for a support frame with points (`_compute_decoder_out_no_mem`, then its memory with
+        `is_mask_from_pts` false): decoded without memory, its logits upsampled to S and
+        memory-encoded as a soft mask, its object pointer from that decode."""
         sam2, size = self.sam2, int(self.sam2.image_size)
         mask = masks[:, None].float()  # [N, 1, S, S]
         low = F.interpolate(
@@ -239,15 +260,31 @@ class SANSA(SAM2Method):
             align_corners=False,
             antialias=True,
         )  # [N, 1, S/4, S/4]
-        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
         pointer = self.object_pointer(feats.embedding, feats.high_res, masks=sam2.mask_downsample(mask))  # [N, C]
+        if prompts is not None:
+            coords, labels = prompts
+            weak = (labels != PAD_LABEL).any(1).nonzero()[:, 0].tolist()
+            if weak:
+                low, pointer = low.clone(), pointer.clone()
+            for i in weak:  # each decoded alone, so a support's memory never depends on the batch
+                real = labels[i] != PAD_LABEL
+                logits, token = self.prompted_decode(
+                    feats.select(slice(i, i + 1)),
+                    coords[i, real][None].float() * (size / self.image_size),
+                    labels[i, real][None],
+                )
+                low[i] = logits[0].float()
+                pointer[i] = sam2.obj_ptr_proj(token)[0]
+        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
         prob = torch.sigmoid(high) * sam2.sigmoid_scale_for_mem_enc + sam2.sigmoid_bias_for_mem_enc
         out = sam2.memory_encoder(feats.embedding, prob, skip_mask_sigmoid=True)
         return out["vision_features"], out["vision_pos_enc"][-1], pointer
 
-    def cached_memories(self, feats: ImageFeatures, masks: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    def cached_memories(
+        self, feats: ImageFeatures, masks: torch.Tensor, prompts: Prompts | None = None
+    ) -> list[tuple[torch.Tensor, ...]]:
         """Each support's memory map [C_mem, h, w] and object pointer [C] (the position encoding is kept once)."""
-        memory, position, pointer = self.memory_entries(feats, masks)
+        memory, position, pointer = self.memory_entries(feats, masks, prompts)
         self._memory_position = position[:1].clone()  # not a view: it would hold the whole batch
         return list(zip(memory, pointer, strict=True))
 
@@ -334,19 +371,21 @@ class SANSA(SAM2Method):
         support_masks: torch.Tensor,
         query_images: torch.Tensor,
         keys: Any = None,
+        prompts: Prompts | None = None,
     ) -> torch.Tensor:
         """support_images [B, K, 3, S, S] and query_images [B, 3, S, S] normalised; support_masks
-        [B, K, S, S] in {0, 1}. Returns query logits [B, 1, S, S]."""
+        [B, K, S, S] in {0, 1}; prompts: the weak supports' (their memories are read from the
+        prompted decode, `memory_entries`). Returns query logits [B, 1, S, S]."""
         self.check_inputs(support_images, support_masks, query_images)
         b, k = support_images.shape[:2]
         images, masks = self.to_sam2_size(support_images.flatten(0, 1), support_masks.flatten(0, 1))
         queries = self.to_sam2_size(query_images)[0]
         if keys is None or self.feature_cache is None:
             feats = self.encode_images(torch.cat([images, queries]))
-            supports = self.support_memories(feats.select(slice(0, b * k)), masks, b)
+            supports = self.support_memories(feats.select(slice(0, b * k)), masks, b, flat(prompts))
             return self.decode(feats.select(slice(b * k, None)), supports)
         keys.check(b, k)
-        query, entries, memory_position = self.cached_support_memories(images, masks, queries, keys)
+        query, entries, memory_position = self.cached_support_memories(images, masks, queries, keys, flat(prompts))
         memory = torch.stack([e[0] for e in entries])
         pointer = torch.stack([e[1] for e in entries])
         position = memory_position.expand(b * k, -1, -1, -1)
