@@ -266,7 +266,7 @@ class SANSA(SAM2Method):
             weak = (labels != PAD_LABEL).any(1).nonzero()[:, 0].tolist()
             if weak:
                 low, pointer = low.clone(), pointer.clone()
-            for i in weak:  # each decoded alone, so a support's memory never depends on the batch
+            for i in weak:  # each prompt decoded alone, as in support_masks_from_prompts
                 real = labels[i] != PAD_LABEL
                 logits, token = self.prompted_decode(
                     feats.select(slice(i, i + 1)),
