@@ -23,12 +23,20 @@ from fssam2.errors import InputError
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
 
 
-def status_bytes(field: str) -> int:
-    """A memory line of /proc/self/status (given in kB) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_bytes(field: str, pid: int | str = "self") -> int:
+    """A memory line of /proc/PID/status (given in kB) in bytes; KeyError when the process has none
+    (a kernel thread), OSError when it is gone."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     raise KeyError(field)
+
+
+def free_garbage() -> None:
+    """Collect garbage and give freed heap pages back, so that RSS counts live memory only."""
+    gc.collect()
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 class PeakMemory:
@@ -49,11 +57,11 @@ class PeakMemory:
 
     def settle(self) -> None:
         """Collect garbage and give freed heap pages back, so that levels count live memory only."""
-        gc.collect()
         if self.device.type == "cuda":
+            gc.collect()
             torch.cuda.synchronize(self.device)
-        elif LIBC is not None:
-            LIBC.malloc_trim(0)
+        else:
+            free_garbage()
 
     def start(self) -> None:
         self.settle()
@@ -87,9 +95,8 @@ def tree_rss(pid: int) -> int:
     while todo:
         p = todo.pop()
         try:
-            rss = next(ln for ln in Path(f"/proc/{p}/status").read_text().splitlines() if ln.startswith("VmRSS:"))
-            total += int(rss.split()[1]) * 1024
-        except (OSError, StopIteration):
+            total += status_bytes("VmRSS", p)
+        except (OSError, KeyError):
             pass  # exited, or a kernel thread without memory
         todo.extend(children.get(p, []))
     return total
@@ -123,9 +130,7 @@ class HostMemory:
         return self.peak - self.at_start
 
     def __enter__(self) -> HostMemory:
-        gc.collect()
-        if LIBC is not None:
-            LIBC.malloc_trim(0)
+        free_garbage()
         self._stop.clear()
         self.at_start = self.peak = tree_rss(os.getpid())
         self._thread = threading.Thread(target=self._run, daemon=True)
