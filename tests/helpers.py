@@ -34,3 +34,31 @@ def one_line_error(capsys, args: list[str], message: str) -> str:
     assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     return err
+
+
+class PublishedPascal:
+    """PASCAL-5i's test episodes from the published split lists alone (no images): each image shows
+    the classes its lists name, so the episodes, the plan and its support-gap items are the real fold's."""
+
+    def __new__(cls, splits_dir: Path, **kwargs):
+        from fssam2.benchmarks import fold_lists
+        from fssam2.data import FewShotDataModule
+        from fssam2.episodes import QueryCycleEpisodes
+
+        class Lists(FewShotDataModule):
+            def episodes(self, split):
+                images, by_class = fold_lists(splits_dir, "pascal", "test", self.fold)
+                present: dict[str, list[int]] = {}
+                for c, ids in by_class.items():
+                    for i in ids:
+                        present.setdefault(i, []).append(c)
+                return QueryCycleEpisodes(images, by_class, present, self.class_ids(split), self.shot,
+                                          self.split_seed(split), self.test_episodes)  # fmt: skip
+
+            def class_ids(self, split):
+                return list(range(5 * self.fold + 1, 5 * self.fold + 6))
+
+            def image_reader(self, split):
+                return None  # the plan reads no image
+
+        return Lists(**kwargs)

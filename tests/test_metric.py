@@ -17,22 +17,24 @@ def random_batch(seed, n=12, size=(17, 23)):
     target = rng.integers(0, 2, (n, *size))
     target[:, :3, :] = 255  # an ignored band, as PASCAL's boundary
     target[rng.random((n, *size)) < 0.05] = 255
-    classes = rng.choice(CLASSES[:2], n)  # class 8 never appears: its IoU is 0 and still averaged
+    classes = rng.choice(CLASSES[:2], n)  # class 8 never appears: it has no IoU and is left out of the mean
     return preds, target, classes
 
 
 def reference(preds, target, classes):
-    """Per class: summed intersections and unions of foreground and background, boundary out."""
+    """Per class: summed intersections and unions of foreground and background, boundary out; a
+    class no episode showed is NaN and left out of the mean."""
     stats = {c: np.zeros(4) for c in CLASSES}
+    seen = set(classes.tolist())
     for p, t, c in zip(preds, target, classes, strict=True):
         valid = t != 255
         for j, (a, b) in enumerate((((p == 1) & valid, (t == 1) & valid), ((p == 0) & valid, (t == 0) & valid))):
             stats[c][2 * j] += (a & b).sum()
             stats[c][2 * j + 1] += (a | b).sum()
-    per_class = [stats[c][0] / max(stats[c][1], 1) for c in CLASSES]
+    per_class = [stats[c][0] / max(stats[c][1], 1) if c in seen else np.nan for c in CLASSES]
     fg = sum(s[0] for s in stats.values()) / sum(s[1] for s in stats.values())
     bg = sum(s[2] for s in stats.values()) / sum(s[3] for s in stats.values())
-    return 100 * np.mean(per_class), 100 * (fg + bg) / 2, 100 * np.array(per_class)
+    return 100 * np.nanmean(per_class), 100 * (fg + bg) / 2, 100 * np.array(per_class)
 
 
 def test_matches_independent_computation_with_ignore():
@@ -45,7 +47,17 @@ def test_matches_independent_computation_with_ignore():
     assert result["miou"].item() == pytest.approx(miou, rel=1e-5)
     assert result["fbiou"].item() == pytest.approx(fbiou, rel=1e-5)
     np.testing.assert_allclose(result["per_class"].numpy(), per_class, rtol=1e-5)
-    assert result["per_class"][2] == 0
+    assert result["per_class"][2].isnan() and result["episodes"].tolist()[2] == 0
+    assert result["episodes"].sum() == sum(len(c) for _, _, c in batches)
+
+
+def test_a_class_with_episodes_but_no_hit_counts_zero_and_one_never_scored_is_left_out():
+    metric = FewShotIoU([1, 2, 3])
+    metric.update(torch.ones(2, 2, 2), torch.ones(2, 2, 2), torch.tensor([1, 1]))  # class 1: IoU 100
+    metric.update(torch.zeros(1, 2, 2), torch.ones(1, 2, 2), torch.tensor([2]))  # class 2 ran and missed: IoU 0
+    result = metric.compute()  # class 3 never ran
+    assert result["miou"] == 50 and result["episodes"].tolist() == [2, 1, 0]
+    assert result["per_class"][:2].tolist() == [100, 0] and result["per_class"][2].isnan()
 
 
 def test_ignored_pixels_count_for_neither_class():
@@ -151,4 +163,4 @@ def test_states_are_summed_across_processes(free_port):
     for _, m, f, alone, refused in results:
         assert m == pytest.approx(miou, rel=1e-5)
         assert f == pytest.approx(fbiou, rel=1e-5)
-        assert alone == pytest.approx([75.0, 0.0, 0.0]) and refused
+        assert alone[0] == pytest.approx(75.0) and np.isnan(alone[1:]).all() and refused

@@ -313,3 +313,32 @@ def test_swapped_supports_are_in_the_plan():
         item = dataset[(shown.index, EVAL_EPOCH)]
         assert (shown.supports, shown.support_class) == (tuple(item["supports"]), item["support_class"])
         assert shown.support_class != shown.class_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["FSSAM2", "SANSA"])
+def test_weak_supports_are_encoded_once_and_the_plan_counts_what_the_run_does(tmp_path, method):
+    chosen = ["--model.method", "fssam2.methods.SANSA"] if method == "SANSA" else []
+
+    def test(name, *options):
+        run_cli(["test", "--config", TINY, "--trainer.default_root_dir", str(tmp_path / name), *chosen,
+                 "--data.init_args.shot", "3", "--data.init_args.test_episodes", "12",
+                 "--data.init_args.support_annotation", "mixed", *options])  # fmt: skip
+        return json.loads((tmp_path / name / "test_metrics.json").read_text())
+
+    planned, index = test("planned"), test("index", "--data.init_args.eval_order", "index")
+    # the prompt decode's features serve the memory step, and later batches' decodes of the same image
+    # (supports here are not all queries too: before, 59 passes for 22 images)
+    assert planned["encoder_passes"] == planned["distinct_images"] == index["encoder_passes"]
+    small = test("small", "--model.feature_cache.max_megabytes", "0.05")  # evictions happen
+    dm = SyntheticDataModule(fold=0, shot=3, num_workers=0, test_episodes=12, image_side=64, batch_size=4,
+                             pool_sizes=(150, 60, 60), support_annotation="mixed")  # fmt: skip
+    dm.image_size = 64
+    kind = {"method": "fssam2.methods.SANSA"} if method == "SANSA" else {}
+    module = FSSAM2Module(sam2_config="fssam2_tiny", sam2_checkpoint="random", image_size=64, **kind)
+    replayed = simulate(dm.eval_plan("test").rank_batches(), *entry_bytes(module.model, 64), int(0.05 * 2**20))
+    assert (small["encoder_passes"], small["memory_encoder_passes"]) == (replayed.passes, replayed.memory_passes)
+    assert planned["encoder_passes"] < small["encoder_passes"]
+    assert {k: small[k] for k in ("miou", "fbiou", "per_class")} == {
+        k: planned[k] for k in ("miou", "fbiou", "per_class")
+    }

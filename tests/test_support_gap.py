@@ -17,8 +17,8 @@ from fssam2.episodes import EVAL_EPOCH
 from fssam2.metric import FewShotIoU, SupportGap
 from fssam2.module import FSSAM2Module, support_gap_warning
 from fssam2.plan import GAP_CONTROL, PlanSampler, trace
-from fssam2.plan_report import simulate
-from helpers import TESTS, one_line_error
+from fssam2.plan_report import distinct_images, simulate
+from helpers import SHARED, TESTS, PublishedPascal, one_line_error
 
 TINY = str(TESTS / "configs" / "tiny.yaml")
 SMALL = {"fold": 0, "shot": 1, "num_workers": 0, "image_side": 64, "pool_sizes": (150, 60, 60), "batch_size": 4}
@@ -217,3 +217,38 @@ def test_a_subset_s_gap_equals_the_true_and_swap_predictions_of_its_episodes(tmp
     assert result["test/gap_miou_true"] == pytest.approx(true, abs=1e-5)
     assert result["test/gap_miou_swap"] == pytest.approx(swap, abs=1e-5)
     assert not np.isclose(true, swap)  # the swap changed the masks: the comparison is not vacuous
+
+
+def test_a_gap_batch_shows_one_query_class_and_one_support_class_and_goes_where_its_images_are():
+    plan = datamodule(gap_episodes="all", batch_size=3).plan("test")
+    assert plan.gap_batches
+    for batch in plan.gap_batches:
+        assert len({(plan.gap[j].class_id, plan.gap[j].support_class) for j in batch}) == 1
+    for world in (2, 3):
+        held = [plan.images(plan.shard(r, world)) for r in range(world)]
+        shown = [{i for j in plan.gap_batches[g] for i in (plan.gap[j].query, *plan.gap[j].supports)}
+                 for g in range(len(plan.gap_batches))]  # fmt: skip
+        owner = {g: r for r in range(world) for g in plan.gap_shard(r, world)}
+        for g in sorted(owner):  # each goes where the fewest of its images are new, in plan order
+            best = min(len(shown[g] - held[r]) for r in range(world))
+            assert len(shown[g] - held[owner[g]]) == best
+            held[owner[g]] |= shown[g]
+
+
+@pytest.mark.skipif(
+    not (SHARED / "data" / "splits").is_dir(), reason="the published split lists (../shared/data/splits) are absent"
+)
+def test_two_processes_encode_about_what_one_does_on_pascal_fold_0_with_the_gap():
+    dm = PublishedPascal(SHARED / "data" / "splits", fold=0, shot=5, num_workers=0, batch_size=8)
+    dm.image_size = 64
+    plan = dm.plan("test")
+    assert len(plan.gap) == 50
+    one = simulate(plan.rank_batches(), 1, 1, 2**30).passes
+    two = sum(simulate(plan.rank_batches(r, 2), 1, 1, 2**30).passes for r in range(2))
+    without = sum(simulate([[plan.episodes[i] for i in plan.batches[p]] for p in plan.shard(r, 2)], 1, 1, 2**30).passes
+                  for r in range(2))  # fmt: skip
+    # A swapped item's query and supports are of two classes, which two processes may hold: it costs at
+    # least one pass there (1.074x on this fold is the optimum over assignments); giving each to its
+    # query's process cost 1.31x.
+    assert one == distinct_images([*plan.episodes, *plan.gap]) == 364
+    assert two - without <= 30 and two / one < 1.08

@@ -20,7 +20,7 @@ import math
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -235,17 +235,31 @@ class FeatureCache:
         for key, entry in zip(keys, entries, strict=True):
             self._put((kind, key), entry)
 
-    def fetch(self, kind: str, keys: Sequence[Hashable], compute: Callable[[list[int]], list[Entry]]) -> list[Entry]:
+    def fetch(
+        self,
+        kind: str,
+        keys: Sequence[Hashable],
+        compute: Callable[[list[int]], list[Entry]],
+        earlier: Mapping[Hashable, Entry] | None = None,
+        unstored: Sequence[Hashable] = (),
+    ) -> list[Entry]:
         """The entries of `keys` (equal keys promise equal entries). The missing ones come from
-        `compute(positions)`, called once with the first position of each distinct missing key."""
-        entries = self.lookup(kind, keys)
+        `compute(positions)`, called once with the first position of each distinct missing key.
+        `earlier`: entries an earlier call in this step looked up or computed, served as they are
+        (hits); of those, the `unstored` ones were computed then and are stored now, with this
+        call's, so that nothing this step still asks for is evicted before it is asked for."""
+        earlier = earlier or {}
+        rest = [key for key in keys if key not in earlier]
+        held = iter(self.lookup(kind, rest))
+        self.stats[kind].lookups += len(keys) - len(rest)
+        entries = [earlier[key] if key in earlier else next(held) for key in keys]
         todo: dict[Hashable, int] = {}
         for i, (key, entry) in enumerate(zip(keys, entries, strict=True)):
             if entry is None:
                 todo.setdefault(key, i)
-        if not todo:
-            return [entry for entry in entries if entry is not None]  # all held
-        fresh = dict(zip(todo, compute(list(todo.values())), strict=True))
+        fresh = {key: earlier[key] for key in unstored}
+        if todo:
+            fresh.update(zip(todo, compute(list(todo.values())), strict=True))
         self.store(kind, list(fresh), list(fresh.values()))
         return [fresh[key] if entry is None else entry for key, entry in zip(keys, entries, strict=True)]
 

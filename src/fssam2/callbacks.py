@@ -94,17 +94,33 @@ class RunConfig(SaveConfigCallback):
         self._save(trainer, pl_module)
 
 
-def per_class_iou(trainer: L.Trainer, split: str = "test") -> dict[str, float]:
-    """The run's IoU per class of `split`, keyed by the DataModule's `class_names` (a folder
-    dataset's class folder names; class ids where a benchmark has no names)."""
+def _class_names(trainer: L.Trainer, split: str) -> dict[int, str]:
+    """The DataModule's `class_names` of `split` (a folder dataset's class folder names), else none."""
     names_of = getattr(trainer_datamodule(trainer), "class_names", None)
-    names = names_of(split) if names_of is not None else {}
+    return names_of(split) if names_of is not None else {}
+
+
+def per_class_iou(trainer: L.Trainer, split: str = "test") -> dict[str, float]:
+    """The run's IoU per class of `split` that episodes were scored for, keyed by the DataModule's
+    `class_names` (class ids where a benchmark has no names)."""
+    names = _class_names(trainer, split)
     prefix = f"{split}/iou_class_"
     return {
         names.get(int(k[len(prefix) :]), k[len(prefix) :]): float(v)
         for k, v in trainer.callback_metrics.items()
         if k.startswith(prefix)
     }
+
+
+def _not_scored(trainer: L.Trainer, split: str) -> list[str]:
+    """The classes of `split` no episode was scored for (a run cut short), named as in per_class."""
+    dm = trainer_datamodule(trainer)
+    if not isinstance(dm, FewShotDataModule):
+        return []
+    names = _class_names(trainer, split)
+    return [
+        names.get(c, str(c)) for c in dm.class_ids(split) if f"{split}/iou_class_{c}" not in trainer.callback_metrics
+    ]
 
 
 class TestResults(L.Callback):
@@ -139,7 +155,11 @@ class TestResults(L.Callback):
             "splits_dir": _resolved(getattr(dm, "splits_dir", None)),
             "fold": getattr(dm, "fold", None),
             "shot": getattr(dm, "shot", None),
-            "episodes": len(dm.dataset(split)) if isinstance(dm, FewShotDataModule) else None,
+            # Scored, the support-gap replays not counted; fewer than episodes_in_split in a run cut short
+            # (trainer.limit_*_batches), whose mIoU is over the classes scored (classes_not_scored left out).
+            "episodes": _int_or_none(metrics.get(f"{split}/episodes_scored")),
+            "episodes_in_split": len(dm.dataset(split)) if isinstance(dm, FewShotDataModule) else None,
+            "classes_not_scored": _not_scored(trainer, split),
             "seed": getattr(dm, "seed", None),
             "method": type(pl_module.model).__name__,  # FewShotSAM2, SANSA, ...
             "sam2_config": pl_module.hparams.get("sam2_config"),

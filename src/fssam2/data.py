@@ -47,8 +47,8 @@ from fssam2.plan import (
     PlanSampler,
     Shown,
     build_plan,
-    index_batches,
     item_keys,
+    unplanned_batches,
 )
 from fssam2.synthetic import SyntheticBenchmark
 
@@ -275,8 +275,26 @@ class EpisodeDataset(Dataset):
         shows = self.support_control if control is None else control
         shown = self.donor(index, epoch) if shows == "swap" else episode
         support_class = 0 if shows == "blank" else shown.class_id
-        asked = Shown(index, episode.query, episode.class_id, shown.supports, support_class, gap=control is not None)
+        asked = Shown(
+            index,
+            episode.query,
+            episode.class_id,
+            shown.supports,
+            support_class,
+            gap=control is not None,
+            kinds=self.support_kinds(index, epoch, len(shown.supports)) if shows != "blank" else (),
+        )
         return episode, shown, asked
+
+    def support_kinds(self, index: int, epoch: int, shot: int) -> tuple[str, ...]:
+        """What each support of episode `index` shows (drawn as `annotations` draws it); () under
+        the mask annotation. (A support whose mask is empty shows that mask, whatever was drawn.)"""
+        if self.support_annotation == "mask":
+            return ()
+        return tuple(
+            support_kind(self.support_annotation, annotation_rng(self.episodes.seed, index, epoch, p))
+            for p in range(shot)
+        )
 
     def __getitem__(self, key: ItemKey) -> dict[str, Any]:
         index, epoch = key[0], key[1]
@@ -584,15 +602,11 @@ class FewShotDataModule(L.LightningDataModule):
         gap_items = self._gap_items(split) if gap and plan is None else []
         if plan is not None or gap_items:
             if plan is not None:
-                lean = (split, dataset.input_size(), self.support_annotation == "mask") if self._lean() else None
-                batches: KeySampler = PlanSampler(plan, rank, world, lean)
+                lean = (split, dataset.input_size()) if self._lean() else None
+                batches: KeySampler = PlanSampler(plan, rank, world, lean, self.batch_limit(split))
             else:  # episode order (as EpisodeSampler), then the support-gap items in batches of their own
-                mine = list(range(rank, len(dataset), world))
-                own: list[list[ItemKey]] = [
-                    [(i, EVAL_EPOCH) for i in mine[j : j + self.batch_size]]
-                    for j in range(0, len(mine), self.batch_size)
-                ]
-                batches = KeySampler([*own, *item_keys(index_batches(gap_items, self.batch_size, rank, world))])
+                order = unplanned_batches(self.plan(split, gap), self.batch_size, rank, world, self.batch_limit(split))
+                batches = KeySampler(item_keys(order))
             return DataLoader(
                 dataset,
                 batch_sampler=batches,
@@ -622,6 +636,12 @@ class FewShotDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             drop_last=split == "train" and len(sampler) >= self.batch_size,
         )
+
+    def batch_limit(self, split: str) -> int | float | None:
+        """The trainer's limit_val_batches / limit_test_batches for an evaluation split (None: no
+        trainer, or every batch): the planned order keeps a cut run's support gap (`fssam2.plan.cut_short`)."""
+        limit = getattr(self.trainer, f"limit_{split}_batches", None) if self.trainer is not None else None
+        return None if limit is None or limit == 1.0 and isinstance(limit, float) else limit
 
     def _lean(self) -> bool:
         """Whether a planned evaluation ships only what the encoders need: lean_loading, and the

@@ -3,8 +3,9 @@
 Per class c of the evaluated fold, foreground and background intersections and unions are
 summed over every episode of that class (not averaged per sample, unlike torchmetrics'
 MeanIoU); pixels equal to `ignore_index` count as neither foreground nor background.
-    mIoU   = 100 * mean_c I_fg[c] / max(U_fg[c], 1)
+    mIoU   = 100 * mean_c I_fg[c] / max(U_fg[c], 1), over the classes with at least one episode
     FB-IoU = 100 * mean(sum_c I_bg / sum_c U_bg, sum_c I_fg / sum_c U_fg)
+A class no episode was scored for (a run cut short) is left out of the mean, never counted as 0.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class FewShotIoU(Metric):
     union_fg: torch.Tensor
     inter_bg: torch.Tensor
     union_bg: torch.Tensor
+    episodes: torch.Tensor
 
     def __init__(self, class_ids: Sequence[int], ignore_index: int = IGNORE, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,7 +53,7 @@ class FewShotIoU(Metric):
         lookup[torch.tensor(class_ids)] = torch.arange(len(class_ids))
         self.register_buffer("_slot", lookup, persistent=False)
         n = len(class_ids)
-        for name in ("inter_fg", "union_fg", "inter_bg", "union_bg"):
+        for name in ("inter_fg", "union_fg", "inter_bg", "union_bg", "episodes"):  # episodes: scored per class
             self.add_state(name, default=torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, class_id: torch.Tensor) -> None:
@@ -96,22 +98,24 @@ class FewShotIoU(Metric):
             inter, union = _overlap(a, b)
             getattr(self, f"inter_{name}").index_add_(0, slots.to(inter.device), inter)
             getattr(self, f"union_{name}").index_add_(0, slots.to(union.device), union)
+        self.episodes.index_add_(0, slots.to(self.episodes.device), torch.ones_like(slots, device=self.episodes.device))
 
     def _wrap_compute(self, compute: Callable[..., Any]) -> Callable[..., Any]:
         # torchmetrics squeezes every one-element tensor of compute()'s result to 0-d, which
-        # would make per_class of a one-class fold a scalar; it stays [n] here, in class_ids order.
+        # would make per_class of a one-class fold a scalar; it stays [n] here, in class_ids order (episodes too).
         wrapped = _without_lone_update_warning(self, super()._wrap_compute(compute))
 
         @functools.wraps(wrapped)
         def keep_per_class(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
             result = wrapped(*args, **kwargs)
-            return {**result, "per_class": result["per_class"].reshape(-1)}
+            return {**result, "per_class": result["per_class"].reshape(-1), "episodes": result["episodes"].reshape(-1)}
 
         return keep_per_class
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """miou and fbiou (percent), per-class IoU (percent, in class_ids order). Refused (InputError)
-        when no pixel was scored on any process since the metric was made or reset."""
+        """miou and fbiou (percent), per-class IoU (percent, in class_ids order; NaN for a class no
+        episode was scored for, which the mIoU leaves out) and the episodes scored per class.
+        Refused (InputError) when no pixel was scored on any process since the metric was made or reset."""
         # The states are summed across processes here, so every process decides alike.
         if int(self.union_fg.sum() + self.union_bg.sum()) == 0:
             raise InputError(
@@ -119,12 +123,14 @@ class FewShotIoU(Metric):
                 "made or reset, or every target pixel was ignore_index): update it with at least one episode first."
             )
         per_class = self.inter_fg.double() / self.union_fg.double().clamp(min=1)
+        per_class[self.episodes == 0] = float("nan")
         fg = self.inter_fg.sum().double() / self.union_fg.sum().double().clamp(min=1)
         bg = self.inter_bg.sum().double() / self.union_bg.sum().double().clamp(min=1)
         return {
-            "miou": 100 * per_class.mean().float(),
+            "miou": 100 * per_class.nanmean().float(),
             "fbiou": 100 * ((fg + bg) / 2).float(),
             "per_class": 100 * per_class.float(),
+            "episodes": self.episodes.clone(),
         }
 
 

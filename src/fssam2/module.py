@@ -375,8 +375,13 @@ class FSSAM2Module(L.LightningModule):
         self.log(f"{split}/miou", result["miou"], prog_bar=True)
         self.log(f"{split}/fbiou", result["fbiou"])
         if split != "train":
-            for class_id, iou in zip(metric.class_ids, result["per_class"], strict=True):
-                self.log(f"{split}/iou_class_{class_id}", iou)
+            scored = result["episodes"].tolist()
+            for class_id, iou, n in zip(metric.class_ids, result["per_class"], scored, strict=True):
+                if n:  # a class no episode ran for has no IoU (left out of the mIoU)
+                    self.log(f"{split}/iou_class_{class_id}", iou)
+            self.log(f"{split}/episodes_scored", float(sum(scored)))
+            if not self.trainer.sanity_checking:
+                self._warn_cut_short(split, metric.class_ids, scored)
         metric.reset()
         support_iou = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
         if getattr(trainer_datamodule(self.trainer), "support_annotation", "mask") != "mask":  # the same on every rank
@@ -393,6 +398,30 @@ class FSSAM2Module(L.LightningModule):
                 f"{split}: {supports} episodes had an all-empty support mask and {targets} an all-empty query "
                 "target: check how the masks are stored (any non-zero value is the object) and the label maps."
             )
+
+    def _warn_cut_short(self, split: str, class_ids: list[int], scored: list[int]) -> None:
+        """One warning line when fewer episodes were scored than the split holds (a run cut short,
+        e.g. by trainer.limit_test_batches): what was scored, the classes left out, the gap's fate."""
+        datamodule = trainer_datamodule(self.trainer)
+        if not isinstance(datamodule, FewShotDataModule):
+            return
+        total, done = len(datamodule.dataset(split)), sum(scored)
+        if done >= total:
+            return
+        missing = [c for c, n in zip(class_ids, scored, strict=True) if not n]
+        left_out = (
+            f"; classes {missing} never ran and are left out of the mIoU (the planned order runs a class's "
+            "episodes together, so a cut drops whole classes)"
+            if missing
+            else ""
+        )
+        gap = ""
+        if datamodule.support_gap_episodes(split):
+            gap = "; the support gap covers only the episodes scored both ways (its replays run after the episodes)"
+        rank_zero_warn(
+            f"{split}: cut short: scored {done} of {total} episodes, {len(class_ids) - len(missing)} of "
+            f"{len(class_ids)} classes{left_out}{gap}: the figures are of what ran, not of the split."
+        )
 
     def _log_gap(self, split: str, gap: SupportGap) -> None:
         """Logs the support gap (none when no episode was scored both ways, as in the sanity check),
@@ -463,7 +492,8 @@ class FSSAM2Module(L.LightningModule):
         datamodule = trainer_datamodule(self.trainer) if self._trainer is not None else None
         plan = datamodule.eval_plan(split, gap) if isinstance(datamodule, FewShotDataModule) else None
         if plan is not None:
-            batches = plan.rank_batches(self.global_rank, self.trainer.world_size)
+            limit = cast(FewShotDataModule, datamodule).batch_limit(split)
+            batches = plan.rank_batches(self.global_rank, self.trainer.world_size, limit)
             cache.plan(trace(batches, split, self.model.image_size))
             self._plan_steps = {(batch[0].gap, batch[0].index): step for step, batch in enumerate(batches)}
 

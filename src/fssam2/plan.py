@@ -37,7 +37,10 @@ class Shown:
     """What episode `index` asks of the encoders: its query (scored for `class_id`) and the
     supports it shows, whose masks show `support_class` (under a support control these are not
     the episode's own; see `fssam2.data.EpisodeDataset.shown`). gap: a support-gap item, episode
-    `index` run a second time with swapped supports (see `EvalPlan.gap`)."""
+    `index` run a second time with swapped supports (see `EvalPlan.gap`). kinds: what each
+    support shows; a weak one (a prompt instead of its mask) has its image features asked for at
+    each batch showing it (its prompt is decoded from them), and its memory, that of the decoded
+    mask, made anew (once a batch for a box, which the mask alone decides)."""
 
     index: int
     query: str
@@ -45,6 +48,7 @@ class Shown:
     supports: tuple[str, ...]
     support_class: int
     gap: bool = False
+    kinds: tuple[str, ...] = ()  # per support: what it shows ("mask", "points", "box", "scribble"); () masks
 
 
 @dataclass
@@ -55,9 +59,10 @@ class EvalPlan:
     batches: episode indices of each batch, in the order one process runs them.
     units: consecutive runs of batch positions; a process gets whole units.
     gap: the support-gap items (swapped supports, `gap` true), one per episode of the subset.
-    gap_batches: positions in `gap` of each support-gap batch. They never mix with the episodes'
-        batches: a process runs its episodes' batches exactly as without them, then its support-gap
-        batches, so the episodes' results and the cache's choices for them do not change.
+    gap_batches: positions in `gap` of each support-gap batch; a batch's items share their query's
+        class and their supports' class. They never mix with the episodes' batches: a process runs
+        its episodes' batches exactly as without them, then its support-gap batches, so the
+        episodes' results and the cache's choices for them do not change.
     """
 
     episodes: list[Shown]
@@ -108,28 +113,74 @@ class EvalPlan:
         return [p for p, owner in enumerate(self._owners(world_size)) if owner == rank]
 
     def gap_shard(self, rank: int, world_size: int) -> list[int]:
-        """Positions of the support-gap batches process `rank` runs: each goes to the process that
-        runs its first episode's own batch (which holds that query's features), in plan order."""
+        """Positions of the support-gap batches process `rank` runs, in plan order. A support-gap
+        batch shows queries of one class and supports of another, which two processes may hold:
+        it goes where the fewest of its images are new (images its process's batches, and the
+        support-gap batches given to it before, do not show); ties to the process running its
+        first episode's own batch, then the lowest rank."""
         if not 0 <= rank < world_size:
             raise InputError(f"Process rank {rank} is not in 0..{world_size - 1}.")
         if not self.gap_batches:
             return []
         owners = self._owners(world_size)
+        held: list[set[str]] = [set() for _ in range(world_size)]
+        for p, owner in enumerate(owners):
+            held[owner] |= self.images([p])
         batch_of = {i: p for p, batch in enumerate(self.batches) for i in batch}
-        return [g for g, batch in enumerate(self.gap_batches) if owners[batch_of[self.gap[batch[0]].index]] == rank]
+        mine = []
+        for g, batch in enumerate(self.gap_batches):
+            shown = {image for j in batch for image in (self.gap[j].query, *self.gap[j].supports)}
+            first = owners[batch_of[self.gap[batch[0]].index]]
+            to = min(range(world_size), key=lambda r: (len(shown - held[r]), r != first, r))
+            held[to] |= shown
+            if to == rank:
+                mine.append(g)
+        return mine
 
-    def rank_batches(self, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
+    def rank_batches(self, rank: int = 0, world_size: int = 1, limit: int | float | None = None) -> list[list[Shown]]:
         """The episodes of each batch process `rank` runs, in its order: its episodes' batches,
-        then its support-gap batches."""
+        then its support-gap batches; with `limit` (the trainer's limit_*_batches for the split),
+        ordered so that the batches that run hold the support-gap batches of the episodes they
+        score (`cut_short`)."""
         mine = [[self.episodes[i] for i in self.batches[p]] for p in self.shard(rank, world_size)]
-        return mine + [[self.gap[j] for j in self.gap_batches[g]] for g in self.gap_shard(rank, world_size)]
+        gap = [[self.gap[j] for j in self.gap_batches[g]] for g in self.gap_shard(rank, world_size)]
+        return cut_short(mine, gap, limit)
+
+
+def batches_run(total: int, limit: int | float | None) -> int:
+    """How many of `total` batches a trainer's limit_*_batches runs, as Lightning counts them:
+    an int is a number of batches, a float a share (rounded down); None all."""
+    if limit is None:
+        return total
+    return min(total, limit) if isinstance(limit, int) else int(total * limit)
+
+
+def cut_short(
+    episodes: list[list[Shown]], gap: list[list[Shown]], limit: int | float | None = None
+) -> list[list[Shown]]:
+    """A process's episodes' batches then its support-gap batches, in the order they run. When
+    the trainer's `limit` (limit_*_batches) runs only the first n of them: the most episode
+    batches that leave room for the support-gap batches of the episodes they hold, then those,
+    so the support gap is measured on what is scored; the rest follow (they do not run)."""
+    n = batches_run(len(episodes) + len(gap), limit)
+    if n >= len(episodes) + len(gap):
+        return episodes + gap
+    for kept in range(min(n, len(episodes)), -1, -1):
+        scored = {e.index for batch in episodes[:kept] for e in batch}
+        replays = [g for g, batch in enumerate(gap) if any(e.index in scored for e in batch)]
+        if kept + len(replays) <= n:
+            break
+    rest = [batch for g, batch in enumerate(gap) if g not in replays]
+    return episodes[:kept] + [gap[g] for g in replays] + episodes[kept:] + rest
 
 
 def build_plan(episodes: Sequence[Shown], batch_size: int, gap: Sequence[Shown] = ()) -> EvalPlan:
     """Group by class (ascending), order a group by (query, index), merge consecutive small
     groups into units of at least MIN_UNIT_BATCHES batches, and cut each unit into batches.
-    The support-gap items `gap` (at most one per episode) follow their episodes' order, cut into
-    batches of their own; the episodes' batches are the same with them or without."""
+    The support-gap items `gap` (at most one per episode) are grouped by (query class, class of
+    the supports they show), groups in the order of their first episode, items in their episodes'
+    order, and each group is cut into batches of its own (so a batch needs the features of two
+    classes at most); the episodes' batches are the same with them or without."""
     episodes = list(episodes)
     if [e.index for e in episodes] != list(range(len(episodes))):
         raise ValueError("build_plan needs every episode of the split, in index order.")
@@ -154,8 +205,12 @@ def build_plan(episodes: Sequence[Shown], batch_size: int, gap: Sequence[Shown] 
         batches += [tuple(e.index for e in unit[i : i + batch_size]) for i in range(0, len(unit), batch_size)]
         units.append(range(start, len(batches)))
     position = {i: n for n, i in enumerate(i for batch in batches for i in batch)}
-    order = sorted(range(len(gap)), key=lambda j: position[gap[j].index])
-    gap_batches = [tuple(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    pairs: dict[tuple[int, int], list[int]] = defaultdict(list)  # insertion order: each pair's first episode
+    for j in sorted(range(len(gap)), key=lambda j: position[gap[j].index]):
+        pairs[gap[j].class_id, gap[j].support_class].append(j)
+    gap_batches = [
+        tuple(items[i : i + batch_size]) for items in pairs.values() for i in range(0, len(items), batch_size)
+    ]
     return EvalPlan(episodes, batches, units, list(gap), gap_batches)
 
 
@@ -179,14 +234,13 @@ def item_keys(batches: Sequence[Sequence[Shown]], ship: Sequence[Sequence[Ship]]
     return keys
 
 
-def shipping(batches: Sequence[Sequence[Shown]], split: str, size: int, supports: bool = True) -> list[list[Ship]]:
+def shipping(batches: Sequence[Sequence[Shown]], split: str, size: int) -> list[list[Ship]]:
     """Whose pixels each episode of a process's `batches` ships (one bool per support, then the
     query): an image's, only in the batch where the feature cache will first encode it (its first
     image use in `trace`) and there in its first slot (the batch's other slots showing it take
     those pixels), so that with a cache holding what the plan needs, every image is read, resized
     and shipped once. A batch whose encoder needs an image that was not shipped (the cache
-    evicted it) reads it then (`fssam2.module`). supports=False ships every support's pixels (weak
-    annotations decode each support's prompt from its image features)."""
+    evicted it) reads it then (`fssam2.module`)."""
     first: dict[Hashable, int] = {}
     for key, steps in trace(batches, split, size).items():
         kind, inner = cast(tuple[str, Hashable], key)
@@ -198,8 +252,8 @@ def shipping(batches: Sequence[Sequence[Shown]], split: str, size: int, supports
         rows = []
         for e in batch:
             row = []
-            for image, always in [*((s, not supports) for s in e.supports), (e.query, False)]:
-                due = image not in shipped and (always or first.get(image_key(split, image, size)) == step)
+            for image in (*e.supports, e.query):
+                due = image not in shipped and first.get(image_key(split, image, size)) == step
                 if due:
                     shipped.add(image)
                 row.append(due)
@@ -222,14 +276,19 @@ class KeySampler(torch.utils.data.Sampler):
 
 
 class PlanSampler(KeySampler):
-    """The planned batches of process `rank` of `world_size` (support-gap batches last); with
-    `lean` (split, input size, and whether supports ship only once), each key says whose pixels to
+    """The planned batches of process `rank` of `world_size` (support-gap batches last; see
+    `cut_short` for `limit`); with `lean` (split, input size), each key says whose pixels to
     ship (`shipping`)."""
 
     def __init__(
-        self, plan: EvalPlan, rank: int = 0, world_size: int = 1, lean: tuple[str, int, bool] | None = None
+        self,
+        plan: EvalPlan,
+        rank: int = 0,
+        world_size: int = 1,
+        lean: tuple[str, int] | None = None,
+        limit: int | float | None = None,
     ) -> None:
-        batches = plan.rank_batches(rank, world_size)
+        batches = plan.rank_batches(rank, world_size, limit)
         super().__init__(item_keys(batches, None if lean is None else shipping(batches, *lean)))
 
 
@@ -240,11 +299,15 @@ def index_batches(episodes: Sequence[Shown], batch_size: int, rank: int = 0, wor
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def unplanned_batches(plan: EvalPlan, batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[Shown]]:
+def unplanned_batches(
+    plan: EvalPlan, batch_size: int, rank: int = 0, world_size: int = 1, limit: int | float | None = None
+) -> list[list[Shown]]:
     """What process `rank` runs under data.eval_order=index: its episodes (`index_batches`), then
-    its share of the support-gap items, by index, in batches of their own."""
-    return index_batches(plan.episodes, batch_size, rank, world_size) + index_batches(
-        sorted(plan.gap, key=lambda e: e.index), batch_size, rank, world_size
+    its share of the support-gap items, by index, in batches of their own (see `cut_short` for `limit`)."""
+    return cut_short(
+        index_batches(plan.episodes, batch_size, rank, world_size),
+        index_batches(sorted(plan.gap, key=lambda e: e.index), batch_size, rank, world_size),
+        limit,
     )
 
 
@@ -263,12 +326,16 @@ def trace(batches: Sequence[Sequence[Shown]], split: str, size: int) -> Uses:
     """{(kind, key): the steps (batch positions) that will ask for it} for a process running
     `batches`: every support's memory at each of its batches; a query's image features at each
     of its batches; a support's image features only at the first batch showing its memory (the
-    memory is then kept and the features are not needed again)."""
+    memory is then kept and the features are not needed again). A weak support (`Shown.kinds`):
+    its image features at each of its batches, and no memory (each is the decode of its own prompt)."""
     uses: dict[Hashable, list[int]] = defaultdict(list)
     seen: set[Hashable] = set()
     for step, batch in enumerate(batches):
         supports, memories, queries = batch_keys(batch, split, size)
-        for image, memory in zip(supports, memories, strict=True):
+        for image, memory, kind in zip(supports, memories, support_kinds(batch), strict=True):
+            if kind != "mask":
+                _add(uses, ("image", image), step)
+                continue
             _add(uses, ("memory", memory), step)
             if memory not in seen:
                 seen.add(memory)
@@ -276,6 +343,11 @@ def trace(batches: Sequence[Sequence[Shown]], split: str, size: int) -> Uses:
         for image in queries:
             _add(uses, ("image", image), step)
     return dict(uses)
+
+
+def support_kinds(batch: Sequence[Shown]) -> list[str]:
+    """Per support of a batch, episode-major: what it shows ("mask" unless `Shown.kinds` says)."""
+    return [e.kinds[j] if e.kinds else "mask" for e in batch for j in range(len(e.supports))]
 
 
 def _add(uses: dict[Hashable, list[int]], key: Hashable, step: int) -> None:

@@ -6,7 +6,7 @@ the cache's entry sizes with one small encoder pass, so it sits above the data l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from fssam2.errors import InputError
 from fssam2.meters import FLOAT32, Precision, parse_precision
 from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
 from fssam2.methods.features import SAM2Method
-from fssam2.plan import EvalPlan, ImageKey, MemoryKey, Shown, batch_keys, trace, unplanned_batches
+from fssam2.plan import EvalPlan, ImageKey, Shown, batch_keys, support_kinds, trace, unplanned_batches
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,11 @@ def simulate(
     batches: Sequence[Sequence[Shown]], image_bytes: int, memory_bytes: int, budget_bytes: int, planned: bool = True
 ) -> Simulation:
     """Replay one process's `batches` through the feature cache's policy (`Residency`) as
-    `FewShotSAM2.forward` asks for entries: memories first; then, in one encoder call, the images
-    of the memories not held and the queries; then the new images are kept, then the new
-    memories. planned: Belady's rule by `trace(batches)`; else least recently used."""
+    `FSSAM2Module` and the methods ask for entries: the weak supports' images first (their
+    prompts are decoded from them); then memories; then, in one encoder call, the images of
+    the memories not held (a weak support's from its decode) and the queries; then the new images
+    are kept, then the new memories.
+    planned: Belady's rule by `trace(batches)`; else least recently used."""
     residency = Residency(budget_bytes)
     if planned:
         residency.plan(trace(batches, "", 0))
@@ -43,18 +45,24 @@ def simulate(
     for step, batch in enumerate(batches):
         residency.clock = step
         supports, memories, queries = batch_keys(batch, "", 0)
-        missing: dict[MemoryKey, ImageKey] = {}
-        for image, memory in zip(supports, memories, strict=True):
-            if not residency.touch(("memory", memory)):
-                missing.setdefault(memory, image)
-        images = list(missing.values()) + queries
-        encode = list(dict.fromkeys(k for k in images if not residency.touch(("image", k))))
+        kinds = support_kinds(batch)
+        decoded = list(dict.fromkeys(k for k, kind in zip(supports, kinds, strict=True) if kind != "mask"))
+        fresh = [k for k in decoded if not residency.touch(("image", k))]  # kept with the batch's other new images
+        missing: dict[Hashable, ImageKey] = {}
+        for i, (image, memory, kind) in enumerate(zip(supports, memories, kinds, strict=True)):
+            # A weak support's memory is its prompt's: a box's is the same wherever its mask is, another
+            # prompt is drawn anew (so no plan asks for it again; least recently used may keep it).
+            key: Hashable = memory if kind == "mask" else (memory, "box") if kind == "box" else (memory, step, i)
+            if not residency.touch(("memory", key)):
+                missing.setdefault(key, image)
+        images = [k for k in [*missing.values(), *queries] if k not in decoded]
+        encode = fresh + list(dict.fromkeys(k for k in images if not residency.touch(("image", k))))
         passes += len(encode)
         memory_passes += len(missing)
         for k in encode:
             residency.admit(("image", k), image_bytes)
-        for memory in missing:
-            residency.admit(("memory", memory), memory_bytes)
+        for held in missing:
+            residency.admit(("memory", held), memory_bytes)
     return Simulation(passes, memory_passes, residency.peak)
 
 

@@ -107,6 +107,11 @@ class SAM2Method(FewShotMethod):
         self._position: torch.Tensor | None = None  # [1, C, S/16, S/16], the position encoding of any image
         # [1, C_mem, S/16, S/16], the position encoding of any support memory (set by cached_memories)
         self._memory_position: torch.Tensor | None = None
+        # The image features of a batch's weak supports, by key, as the prompt decode found (looked up)
+        # or computed them: the batch's memory step takes them and stores the computed ones in the
+        # feature cache with its own, after every lookup of the batch (see FeatureCache.fetch).
+        self._decoded: dict[Hashable, tuple[torch.Tensor, ...]] = {}
+        self._decoded_new: list[Hashable] = []
 
     @property
     def image_size(self) -> int:
@@ -192,11 +197,15 @@ class SAM2Method(FewShotMethod):
         """
         weak = (labels != PAD_LABEL).any(1).nonzero()[:, 0].tolist()
         out = masks.clone()
+        self._decoded, self._decoded_new = {}, []
         if not weak:
             return out
         side, size = self.image_size, int(self.sam2.image_size)
         images = self.to_sam2_size(images[weak])[0]
-        feats = self.encode_images(images, None if keys is None else [keys[i] for i in weak])
+        if keys is None or self.feature_cache is None:
+            feats = self.encode_images(images)
+        else:
+            feats = self._lookup_for_decode(images, [keys[i] for i in weak])
         for j, i in enumerate(weak):
             real = labels[i] != PAD_LABEL
             logits, _ = self.prompted_decode(
@@ -206,12 +215,43 @@ class SAM2Method(FewShotMethod):
             out[i] = (up[0, 0] > 0).to(out.dtype)
         return out
 
+    def _lookup_for_decode(self, images: torch.Tensor, keys: Sequence[Hashable]) -> ImageFeatures:
+        """The features of weak supports' images [N, 3, S, S] for their prompt decode: looked up in
+        the feature cache, the others encoded (in one batch) and kept for the batch's memory step,
+        which stores them (`encode_images`)."""
+        cache = self.feature_cache
+        assert cache is not None, "called with a feature cache"
+        held = cache.lookup("image", keys)
+        todo: dict[Hashable, int] = {}
+        for i, (key, entry) in enumerate(zip(keys, held, strict=True)):
+            if entry is None:
+                todo.setdefault(key, i)
+        if todo:
+            feats = self._encode(images[list(todo.values())])
+            self._position = feats.position[:1].clone()
+            fresh = {key: feats.per_image(j) for j, key in enumerate(todo)}
+        else:
+            fresh = {}
+        self._decoded = {key: fresh[key] if entry is None else entry for key, entry in zip(keys, held, strict=True)}
+        self._decoded_new = list(fresh)
+        return self._stacked([self._decoded[key] for key in keys])
+
+    def _stacked(self, entries: list[tuple[torch.Tensor, ...]]) -> ImageFeatures:
+        """Cached per-image entries -> features of those images."""
+        maps = [torch.stack(level) for level in zip(*entries, strict=True)]
+        assert self._position is not None, "set when the cache's first entry was computed"
+        position = self._position.expand(len(entries), -1, -1, -1)
+        return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
+
     def encode_images(self, images: torch.Tensor, keys: Sequence[Hashable] | None = None) -> ImageFeatures:
         """Step 1: the image encoder. images [N, 3, S, S] normalised -> features of N images.
 
         With `keys` (one per image) and a feature cache set, only images whose key is not
-        cached are encoded, in one batch.
+        cached are encoded, in one batch; those the batch's prompt decode encoded
+        (`support_masks_from_prompts`) are taken from it.
         """
+        decoded, unstored = self._decoded, self._decoded_new
+        self._decoded, self._decoded_new = {}, []
         if keys is None or self.feature_cache is None:
             return self._encode(images)
 
@@ -220,11 +260,7 @@ class SAM2Method(FewShotMethod):
             self._position = feats.position[:1].clone()  # not a view: it would hold the whole batch
             return [feats.per_image(j) for j in range(len(positions))]
 
-        entries = self.feature_cache.fetch("image", keys, compute)
-        maps = [torch.stack(level) for level in zip(*entries, strict=True)]
-        assert self._position is not None, "compute() sets it: a fresh cache misses first"
-        position = self._position.expand(len(keys), -1, -1, -1)
-        return ImageFeatures(embedding=maps[0], position=position, high_res=maps[1:])
+        return self._stacked(self.feature_cache.fetch("image", keys, compute, decoded, unstored))
 
     def _encode(self, images: torch.Tensor) -> ImageFeatures:
         n = self.encoder_batch
