@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors import safe_open
 
 from fssam2 import InputError
 from fssam2.files import PARTIAL_GLOB, check_new, create, new_folder, replace_own, write_new
@@ -137,6 +139,25 @@ def test_export_refuses_an_existing_merge_before_writing_the_adapter(trained_run
     same = tmp_path / "both"
     one_line_error(capsys, ["export", str(trained_run.last), "--output", str(same), "--merge", str(same)], "both name")
     assert contents(tmp_path) == before
+
+
+def test_an_adapter_records_the_input_size_its_run_used(trained_run, tmp_path):
+    """A run that left model.image_size unset ran at its SAM2 config's size (fssam2_tiny: 128): the
+    adapter says so, and a Segmenter built from it runs at that size."""
+    ckpt = torch.load(trained_run.last, map_location="cpu", weights_only=False)
+    ckpt["hyper_parameters"]["image_size"] = None
+    torch.save(ckpt, tmp_path / "native.ckpt")
+    from fssam2.cli import run_cli
+
+    adapter = tmp_path / "adapter.safetensors"
+    run_cli(["export", str(tmp_path / "native.ckpt"), "--output", str(adapter)])
+    with safe_open(str(adapter), "pt") as f:
+        assert f.metadata()["image_size"] == "128"  # fssam2_tiny.yaml's (the session's run gave 64)
+    seg = Segmenter.from_pretrained(adapter=adapter)
+    assert seg.model.image_size == 128 and seg.model.sam2.image_size == 128
+    image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    seg.set_support([image], [np.pad(np.ones((10, 10), bool), ((10, 20), (10, 30)))])
+    assert seg.predict(image).shape == (40, 50)
 
 
 # fssam2 predict

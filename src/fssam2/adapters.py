@@ -3,7 +3,7 @@
 An adapter is a safetensors file holding only a method's adapters (FS-SAM2's LoRA factors, SANSA's
 AdaptFormers), with metadata: format, method and its options, base model (config name), its
 checkpoint (a name, an absolute path or "random") and the file's SHA-256, LoRA config (FS-SAM2),
-input size, dataset, fold, shot and the best
+SAM2's input size (the config's when the run gave none), dataset, fold, shot and the best
 validation mIoU. Files written before methods existed name no method: they are FS-SAM2's. An
 adapter file is a new file: an existing one is never written over. `merge_lora` folds the factors
 into the base weights, giving a plain SAM2 state dict (Meta's key names) that needs no adapter at
@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fssam2 import hub
+from fssam2.build import load_model_config
 from fssam2.errors import InputError
 from fssam2.files import check_new, create
 from fssam2.hub import checkpoint_sha256
@@ -106,7 +107,7 @@ def export_adapter(ckpt_path: str | Path, output: str | Path, option: str = "out
         "base_checkpoint": recorded_checkpoint(hp.get("sam2_checkpoint")),
         "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
         "lora": json.dumps(None if lora is None else dict(lora)),
-        "image_size": str(hp.get("image_size")),
+        "image_size": str(hp.get("image_size") or load_model_config(hp["sam2_config"]).model.image_size),
         "dataset": str(data.get("dataset", "unknown")),
         "fold": str(data.get("fold", "unknown")),
         "shot": str(data.get("shot", "unknown")),
