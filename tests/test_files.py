@@ -204,3 +204,32 @@ def test_segment_keeps_a_support_overlay_that_appears_while_it_runs(tmp_path, ca
         capsys, args, f"{theirs} exists and fssam2 writes over no file it did not create: choose another --output"
     )
     assert contents(out) == {"s_support_overlay.png": b"another run's overlay"}
+
+
+# fssam2 prepare splits --benchmark (derived lists)
+
+
+def test_derived_split_lists_keep_the_same_list_and_refuse_another(tmp_path):
+    from fssam2.prepare.splits import derive_split_lists
+
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for n, value in enumerate([1, 2, 1, 2]):
+        Image.fromarray(np.full((8, 8), value, np.uint8)).save(labels / f"{n}.png")
+    ids = {"train": ["0", "1"], "val": ["2", "3"]}
+
+    def derive(**kwargs):
+        derive_split_lists(ids, lambda i: labels / f"{i}.png", tmp_path / "out", "pascal", lambda f: [1], 2,
+                           folds=(0,), min_pixels=1, progress=False, **kwargs)  # fmt: skip
+
+    derive()
+    lists = tmp_path / "out" / "pascal" / "fss_list"
+    first = contents(lists)
+    assert sorted(first) == [f"{s}/{n}_0.txt" for s in ("train", "val") for n in ("data_list", "sub_class_file_list")]
+    derive()  # the same lists again: kept as they are
+    assert contents(lists) == first
+    (lists / "val" / "data_list_0.txt").write_text("mine\n")
+    changed = contents(lists)
+    with pytest.raises(InputError, match="data_list_0.txt exists and differs from the list derived here"):
+        derive()
+    assert contents(lists) == changed
