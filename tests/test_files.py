@@ -233,3 +233,51 @@ def test_derived_split_lists_keep_the_same_list_and_refuse_another(tmp_path):
     with pytest.raises(InputError, match="data_list_0.txt exists and differs from the list derived here"):
         derive()
     assert contents(lists) == changed
+
+
+# The experiment scripts refuse an existing output before the long run.
+
+
+def test_the_demo_refuses_an_existing_run_folder_before_any_run(tmp_path, monkeypatch, capsys):
+    demo = load_script("demo", monkeypatch)
+    monkeypatch.setattr(demo, "run", lambda args: pytest.fail("a run started"))
+    (tmp_path / "now").mkdir()
+    (tmp_path / "now" / "demo_results.json").write_text("an earlier demo's")
+
+    class Now:
+        @staticmethod
+        def now():
+            return type("Stamp", (), {"strftime": lambda self, fmt: "now"})()
+
+    monkeypatch.setattr(demo, "datetime", Now)
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--runs", str(tmp_path), "--jobs", "1"])
+    assert exit_.value.code == 2 and f"{tmp_path / 'now'} exists" in capsys.readouterr().err
+    assert (tmp_path / "now" / "demo_results.json").read_text() == "an earlier demo's"
+
+
+def test_bench_episode_refuses_an_existing_json_before_measuring(tmp_path, monkeypatch, capsys):
+    bench = load_script("bench_episode", monkeypatch)
+    monkeypatch.setattr(bench, "build_sam2", lambda *a, **k: pytest.fail("a model was built"))
+    existing = tmp_path / "numbers.json"
+    existing.write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--models", "tiny", "--json", str(existing)])
+    assert exit_.value.code == 2 and f"{existing} exists" in capsys.readouterr().err
+    assert existing.read_text() == "{}"
+
+
+def test_reproduce_keeps_an_earlier_table(tmp_path, monkeypatch):
+    reproduce = load_script("reproduce", monkeypatch)
+
+    def run(args, in_process):  # every run "done" at once, its folder made
+        Path(args[args.index("--trainer.default_root_dir") + 1]).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(reproduce, "fssam2", run)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.md").write_text("an earlier table")
+    args = ["--data-root", str(tmp_path), "--splits-dir", str(tmp_path), "--benchmarks", "fss1000", "--out", str(out)]
+    reproduce.main(args)
+    assert (out / "results.md").read_text() == "an earlier table"
+    assert "## FSS-1000" in (out / "results-1.md").read_text()
