@@ -49,6 +49,8 @@ import torch
 
 from fssam2.build import build_sam2
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD
+from fssam2.errors import InputError
+from fssam2.files import check_new, create
 from fssam2.lora import LoRAConfig, is_lora_parameter, mark_only_lora_trainable
 from fssam2.meters import PeakMemory
 from fssam2.methods.base import bce_dice_loss
@@ -586,8 +588,13 @@ def main(argv: list[str] | None = None) -> None:
         "--encoder-batch", type=int, help="fssam2: at most this many images per encoder call (default: all)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    parser.add_argument("--json", type=Path, help="write the raw numbers here (a new file)")
     opts = parser.parse_args(argv)
+    if opts.json:
+        try:
+            check_new(opts.json, "--json")  # before the long run
+        except InputError as err:
+            parser.error(str(err))
     if opts.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
     if min(opts.shots) < 1 or opts.train_shots < 1:
@@ -665,8 +672,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ntotal {seconds / 60:.1f} min")
     if opts.json:
         settings = {**{k: v for k, v in vars(opts).items() if k != "json"}, "seconds": seconds}
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(to_json(machine, settings, results), indent=2))
+        text = json.dumps(to_json(machine, settings, results), indent=2)
+        create(opts.json, lambda tmp: tmp.write_text(text), "--json")
         print(f"raw numbers: {opts.json}")
 
 

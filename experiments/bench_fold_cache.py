@@ -13,7 +13,8 @@ encoder's inputs are counted by a forward hook, independently of the cache's own
 The precision is `fssam2 test`'s default (bf16-mixed on a GPU, 32-true on a CPU) unless
 --precision names one; the output says which ran. --num-workers auto takes the CPU cores less
 two, as many as /dev/shm can hold two batches each for (a batch of B+ at 1024 px is ~0.8 GB).
---json is rewritten after each run, so a run cut short still leaves the runs before it.
+--json names a new file (one that exists is refused before anything runs); it is rewritten after
+each run, so a run cut short still leaves the runs before it.
 
 Beside the runs, the fold's arithmetic floor, measured in the same process: the image-encoder
 passes (the fold's distinct images), memory-encoder passes and mask decodes the lean run asked
@@ -49,6 +50,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fssam2.cli import run_cli  # noqa: E402
+from fssam2.errors import InputError  # noqa: E402
+from fssam2.files import check_new, create, replace_own  # noqa: E402
 from fssam2.meters import HostMemory  # noqa: E402
 from fssam2.synthetic import SyntheticBenchmark  # noqa: E402
 
@@ -300,7 +303,7 @@ def main() -> None:
     parser.add_argument(
         "--cache-mb", type=float, help="feature-cache budget in MB (default: the module's); size it to hold the fold"
     )
-    parser.add_argument("--json", type=Path, help="write the numbers here (rewritten after each run)")
+    parser.add_argument("--json", type=Path, help="write the numbers here (a new file, rewritten after each run)")
     parser.add_argument(
         "--only",
         nargs="+",
@@ -312,6 +315,11 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=30, help="--only train: steps timed")
     parser.add_argument("--train-warmup", type=int, default=5, help="--only train: steps not timed")
     args = parser.parse_args()
+    if args.json:
+        try:
+            check_new(args.json, "--json")  # before the long run
+        except InputError as err:
+            parser.error(str(err))
     sys.argv[1:] = []  # LightningCLI gets its arguments from run(): it would warn about these on every run
     if args.num_workers == "auto":
         args.num_workers, why = auto_workers(args)
@@ -324,24 +332,36 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"  # fmt: skip
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     results: dict[str, dict] = {}
+    saved = False
+
+    def save(record: dict) -> None:
+        """--json: a new file at the first write, then rewritten (this run's own file)."""
+        nonlocal saved
+        if not args.json:
+            return
+
+        def write(tmp: Path) -> None:
+            tmp.write_text(json.dumps(record, indent=2))
+
+        if saved:
+            replace_own(args.json, write)
+        else:
+            create(args.json, write, "--json")
+        saved = True
+
     with tempfile.TemporaryDirectory(prefix="fssam2-fold-") as tmp:
         root = Path(tmp)
         per_class = write_fold(root, args.queries, args.image_side, seed=0)
         if args.only == ["train"]:
             train = train_throughput(root, args)
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps({"device": device, "settings": settings, "train": train}, indent=2))
+            save({"device": device, "settings": settings, "train": train})
             return
         for name in [SHORT[n] for n in SHORT if n in args.only or n == "lean"]:
             results[name] = run(root, args, name)
-            if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                record = {"device": device, "torch": torch.__version__, "settings": settings, "per_class": per_class}
-                args.json.write_text(json.dumps({**record, "runs": results}, indent=2))
+            record = {"device": device, "torch": torch.__version__, "settings": settings, "per_class": per_class}
+            save({**record, "runs": results})
         floor = arithmetic_floor(args, results[LEAN])
-        if args.json:
-            args.json.write_text(json.dumps({**record, "runs": results, "floor": floor}, indent=2))
+        save({**record, "runs": results, "floor": floor})
     precision = ", ".join(sorted({r["precision"] for r in results.values()}))
     print(f"\nmachine: {device}; torch {torch.__version__}; precision {precision}")
     print(

@@ -17,8 +17,8 @@ process per core (`--jobs`). On the same test episodes it prints, per family, on
 Below them, the support gap the meta-trained test run measured itself (`data.gap_episodes`: a
 seeded subset of its episodes run again with swapped supports), mIoU true minus swap on that subset,
 and the checks against the demo's targets. Each CLI run gets its own folder under
-runs/demo/<time>/<family>/, so nothing earlier is overwritten; the tables are also written there as
-demo_results.json.
+runs/demo/<time>/<family>/, a folder of this run alone (one that exists is refused), so nothing
+earlier is overwritten; the tables are also written there as demo_results.json.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from pathlib import Path
 import wandb
 
 from fssam2.cli import run_cli
+from fssam2.errors import InputError
+from fssam2.files import create, new_folder
 from fssam2.oracle import objectness_oracle
 from fssam2.synthetic import FAMILIES
 
@@ -145,7 +147,7 @@ def in_subprocesses(opts: argparse.Namespace, run_dir: Path) -> dict[str, dict]:
         command = [sys.executable, __file__, "--method", opts.method, "--config", opts.config]
         command += ["--families", family, "--jobs", "1"]
         command += ["--into", str(folder), "--", *opts.overrides]
-        with open(folder / "demo.log", "w") as log:
+        with open(folder / "demo.log", "x") as log:
             return family, subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
     with ThreadPoolExecutor(opts.jobs) as pool:
@@ -174,6 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     opts.families = opts.families or list(DEFAULT_FAMILIES[opts.method])
     opts.jobs = opts.jobs or max(1, min(len(opts.families), os.cpu_count() or 1))
     run_dir = opts.into or Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if opts.into is None:  # a subprocess's folder is its parent's, made in this run
+        try:
+            new_folder(run_dir, "--runs")
+        except InputError as err:
+            parser.error(str(err))
 
     start = time.perf_counter()
     if opts.jobs > 1:
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     for family, result in results.items():
         print_family(family, result)
     minutes = (time.perf_counter() - start) / 60
-    (run_dir / "demo_results.json").write_text(json.dumps({"families": results, "minutes": minutes}, indent=2))
+    text = json.dumps({"families": results, "minutes": minutes}, indent=2)
+    create(run_dir / "demo_results.json", lambda tmp: tmp.write_text(text), "--runs")
     print(f"\nrun folder: {run_dir}  ({minutes:.1f} min)")
 
 

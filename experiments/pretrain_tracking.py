@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +47,8 @@ import torch.nn.functional as F
 
 from fssam2 import build_sam2
 from fssam2.data import to_input
+from fssam2.errors import InputError
+from fssam2.files import check_new, create
 from fssam2.methods.base import bce_dice_per_episode
 from fssam2.methods.features import ImageFeatures
 from fssam2.methods.fssam2 import FewShotSAM2
@@ -364,8 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: reproducible and leaves a core free)")
     parser.add_argument("--device", default="cpu")
     opts = parser.parse_args(argv)
-    if opts.out.exists():
-        parser.error(f"--out {opts.out} exists: choose another path or delete it first (it is never overwritten).")
+    try:
+        check_new(opts.out, "--out")  # before the long run
+    except InputError as err:
+        parser.error(str(err))
     if opts.relocate and opts.world != "varied":
         parser.error(
             f"--relocate {opts.relocate} needs --world varied: the {opts.world} world has no layouts to redraw."
@@ -441,11 +444,8 @@ def main(argv: list[str] | None = None) -> None:
                 + f"({(time.perf_counter() - start) / 60:.1f} min)",
                 flush=True,
             )
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = opts.out.with_name(f".{opts.out.name}.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in model.sam2.state_dict().items()}
-    torch.save({"model": state}, tmp)
-    os.replace(tmp, opts.out)
+    create(opts.out, lambda tmp: torch.save({"model": state}, tmp), "--out")
     digest = hashlib.sha256(opts.out.read_bytes()).hexdigest()
     print(f"wrote {opts.out} (sha256 {digest})")
 

@@ -14,7 +14,8 @@ For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (
 then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
 model on PASCAL folds 10-13. A run already finished (its fit_done marker, or its test_metrics.json)
 is skipped, and an interrupted fit resumes from its last.ckpt, so an interrupted reproduction resumes. Then `<out>/results.md` holds the table in the
-paper's layout, each cell "ours (difference to the published number)".
+paper's layout, each cell "ours (difference to the published number)"; where an earlier run left one, the
+new table goes to results-1.md (then -2, ...): none is written over.
 
 `--smoke` runs the same pipeline on generated datasets in the real layouts (lists derived with
 `fssam2 prepare splits`) with the tiny model for a few steps: it checks the plumbing, not the numbers.
@@ -149,6 +150,8 @@ def fit_args(fit_config: str, common: list[str], run_dir: Path, configs: Path = 
 
 
 def run_all(opts: argparse.Namespace) -> Path:
+    from fssam2.files import write_new
+
     out = Path(opts.out).resolve()
     if opts.smoke:
         data_root, splits_dir = generate_smoke_data(out)
@@ -185,9 +188,9 @@ def run_all(opts: argparse.Namespace) -> Path:
                 "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(run_dir / folder),
             ], in_process)  # fmt: skip
     table = results_table(out, opts.benchmarks, opts.method)
-    (out / "results.md").write_text(table)
-    print(table)
-    return out / "results.md"
+    written = write_new(out / "results.md", table)
+    print(f"{table}\n[reproduce] table: {written}")
+    return written
 
 
 def _cell(ours: float | None, published: float | None) -> str:

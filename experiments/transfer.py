@@ -38,6 +38,8 @@ from PIL import Image
 
 from fssam2.cli import run_cli
 from fssam2.episodes import EVAL_EPOCH
+from fssam2.errors import InputError
+from fssam2.files import create, new_folder
 from fssam2.metric import FewShotIoU
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="extra CLI options for every run, e.g. --trainer.max_epochs=2")
     opts = parser.parse_args(argv)
     run_dir = Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        new_folder(run_dir, "--runs")  # this run's alone: nothing earlier is written over
+    except InputError as err:
+        parser.error(str(err))
     data = run_dir / "glyphs"
     start = time.perf_counter()
     write_family(data, opts.seed)
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, (value, target) in checks.items():
         print(f"{name:<34}{value:>+8.1f}  (target >= {target:g}: {'met' if value >= target else 'NOT met'})")
     summary = {"rows": rows, "checks": checks, "best_checkpoint": best, "minutes": minutes, "base": opts.checkpoint}
-    (run_dir / "transfer_results.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    create(run_dir / "transfer_results.json", lambda tmp: tmp.write_text(text), "--runs")
     print(f"run folder: {run_dir}  ({minutes:.1f} min)")
 
 

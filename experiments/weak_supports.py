@@ -33,6 +33,8 @@ from pathlib import Path
 import wandb
 
 from fssam2.cli import run_cli
+from fssam2.errors import InputError
+from fssam2.files import create, new_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 # The targets: how far each weak annotation may fall below masks, the swap gap each keeps,
@@ -132,9 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     base = ["--config", opts.config, "--data.init_args.family", opts.family, *opts.overrides]
     if opts.arm:  # one model, in its own process
         result = arm(opts.arm, base, opts.into, shots)
-        (opts.into / "arm_results.json").write_text(json.dumps(result, indent=2))
+        text = json.dumps(result, indent=2)
+        create(opts.into / "arm_results.json", lambda tmp: tmp.write_text(text), "--runs")
         return
     run_dir = Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        new_folder(run_dir, "--runs")  # this run's alone: nothing earlier is written over
+    except InputError as err:
+        parser.error(str(err))
     jobs = opts.jobs or max(1, min(2, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         folder.mkdir(parents=True)
         command = [sys.executable, __file__, "--arm", name, "--into", str(folder), "--config", opts.config]
         command += ["--family", opts.family, "--shots", *map(str, shots), "--", *opts.overrides]
-        with open(folder / "run.log", "w") as log:
+        with open(folder / "run.log", "x") as log:
             return name, subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {name: json.loads((run_dir / name / "arm_results.json").read_text()) for name in TESTS}
     print_table(results, opts.family, shots)
     minutes = (time.perf_counter() - start) / 60
-    (run_dir / "weak_supports.json").write_text(json.dumps({"models": results, "minutes": minutes}, indent=2))
+    text = json.dumps({"models": results, "minutes": minutes}, indent=2)
+    create(run_dir / "weak_supports.json", lambda tmp: tmp.write_text(text), "--runs")
     print(f"\nrun folder: {run_dir}  ({minutes:.1f} min)")
 
 

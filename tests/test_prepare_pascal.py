@@ -21,6 +21,7 @@ from PIL import Image
 from fssam2.benchmarks import write_png as real_write_png
 from fssam2.cli import run_cli
 from fssam2.downloads import Archive
+from fssam2.files import temp_path
 from fssam2.prepare import pascal
 from fssam2.synthetic import SyntheticBenchmark
 from loopback import serve
@@ -312,12 +313,12 @@ def test_an_interrupted_run_restarts_cleanly(where, served, reference, monkeypat
         real_merge(source / "JPEGImages", dest / "JPEGImages")
         raise Killed
 
-    def write_png(array, path):  # killed halfway through the label maps, one of them written partly
+    def write_png(array, path, option):  # killed halfway through the label maps, one of them written partly
         if len(calls) == 10:
-            (path.parent / f".{path.stem}.tmp.png").write_bytes(b"half a PNG")
+            temp_path(path).write_bytes(b"half a PNG")
             raise Killed
         calls.append(path)
-        real_write_png(array, path)
+        real_write_png(array, path, option)
 
     def write_marker(*args):  # killed after SegmentationClassAug got its name, before the marker
         raise Killed

@@ -377,6 +377,8 @@ def test_an_output_that_appears_while_segmenting_is_not_written_over(own, tmp_pa
     plan = output_plan([], [own / "query" / "q0.jpg", own / "query" / "q1.jpg"], out)
     out.mkdir()
     (out / "q1_overlay.png").write_bytes(b"another run's")  # e.g. a second run into the same folder
-    with pytest.raises(InputError, match=r"q1_overlay\.png appeared while segmenting .*: it is not written over"):
+    with pytest.raises(
+        InputError, match=r"q1_overlay\.png exists and fssam2 writes over no file .*: choose another --output"
+    ):
         write_masks(seg, plan)
     assert (out / "q1_overlay.png").read_bytes() == b"another run's" and not (out / "q1.png").exists()

@@ -3,9 +3,11 @@
 An adapter is a safetensors file holding only a method's adapters (FS-SAM2's LoRA factors, SANSA's
 AdaptFormers), with metadata: format, method and its options, base model (config name), its
 checkpoint (a name, an absolute path or "random") and the file's SHA-256, LoRA config (FS-SAM2),
-input size, dataset, fold, shot and the best validation mIoU. Files written before methods
-existed name no method: they are FS-SAM2's. `merge_lora` folds the factors into the base weights, giving a plain SAM2
-state dict (Meta's key names) that needs no adapter at inference.
+SAM2's input size (the config's when the run gave none), dataset, fold, shot and the best
+validation mIoU. Files written before methods existed name no method: they are FS-SAM2's. An
+adapter file is a new file: an existing one is never written over. `merge_lora` folds the factors
+into the base weights, giving a plain SAM2 state dict (Meta's key names) that needs no adapter at
+inference.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fssam2 import hub
+from fssam2.build import load_model_config
 from fssam2.errors import InputError
+from fssam2.files import check_new, create
 from fssam2.hub import checkpoint_sha256
 from fssam2.lora import LoRAConfig, is_lora_parameter, lora_delta, lora_layers
 from fssam2.methods import DEFAULT_METHOD, FewShotMethod, FewShotSAM2, method_class
@@ -71,8 +75,10 @@ def module_kwargs(ckpt: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
-    """Write the adapter of a `fssam2 fit` checkpoint; returns its metadata."""
+def export_adapter(ckpt_path: str | Path, output: str | Path, option: str = "output") -> dict[str, str]:
+    """Write the adapter of a `fssam2 fit` checkpoint to `output`, a new file (an existing one is
+    refused before the checkpoint is read, naming `option`); returns its metadata."""
+    output = check_new(output, option)
     ckpt = read_training_checkpoint(ckpt_path)
     hp = module_kwargs(ckpt)
     method = str(hp.get("method", DEFAULT_METHOD))
@@ -101,18 +107,14 @@ def export_adapter(ckpt_path: str | Path, output: str | Path) -> dict[str, str]:
         "base_checkpoint": recorded_checkpoint(hp.get("sam2_checkpoint")),
         "base_sha256": base_fingerprint(hp.get("sam2_checkpoint")),
         "lora": json.dumps(None if lora is None else dict(lora)),
-        "image_size": str(hp.get("image_size")),
+        "image_size": str(hp.get("image_size") or load_model_config(hp["sam2_config"]).model.image_size),
         "dataset": str(data.get("dataset", "unknown")),
         "fold": str(data.get("fold", "unknown")),
         "shot": str(data.get("shot", "unknown")),
         "best_val_miou": "unknown" if best is None else f"{float(best):.4f}",
         "epoch": str(ckpt.get("epoch")),
     }
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(output)
+    create(output, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), option)
     return metadata
 
 

@@ -41,6 +41,7 @@ from fssam2.episodes import (
     pascal_classes,
 )
 from fssam2.errors import InputError
+from fssam2.files import create
 from fssam2.hub import data_dir
 
 FSS_NUMBERS = tuple(range(1, 11))
@@ -303,14 +304,17 @@ def read_label(path: Path) -> np.ndarray:
     return label.astype(np.uint8)
 
 
-def write_png(array: np.ndarray, path: Path) -> None:
-    """uint8 [H, W] or RGB [H, W, 3] as a PNG, through a temporary file: it appears only complete."""
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-    except OSError as err:
-        raise InputError(f"Could not write {path} ({err}): check the output folder.") from err
-    tmp.replace(path)
+def write_png(array: np.ndarray, path: Path, option: str = "output folder") -> None:
+    """uint8 [H, W] or RGB [H, W, 3] as a new PNG file, written whole (`fssam2.files.create`); a
+    file at `path` is not written over: an InputError says to choose another `option`."""
+
+    def save(tmp: Path) -> None:
+        try:
+            Image.fromarray(array).save(tmp, format="PNG")
+        except OSError as err:
+            raise InputError(f"Could not write {path} ({err}): check the output folder.") from err
+
+    create(path, save, option)
 
 
 @lru_cache(maxsize=65536)

@@ -22,39 +22,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD, FewShotDataModule, trainer_datamodule
+from fssam2.files import write_new
 from fssam2.segment import mark_prompt, tint
-
-
-def write_new(path: Path, text: str) -> Path:
-    """Writes `text` to `path`, or, when that file exists, to the first free name among
-    `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...; returns the path written. An existing file is
-    never replaced (the name is claimed with a hard link, which fails on an existing file), and
-    the file appears whole: it is written to a hidden temporary file first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        for n in range(100_000):
-            target = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
-            if target.exists():
-                continue
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                continue
-            except OSError:  # a filesystem without hard links: claim the name by exclusive create
-                try:
-                    with open(target, "x") as f:
-                        f.write(text)
-                except FileExistsError:
-                    continue
-            return target
-        raise FileExistsError(f"no free name for {path}")
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class RunConfig(SaveConfigCallback):
@@ -228,9 +197,15 @@ def _to_rgb(image: torch.Tensor) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+# The folder of `fssam2 predict`'s masks in the run folder; a predict into a run folder that has
+# one is refused before it starts (fssam2.cli.app).
+PREDICTIONS = "predictions"
+
+
 class PredictionWriter(L.Callback):
     """`fssam2 predict`: each test episode's predicted mask, at the query's original size, as
-    `<run dir>/predictions/<episode>_<query id>_class<c>.png` (0 / 255), written atomically."""
+    `<run dir>/predictions/<episode>_<query id>_class<c>.png` (0 / 255), each a new file written
+    whole (`fssam2.files.create`): a file there is never written over."""
 
     def on_predict_batch_end(
         self,
@@ -241,11 +216,10 @@ class PredictionWriter(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        folder = Path(trainer.default_root_dir) / "predictions"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(trainer.default_root_dir) / PREDICTIONS
         for pred in outputs:
             name = f"{pred['index']:05d}_{pred['query'].replace('/', '__')}_class{pred['class_id']}.png"
-            write_png(pred["mask"].numpy().astype(np.uint8) * 255, folder / name)
+            write_png(pred["mask"].numpy().astype(np.uint8) * 255, folder / name, "trainer.default_root_dir")
 
 
 class WandbTestReport(L.Callback):

@@ -39,6 +39,7 @@ from fssam2.benchmarks import (
 from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
+from fssam2.files import check_new
 from fssam2.methods import FewShotMethod, FewShotSAM2
 
 DEFAULT_SAM2 = "sam2.1_hiera_b+"
@@ -511,11 +512,10 @@ def write_masks(seg: Segmenter, plan: Sequence[tuple[Path, Path, Path]], log: Te
             tqdm.write(f"fssam2: skipped query {query}: {err}", file=log)  # above the progress bar
             continue
         mask = seg.predict(image)
-        appeared = next((p for p in (mask_path, overlay_path) if p.exists()), None)
-        if appeared is not None:
-            raise InputError(f"{appeared} appeared while segmenting (another run?): it is not written over.")
-        write_png((mask * 255).astype(np.uint8), mask_path)
-        write_png(overlay(image, mask), overlay_path)
+        for path in (mask_path, overlay_path):  # one that appeared meanwhile (another run?): neither is written
+            check_new(path, "--output")
+        write_png((mask * 255).astype(np.uint8), mask_path, "--output")
+        write_png(overlay(image, mask), overlay_path, "--output")
     written = len(plan) - len(skipped)
     if skipped:
         output = plan[0][1].parent

@@ -28,9 +28,10 @@ from fssam2 import hub
 from fssam2.adapters import module_kwargs
 from fssam2.benchmarks import OnDiskDataModule
 from fssam2.cache import CacheConfig
-from fssam2.callbacks import RunConfig
+from fssam2.callbacks import PREDICTIONS, RunConfig
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError
+from fssam2.files import check_new
 from fssam2.methods import DEFAULT_METHOD, method_class
 from fssam2.module import STAGE_SPLITS, FSSAM2Module, stage_class_ids
 
@@ -196,6 +197,8 @@ class FSSAM2CLI(LightningCLI):
         check_run_dir(run_dir)
         if self.subcommand == "fit":
             check_new_fit(run_dir, config.get("ckpt_path"))
+        if self.subcommand == "predict":  # an earlier predict's masks are kept
+            check_new(run_dir / PREDICTIONS, "trainer.default_root_dir")
         trainer.default_root_dir = str(run_dir)
         self._wandb_dir = None
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]

@@ -15,6 +15,7 @@ from fssam2.benchmarks import read_image, write_png
 from fssam2.data import FewShotDataModule
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
+from fssam2.files import check_new, create
 from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
 from fssam2.module import FSSAM2Module
 
@@ -113,10 +114,13 @@ def segment_command(args: list[str]) -> None:
     images = [read_image(i) for i, _ in pairs]
     notes = [read_prompt(m) if is_prompt_file(m) else read_mask(m) for _, m in pairs]
     seg.set_support(images, notes, names=[str(i) for i, _ in pairs])
+    drawn: set[Path] = set()
     for (image_path, _), image, note, mask in zip(pairs, images, notes, seg.support_masks, strict=True):
-        if isinstance(note, dict):  # a prompt file: the mask SAM2 decoded from it, and the prompt
+        target = support_overlay_path(output, image_path)
+        if isinstance(note, dict) and target not in drawn:  # a prompt file: the mask SAM2 decoded, and the prompt
             coords, labels = support_prompt(note, image.shape[1], image.shape[0])
-            write_png(mark_prompt(overlay(image, mask), coords, labels), support_overlay_path(output, image_path))
+            write_png(mark_prompt(overlay(image, mask), coords, labels), target, "--output")
+            drawn.add(target)  # an image given twice is drawn once, as output_plan plans
     written = write_masks(seg, plan)  # skips, then names (InputError), queries that are not images
     print(f"wrote {written} masks and overlays to {output}")
 
@@ -132,8 +136,13 @@ def export_command(args: list[str]) -> None:
     opts = parser.parse_args(args)
     if not (opts.output or opts.merge):
         raise InputError("fssam2 export needs --output ADAPTER.safetensors and/or --merge MODEL.pt.")
+    # Both are new files, checked before the checkpoint is read or anything is written.
+    adapter = opts.output and check_new(opts.output, "--output")
+    merged = opts.merge and check_new(opts.merge, "--merge")
+    if adapter and merged and adapter.resolve() == merged.resolve():
+        raise InputError(f"--output and --merge both name {adapter}: give each its own file.")
     if opts.output:
-        export_adapter(opts.checkpoint, opts.output)
+        export_adapter(opts.checkpoint, opts.output, "--output")
         print(f"wrote adapter {opts.output} ({Path(opts.output).stat().st_size / 1e6:.2f} MB)")
     if opts.merge:
         ckpt = read_training_checkpoint(opts.checkpoint)
@@ -145,10 +154,8 @@ def export_command(args: list[str]) -> None:
             )
         module = FSSAM2Module(**module_kwargs(ckpt))
         module.load_state_dict(ckpt["state_dict"])
-        target = Path(opts.merge).expanduser()
-        tmp = target.with_name(f".{target.name}.tmp")
-        torch.save({"model": merge_lora(module.model)}, tmp)
-        tmp.replace(target)
+        state = merge_lora(module.model)
+        target = create(opts.merge, lambda tmp: torch.save({"model": state}, tmp), "--merge")
         print(
             f"wrote merged model {target}: load it with build_sam2({ckpt['hyper_parameters']['sam2_config']!r}, {str(target)!r})"
         )

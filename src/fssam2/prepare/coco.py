@@ -250,7 +250,7 @@ def _render_split(base: Path, split: str, progress: bool = True) -> tuple[int, l
         label = np.zeros((info["height"], info["width"]), np.uint8)
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
             label[coco.annToMask(ann) > 0] = value[ann["category_id"]]
-        write_png(label, target)
+        write_png(label, target, "--root")
         written += 1
     return written, ids
 

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from fssam2.benchmarks import read_label, write_png
 from fssam2.downloads import Archive, extract, fetch_archive
 from fssam2.errors import InputError
+from fssam2.files import PARTIAL_GLOB
 from fssam2.hub import existing_ancestor
 from fssam2.prepare.marker import MARKER
 from fssam2.prepare.marker import write_marker as write_marker_file
@@ -344,14 +345,16 @@ def build_labels(voc: Path, sbd: Path, out: Path, ids: list[str], voc_ids: set[s
             f"delete {missing[0].parent} and run again."
         )
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp.png"):
+    for stale in out.glob(PARTIAL_GLOB):
         stale.unlink()  # an interrupted write
     done = label_ids(out)
     for image_id in tqdm(ids, desc="SegmentationClassAug", disable=not progress):
         if image_id in done:
             continue
         source = sources[image_id]
-        write_png(read_label(source) if source.suffix == ".png" else sbd_label(source), out / f"{image_id}.png")
+        write_png(
+            read_label(source) if source.suffix == ".png" else sbd_label(source), out / f"{image_id}.png", "--root"
+        )
 
 
 def label_ids(folder: Path) -> set[str]:

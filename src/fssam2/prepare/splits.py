@@ -20,6 +20,7 @@ import argparse
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from fssam2.benchmarks import LabelMapReader, check_layout, read_data_list, read
 from fssam2.downloads import fetch_url, file_digest
 from fssam2.episodes import coco_classes, pascal_classes
 from fssam2.errors import InputError
+from fssam2.files import create, exists
 
 MIN_PIXELS = 2 * 32 * 32
 HELP = "fetch the published split lists (checked), or derive PASCAL-5i / COCO-20i lists with the published rule"
@@ -269,10 +271,21 @@ def derive_split_lists(
                     f"{folder / f'data_list_{fold}.txt'} would be empty; nothing was written: check the label maps' values."
                 )
             lists[folder, fold] = (images, by_class)
+    texts: dict[Path, str] = {}
     for (folder, fold), (images, by_class) in lists.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"data_list_{fold}.txt").write_text("".join(f"{i}\n" for i in images))
-        (folder / f"sub_class_file_list_{fold}.txt").write_text(repr(by_class))
+        texts[folder / f"data_list_{fold}.txt"] = "".join(f"{i}\n" for i in images)
+        texts[folder / f"sub_class_file_list_{fold}.txt"] = repr(by_class)
+    # A list already there is kept when it says the same, and refused before any is written when not.
+    differ = [path for path, text in texts.items() if exists(path) and (not path.is_file() or path.read_text() != text)]
+    if differ:
+        more = f" (and {len(differ) - 1} more files there)" if len(differ) > 1 else ""
+        raise InputError(
+            f"{differ[0]} exists and differs from the list derived here{more}: it is left as it is; pass --out "
+            "another folder, or move it away, and run again."
+        )
+    for path, text in texts.items():
+        if not exists(path):
+            create(path, partial(Path.write_text, data=text), "--out")
 
 
 def pascal_held_out(fold: int) -> list[int]:
