@@ -151,6 +151,24 @@ def test_the_demos_tiny_sam2_tracks_through_both_forwards_and_decodes_prompts():
     assert scores["prompt_box"] > 60 and scores["prompt_points"] > 50 and scores["prompt_point"] > 40
 
 
+def test_the_demo_says_in_words_whether_the_support_decides_the_mask():
+    """The verdict `make demo` prints under each family, from the measured numbers: the hue family's
+    and the shape family's rows as measured (README, docs/synthetic.md)."""
+    verdict = load_script("demo").verdict
+    hue = verdict("hue", trained=77.6, swap=20.8, oracle=37.8)
+    assert hue.startswith("the support decides the mask: the model finds the hue band its support shows\n")
+    assert "meta-trained - swap +56.8 mIoU, meta-trained - objectness oracle +39.8" in hue
+    shape = verdict("shape", trained=38.9, swap=31.8, oracle=41.9)
+    assert shape.startswith("the support hardly decides the mask: the model segments salient objects")
+    assert "meta-trained - swap +7.1 mIoU, meta-trained - objectness oracle -3.0" in shape
+    assert "the support decides from +40 and +10" in shape
+    # The thresholds define "decides": just under either one, the support no longer decides.
+    assert verdict("hue", trained=77.6, swap=37.7, oracle=37.8).startswith("the support hardly decides")
+    assert verdict("hue", trained=77.6, swap=20.8, oracle=67.7).startswith("the support picks the object, but")
+    for text in (hue, shape):
+        assert "NOT met" not in text and "target" not in text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, jobs):
@@ -172,6 +190,7 @@ def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, j
     demo.main(["--runs", str(tmp_path), "--families", "hue", "texture", "--jobs", jobs, "--", *short])
     printed = capsys.readouterr().out
     assert printed.index("hue family") < printed.index("texture family") and "shape family" not in printed
+    assert printed.count("\nthe support ") == 2 and "NOT met" not in printed  # each family's verdict in words
     (folder,) = tmp_path.iterdir()
     results = json.loads((folder / "demo_results.json").read_text())["families"]
     assert list(results) == ["hue", "texture"]
@@ -196,7 +215,8 @@ def test_the_sansa_demo_shows_its_own_rows_from_the_same_tiny_sam2(tmp_path, cap
     (family,) = json.loads((folder / "demo_results.json").read_text())["families"].values()
     test_metrics = json.loads((folder / "hue" / "test" / "test_metrics.json").read_text())
     assert test_metrics["method"] == "SANSA" and family["trained_row"] == "SANSA meta-trained (adapters)"
-    assert len(family["rows"]) == 5 and "support decides: meta-trained - swap" in family["checks"]
+    assert len(family["rows"]) == 5 and "meta-trained - swap" in family["checks"]
+    assert family["verdict"].startswith("the support")
 
 
 def test_the_pointer_loss_trains_what_only_sansas_forward_reads():
