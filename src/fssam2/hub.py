@@ -58,13 +58,20 @@ HUB_CHECKPOINTS: dict[str, tuple[str, str]] = {
     "sam2_hiera_l": ("facebook/sam2-hiera-large", "sam2_hiera_large.pt"),
 }
 HUB_REVISION = "main"
+# GF-SAM's semantic encoders (fssam2.methods.dinov2), on the Hub only, as timm publishes DINOv2's weights:
+# name -> (repo id, file name). Cached as `<name>.safetensors` beside the SAM2 checkpoints, verified alike.
+ENCODER_CHECKPOINTS: dict[str, tuple[str, str]] = {
+    "dinov2_vits14": ("timm/vit_small_patch14_dinov2.lvd142m", "model.safetensors"),
+    "dinov2_vitb14": ("timm/vit_base_patch14_dinov2.lvd142m", "model.safetensors"),
+    "dinov2_vitl14": ("timm/vit_large_patch14_dinov2.lvd142m", "model.safetensors"),
+}
 
 
 def download_sources(name: str) -> list[str]:
     """Where `download(name)` fetches a released checkpoint from, in the order it tries them."""
     sources = []
-    if name in HUB_CHECKPOINTS:
-        repo_id, filename = HUB_CHECKPOINTS[name]
+    if name in HUB_CHECKPOINTS or name in ENCODER_CHECKPOINTS:
+        repo_id, filename = _hub_file(name)
         sources.append(f"the Hugging Face Hub ({repo_id}, {filename})")
     if name in CHECKPOINT_URLS:
         sources.append(CHECKPOINT_URLS[name])
@@ -153,7 +160,12 @@ def check_folder(path: Path, what: str, fix: str) -> Path:
 
 
 def cached_path(name: str) -> Path:
-    return cache_dir() / f"{name}.pt"
+    return cache_dir() / f"{name}{'.safetensors' if name in ENCODER_CHECKPOINTS else '.pt'}"
+
+
+def _hub_file(name: str) -> tuple[str, str]:
+    """(repo id, file name) of a released SAM2 checkpoint or encoder on the Hub."""
+    return HUB_CHECKPOINTS.get(name) or ENCODER_CHECKPOINTS[name]
 
 
 def sha256_of(path: Path) -> str:
@@ -286,14 +298,15 @@ def download(
                 f"Packaged SAM2 checkpoint {path} has SHA-256 {actual}, not the --sha256 {sha256} you gave: check --sha256."
             )
         return path
-    if name not in PACKAGED_CONFIGS:
+    if name not in PACKAGED_CONFIGS and name not in ENCODER_CHECKPOINTS:
         raise InputError(
             f"Unknown SAM2 model {name!r}: use one of {', '.join(CHECKPOINT_URLS)} "
-            f"(packaged, no download needed: {', '.join(PACKAGED_CHECKPOINTS)})."
+            f"(packaged, no download needed: {', '.join(PACKAGED_CHECKPOINTS)}; GF-SAM's encoders: "
+            f"{', '.join(ENCODER_CHECKPOINTS)})."
         )
     direct = url is not None  # --url: that URL only, no Hub
     url = url or CHECKPOINT_URLS.get(name)
-    if url is None:
+    if url is None and name not in ENCODER_CHECKPOINTS:
         packaged = [k for k, v in PACKAGED_CHECKPOINTS.items() if v.config == name]
         also = f" (or load the packaged {', '.join(packaged)} by name, no download needed)" if packaged else ""
         raise InputError(f"{name!r} has no published checkpoint: use one of {', '.join(CHECKPOINT_URLS)}{also}.")
@@ -304,10 +317,15 @@ def download(
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     hub_failure: _HubUnavailable | None = None
-    if not direct and name in HUB_CHECKPOINTS:
+    if not direct and (name in HUB_CHECKPOINTS or name in ENCODER_CHECKPOINTS):
         try:
             path = _download_from_hub(name, final, sha256, progress, check)
         except _HubUnavailable as err:
+            if url is None:  # an encoder: the Hub is its only source
+                raise InputError(
+                    f"Cannot fetch {name}: the Hugging Face Hub ({err.where}) is unavailable ({err}); "
+                    f"put the file at {final} or set HF_ENDPOINT to a mirror."
+                ) from err
             hub_failure = err
             trust = (
                 "checked against --sha256" if sha256 else "whose SHA-256 is trusted on first use (Meta publishes none)"
@@ -320,6 +338,7 @@ def download(
         else:
             part.unlink(missing_ok=True)  # a partial download of Meta's file from an earlier fallback
             return path
+    assert url is not None, "an encoder returned or raised above"
     try:
         fetch_url(url, part, final, progress=progress, timeout=timeout)
     except Unreachable as err:
@@ -415,7 +434,7 @@ def _download_from_hub(
     name: str, final: Path, sha256: str | None, progress: bool, check: Callable[[Path], None] | None
 ) -> Path:
     """Fetch `name` from the Hub, verify it against the published SHA-256 and place it at `final`."""
-    repo_id, filename = HUB_CHECKPOINTS[name]
+    repo_id, filename = _hub_file(name)
     pointer, published, source = _hub_fetch(repo_id, filename, progress)
     blob = pointer.resolve()
     actual = sha256_of(blob)

@@ -196,6 +196,7 @@ class FSSAM2CLI(LightningCLI):
         run_dir = Path(trainer.default_root_dir or DEFAULT_RUN_DIR).expanduser().resolve()
         check_run_dir(run_dir)
         if self.subcommand == "fit":
+            check_trains(config.model.get("method") or DEFAULT_METHOD)
             check_new_fit(run_dir, config.get("ckpt_path"))
         if self.subcommand == "predict":  # an earlier predict's masks are kept
             check_new(run_dir / PREDICTIONS, "trainer.default_root_dir")
@@ -266,6 +267,16 @@ def check_run_dir(run_dir: Path) -> None:
         raise InputError(
             f"trainer.default_root_dir {run_dir} cannot be written ({existing} is not writable): "
             "choose another trainer.default_root_dir."
+        )
+
+
+def check_trains(method: str) -> None:
+    """`fssam2 fit` refuses a training-free method (`FewShotMethod.TRAINS` false) in one line."""
+    kind = method_class(method)
+    if not kind.TRAINS:
+        raise InputError(
+            f"model.method={method} is training-free: nothing in {kind.__name__} trains, so there is nothing to fit; "
+            "run `fssam2 test` with the same config (no checkpoint needed)."
         )
 
 

@@ -51,11 +51,22 @@ def download_command(args: list[str]) -> None:
     """`fssam2 download NAME`: fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), from the
     Hugging Face Hub checked against its published SHA-256, else from Meta's URL."""
     parser = argparse.ArgumentParser(prog="fssam2 download", description=download_command.__doc__)
-    parser.add_argument("name", help=f"one of {', '.join(hub.CHECKPOINT_URLS)}")
+    parser.add_argument(
+        "name", help=f"one of {', '.join(hub.CHECKPOINT_URLS)}; GF-SAM's DINOv2: {', '.join(hub.ENCODER_CHECKPOINTS)}"
+    )
     parser.add_argument("--sha256", help="expected SHA-256 of the file, when you have one")
     parser.add_argument("--url", help="fetch from this URL only (no Hugging Face Hub, no Meta URL)")
     opts = parser.parse_args(args)
-    path = build.download(opts.name, sha256=opts.sha256, url=opts.url)
+    if opts.name in hub.ENCODER_CHECKPOINTS:
+        from fssam2.methods.dinov2 import check_loads
+
+        if opts.url is not None:
+            raise InputError(
+                f"{opts.name} comes from the Hugging Face Hub only: drop --url (HF_ENDPOINT names a mirror)."
+            )
+        path = hub.download(opts.name, sha256=opts.sha256, check=lambda p: check_loads(opts.name, p))
+    else:
+        path = build.download(opts.name, sha256=opts.sha256, url=opts.url)
     if opts.name in hub.PACKAGED_CHECKPOINTS:  # verified, nothing fetched
         print(f"{opts.name} is packaged with fssam2, no download needed; its file (SHA-256 checked):")
     print(path)

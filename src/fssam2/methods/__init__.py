@@ -10,9 +10,10 @@ from fssam2.errors import InputError
 from fssam2.methods.adaptformer import AdapterConfig
 from fssam2.methods.base import FewShotMethod
 from fssam2.methods.fssam2 import FewShotSAM2
+from fssam2.methods.gfsam import GFSAM
 from fssam2.methods.sansa import SANSA
 
-__all__ = ["DEFAULT_METHOD", "SANSA", "AdapterConfig", "FewShotMethod", "FewShotSAM2", "method_class"]
+__all__ = ["DEFAULT_METHOD", "GFSAM", "SANSA", "AdapterConfig", "FewShotMethod", "FewShotSAM2", "method_class"]
 
 DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
 

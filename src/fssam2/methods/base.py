@@ -53,12 +53,14 @@ class FewShotMethod(nn.Module, ABC):
         FIXED_BY_WEIGHTS: the model options a training checkpoint's weights fix; `--ckpt_path`
             takes them from the checkpoint and refuses a conflicting one.
         COMPILED_PARTS: the submodules `model.compile` compiles.
+        TRAINS: whether anything in the method trains; `fssam2 fit` refuses a training-free one.
         feature_cache: the evaluation's feature cache, which `forward` uses with `keys`.
     """
 
     FIXED_BY_WEIGHTS: ClassVar[tuple[str, ...]] = ("sam2_config", "sam2_checkpoint", "image_size")
     # Submodules `model.compile` compiles in place (the parameter names stay).
     COMPILED_PARTS: ClassVar[tuple[str, ...]] = ()
+    TRAINS: ClassVar[bool] = True
     # Set by the task only while evaluating with fixed weights and no augmentation (see fssam2.cache).
     feature_cache: FeatureCache | None
 
