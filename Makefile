@@ -28,7 +28,7 @@ install: $(STAMP) ## create .venv and install fssam2 with its dependencies
 demo: install ## meta-train the tiny SAM2 per class family, print held-out mIoU / FB-IoU with the controls; [METHOD=fssam2|sansa] [FAMILIES="hue shape texture"]
 	$(BIN)/python experiments/demo.py --method "$(METHOD)" $(if $(FAMILIES),--families $(FAMILIES))
 
-reproduce: install ## every fold of a method's paper, preparing the data home first; [METHOD=fssam2|sansa] [GPUS=] [OUT=] [DATA_ROOT= SPLITS_DIR=] [SAM2_CHECKPOINT=]; SMOKE=1: generated data, tiny model
+reproduce: install ## every fold of a method's paper, preparing the data home first; [METHOD=fssam2|sansa|gfsam] [GPUS=] [OUT=] [DATA_ROOT= SPLITS_DIR=] [SAM2_CHECKPOINT=]; SMOKE=1: generated data, tiny model
 	$(BIN)/python experiments/reproduce.py --method "$(METHOD)" $(if $(OUT),--out "$(OUT)") $(if $(SMOKE),--smoke,--gpus $(GPUS) $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)" --splits-dir "$(SPLITS_DIR)") $(if $(SAM2_CHECKPOINT),--sam2-checkpoint "$(SAM2_CHECKPOINT)"))
 
 test: install ## run the whole test suite (slow end-to-end tests included)

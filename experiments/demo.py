@@ -12,6 +12,8 @@ process per core (`--jobs`). On the same test episodes it prints, per family, on
 - the method meta-trained (the best checkpoint by validation mIoU, on episodes distinct from the test's);
 - the same model given the supports of an episode of another class (`support_control: swap`):
   a model that uses its support drops sharply, one that segments salient objects does not;
+- on the hue family, GF-SAM (training-free, configs/demo_gfsam.yaml: the same tiny SAM2, its own
+  image embedding standing in for DINOv2) and its swap control;
 - the objectness oracle: every object of the query predicted, no model. Few-shot ability shows
   above it.
 Below them, the support gap the meta-trained test run measured itself (`data.gap_episodes`: a
@@ -57,6 +59,10 @@ METHODS = {
 # third run, about 7 more minutes there) is shown with --families hue shape texture. SANSA's demo
 # (`make demo METHOD=sansa`) shows the hue family alone by default.
 DEFAULT_FAMILIES = {"fssam2": ("hue", "shape"), "sansa": ("hue",)}
+# The training-free GF-SAM beside the trained method, on the hue family.
+GFSAM_CONFIG = ROOT / "configs" / "demo_gfsam.yaml"
+GFSAM_FAMILIES = ("hue",)
+GFSAM_ROWS = ("GF-SAM, training-free (SAM2 features)", "  GF-SAM, swap supports")
 SWAP_ROW, TRACKER_ROW, ORACLE_ROW = (
     "  same, swap supports",
     "pretrained tracker, no meta-training",
@@ -77,9 +83,12 @@ def test(base: list[str], folder: Path, *extra: str) -> dict[str, float]:
     return json.loads((folder / "test_metrics.json").read_text())
 
 
-def family_result(family: str, base: list[str], folder: Path, trained: str = METHODS["fssam2"][1]) -> dict:
+def family_result(
+    family: str, base: list[str], folder: Path, trained: str = METHODS["fssam2"][1], gfsam: list[str] | None = None
+) -> dict:
     """The demo's rows for one class family, each run in its own folder under `folder`, with what
-    the table says of the protocol, the checks and the verdict; `trained` labels the meta-trained row."""
+    the table says of the protocol, the checks and the verdict; `trained` labels the meta-trained row;
+    `gfsam`: the CLI options of GF-SAM's rows (None: none)."""
     rows: dict[str, dict] = {}
     rows["random-init tiny SAM2"] = test(base, folder / "random_init", "--model.sam2_checkpoint", "random")
     rows[TRACKER_ROW] = test(base, folder / "tracker")
@@ -87,6 +96,9 @@ def family_result(family: str, base: list[str], folder: Path, trained: str = MET
     best = fit.trainer.checkpoint_callback.best_model_path
     rows[trained] = test(base, folder / "test", "--ckpt_path", best)
     rows[SWAP_ROW] = test(base, folder / "test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap")
+    if gfsam is not None:
+        rows[GFSAM_ROWS[0]] = test(gfsam, folder / "gfsam")
+        rows[GFSAM_ROWS[1]] = test(gfsam, folder / "gfsam_swap", "--data.init_args.support_control", "swap")
     rows[ORACLE_ROW] = objectness_oracle(fit.datamodule)
     dm = fit.datamodule
     in_run = rows[trained]
@@ -210,8 +222,11 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         for family in opts.families:
             base = ["--config", opts.config, "--data.init_args.family", family, *opts.overrides]
+            gfsam = ["--config", str(GFSAM_CONFIG), "--data.init_args.family", family, *opts.overrides]
             folder = run_dir if opts.into else run_dir / family
-            results[family] = family_result(family, base, folder, METHODS[opts.method][1])
+            results[family] = family_result(
+                family, base, folder, METHODS[opts.method][1], gfsam if family in GFSAM_FAMILIES else None
+            )
     for family, result in results.items():
         print_family(family, result)
     minutes = (time.perf_counter() - start) / 60

@@ -3,6 +3,7 @@
     python experiments/reproduce.py [--gpus 8] [--out runs/reproduce]
     python experiments/reproduce.py --data-root DATA --splits-dir SPLITS --sam2-checkpoint FILE.pt
     python experiments/reproduce.py --method sansa        # SANSA's recipe (configs/sansa), its published numbers
+    python experiments/reproduce.py --method gfsam        # GF-SAM, training-free (configs/gfsam): tests only
 
 With no --data-root, the data home (`$FSSAM2_DATA`) is used and whatever it lacks is prepared first
 with `fssam2 prepare` (FSS-1000, split lists, PASCAL-5i, COCO-20i: downloaded and checked; FSS-1000
@@ -11,7 +12,8 @@ With no --sam2-checkpoint, the released weights are fetched by name on first use
 B+; SANSA: SAM2 v1 Hiera-L).
 
 For each of PASCAL-5i folds 0-3, COCO-20i folds 0-3 and FSS-1000: `fssam2 fit` (1-shot training)
-then `fssam2 test` 1-shot and 5-shot from the best checkpoint; COCO->PASCAL tests each COCO fold's
+then `fssam2 test` 1-shot and 5-shot from the best checkpoint (a training-free method, GF-SAM: the
+tests alone, with no checkpoint); COCO->PASCAL tests each COCO fold's
 model on PASCAL folds 10-13. A run already finished (its fit_done marker, or its test_metrics.json)
 is skipped, and an interrupted fit resumes from its last.ckpt, so an interrupted reproduction resumes. Then `<out>/results.md` holds the table in the
 paper's layout, each cell "ours (difference to the published number)"; where an earlier run left one, the
@@ -32,8 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 
-METHODS = {"fssam2": CONFIGS, "sansa": CONFIGS / "sansa"}  # --method -> its configs
-TITLES = {"fssam2": "FS-SAM2", "sansa": "SANSA"}
+METHODS = {"fssam2": CONFIGS, "sansa": CONFIGS / "sansa", "gfsam": CONFIGS / "gfsam"}  # --method -> its configs
+TITLES = {"fssam2": "FS-SAM2", "sansa": "SANSA", "gfsam": "GF-SAM"}
+TRAINING_FREE = {"gfsam"}  # nothing to fit: tested from the config alone
 # Published FS-SAM2 mIoU (1-shot folds where the paper gives them, and means).
 PUBLISHED_FSSAM2 = {
     ("pascal", 1): {"folds": [74.0, 79.6, 73.5, 66.7], "mean": 73.4},
@@ -51,8 +54,22 @@ PUBLISHED_SANSA = {
     ("coco", 5): {"folds": None, "mean": 67.3},
     ("fss1000", 1): {"mean": 91.4},
 }
-PUBLISHED = {"fssam2": PUBLISHED_FSSAM2, "sansa": PUBLISHED_SANSA}
-BENCHMARKS = {"fssam2": ("pascal", "coco", "fss1000", "coco2pascal"), "sansa": ("pascal", "coco", "fss1000")}
+# Published GF-SAM mIoU (SAM ViT-H): the paper's means, each fold from the official logs (outputs/ in
+# its repository; their PASCAL-5i 1-shot folds average 72.3).
+PUBLISHED_GFSAM = {
+    ("pascal", 1): {"folds": [71.1, 75.7, 69.2, 73.3], "mean": 72.1},
+    ("pascal", 5): {"folds": [81.5, 86.3, 79.7, 82.9], "mean": 82.6},
+    ("coco", 1): {"folds": [56.6, 61.4, 59.6, 57.1], "mean": 58.7},
+    ("coco", 5): {"folds": [67.1, 69.4, 66.0, 64.8], "mean": 66.8},
+    ("fss1000", 1): {"mean": 88.0},
+    ("fss1000", 5): {"mean": 88.9},
+}
+PUBLISHED = {"fssam2": PUBLISHED_FSSAM2, "sansa": PUBLISHED_SANSA, "gfsam": PUBLISHED_GFSAM}
+BENCHMARKS = {
+    "fssam2": ("pascal", "coco", "fss1000", "coco2pascal"),
+    "sansa": ("pascal", "coco", "fss1000"),
+    "gfsam": ("pascal", "coco", "fss1000"),
+}
 SHOTS = (1, 5)
 SMOKE = [
     "--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64", "--trainer.max_epochs", "1",
@@ -166,10 +183,14 @@ def run_all(opts: argparse.Namespace) -> Path:
         common += SMOKE
         if opts.method == "sansa":  # SANSA's loader sizes (640, 518) kept small too
             common += ["--model.method_args", '{"input_size": 48}']
+        if opts.method == "gfsam":  # a DINOv2 of the same family, tiny and random
+            common += ["--model.method_args", '{"encoder": "dinov2_tiny", "encoder_checkpoint": "random"}']
     elif opts.gpus:
         common += ["--trainer.accelerator", "gpu", "--trainer.devices", str(opts.gpus)]
     in_process = opts.smoke or opts.gpus <= 1
+    trains = opts.method not in TRAINING_FREE
     for name, fit_config, test_config, tests in plan(opts.benchmarks):
+        fit_config = fit_config if trains else None
         run_dir = out / name
         source = run_dir if fit_config else out / name.replace("coco2pascal", "coco")
         done = run_dir / "fit_done"
@@ -182,10 +203,10 @@ def run_all(opts: argparse.Namespace) -> Path:
             if (run_dir / folder / "test_metrics.json").is_file():
                 continue
             print(f"[reproduce] test {name} {shot}-shot", flush=True)
-            ckpt = source / "checkpoints" / "best.ckpt"
+            ckpt = ["--ckpt_path", str(source / "checkpoints" / "best.ckpt")] if trains else []
             fssam2([
                 "test", "--config", str(METHODS[opts.method] / f"{test_config}.yaml"), *common, "--data.shot", str(shot),
-                "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(run_dir / folder),
+                *ckpt, "--trainer.default_root_dir", str(run_dir / folder),
             ], in_process)  # fmt: skip
     table = results_table(out, opts.benchmarks, opts.method)
     written = write_new(out / "results.md", table)

@@ -200,6 +200,8 @@ def test_derived_lists_follow_the_construction_rule(generated):
 CONFIG_NAMES = [f"pascal_fold{f}" for f in range(4)] + [f"coco_fold{f}" for f in range(4)]
 CONFIG_NAMES += [f"coco2pascal_fold{f}" for f in range(4)] + ["fss1000"]
 CONFIG_NAMES += [f"sansa/{b}_fold{f}" for b in ("pascal", "coco") for f in range(4)] + ["sansa/fss1000"]
+CONFIG_NAMES += [f"gfsam/{b}_fold{f}" for b in ("pascal", "coco") for f in range(4)] + ["gfsam/fss1000"]
+TINY_DINOV2 = '{"encoder": "dinov2_tiny", "encoder_checkpoint": "random"}'  # GF-SAM's encoder, tiny and random
 
 
 @pytest.mark.slow
@@ -213,6 +215,7 @@ def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, na
         "--data.batch_size", "3", "--data.num_workers", "0", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
         *(["--model.method_args", '{"input_size": 48}'] if official_size else []),
+        *(["--model.method_args", TINY_DINOV2] if name.startswith("gfsam/") else []),
     ])  # fmt: skip
     metrics = cli.trainer.callback_metrics
     assert 0 <= metrics["test/miou"] <= 100 and 0 <= metrics["test/fbiou"] <= 100
@@ -224,7 +227,7 @@ def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, na
     fss = name.endswith("fss1000")
     assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if fss else set(map(str, ids)))
     assert json.loads((tmp_path / "test_metrics.json").read_text())["method"] == (
-        "SANSA" if name.startswith("sansa/") else "FewShotSAM2"
+        {"sansa": "SANSA", "gfsam": "GFSAM"}.get(name.split("/")[0], "FewShotSAM2")
     )
 
 

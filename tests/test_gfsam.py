@@ -160,6 +160,22 @@ def test_the_support_decides_which_object_the_disk_stand_in_finds():
     assert set(logits.unique().tolist()) == {-10.0, 10.0}
 
 
+def test_a_segmenter_on_gfsam_takes_masks_or_prompts_and_finds_the_support_colour():
+    from fssam2.segment import Segmenter
+
+    model = tiny_gfsam(ColourTokens())
+    pixels = ((scene((RED, slice(8, 24), slice(8, 24)), (GREEN, slice(36, 56), slice(36, 56))) + 1.5) * 60).clamp(
+        0, 255
+    )
+    query = pixels.permute(1, 2, 0).byte().numpy()  # uint8 RGB: red top left, green bottom right
+    seg = Segmenter(model)
+    seg.set_support([query], [np.asarray(query[..., 1] > 200)])  # the green square's mask
+    found = seg.predict(query)
+    assert found.shape == (SIZE, SIZE) and found[40:52, 40:52].mean() > 0.8 and not found[8:24, 8:24].any()
+    seg.set_support([query], [{"points": [[15, 15]]}])  # a point on the red square, decoded by SAM2 (random)
+    assert seg.support_masks[0].shape == (SIZE, SIZE) and seg.predict(query).shape == (SIZE, SIZE)
+
+
 # sam2's image predictor scripts its transforms with torch.jit.script, which torch 2.14 deprecates.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_the_sam2_path_decodes_each_point_as_sams_image_predictor():

@@ -120,6 +120,20 @@ def test_smoke_reproduction_of_sansa_uses_its_configs_and_published_numbers(tmp_
         assert metrics["method"] == "SANSA" and metrics["shot"] == shot
 
 
+@pytest.mark.slow
+def test_smoke_reproduction_of_gfsam_tests_without_fitting_beside_its_published_numbers(tmp_path):
+    out = tmp_path / "repro"
+    reproduce.main(["--smoke", "--method", "gfsam", "--benchmarks", "fss1000", "--out", str(out)])
+    table = (out / "results.md").read_text()
+    assert table.startswith("# GF-SAM reproduction")
+    one, five = (line for line in table.splitlines() if line.startswith(("| 1 |", "| 5 |")))
+    assert "(" in one and "(" in five  # beside GF-SAM's 88.0 and 88.9
+    assert not (out / "fss1000" / "checkpoints").exists() and not (out / "fss1000" / "fit_done").exists()
+    for shot in (1, 5):
+        metrics = json.loads((out / "fss1000" / f"test_{shot}shot" / "test_metrics.json").read_text())
+        assert metrics["method"] == "GFSAM" and metrics["shot"] == shot and metrics["ckpt_path"] is None
+
+
 def test_a_benchmark_a_method_has_no_config_for_is_refused(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--smoke", "--method", "sansa", "--benchmarks", "coco2pascal"])

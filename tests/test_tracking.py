@@ -194,9 +194,13 @@ def test_demo_runs_each_family_it_is_given_with_its_controls(tmp_path, capsys, j
     (folder,) = tmp_path.iterdir()
     results = json.loads((folder / "demo_results.json").read_text())["families"]
     assert list(results) == ["hue", "texture"]
-    for family in results.values():
-        assert len(family["rows"]) == 5 and family["support_gap"]["gap_episodes"] == 8
+    for name, family in results.items():
+        # hue also shows the training-free GF-SAM and its swap control
+        assert len(family["rows"]) == (7 if name == "hue" else 5) and family["support_gap"]["gap_episodes"] == 8
         assert Path(family["best_checkpoint"]).is_file()
+    assert set(demo.GFSAM_ROWS) <= set(results["hue"]["rows"]) and printed.count("GF-SAM, training-free") == 1
+    gfsam = json.loads((folder / "hue" / "gfsam" / "test_metrics.json").read_text())
+    assert gfsam["method"] == "GFSAM" and gfsam["ckpt_path"] is None
 
 
 @pytest.mark.slow
@@ -215,7 +219,7 @@ def test_the_sansa_demo_shows_its_own_rows_from_the_same_tiny_sam2(tmp_path, cap
     (family,) = json.loads((folder / "demo_results.json").read_text())["families"].values()
     test_metrics = json.loads((folder / "hue" / "test" / "test_metrics.json").read_text())
     assert test_metrics["method"] == "SANSA" and family["trained_row"] == "SANSA meta-trained (adapters)"
-    assert len(family["rows"]) == 5 and "meta-trained - swap" in family["checks"]
+    assert len(family["rows"]) == 7 and "meta-trained - swap" in family["checks"]  # GF-SAM's two rows on hue
     assert family["verdict"].startswith("the support")
 
 
