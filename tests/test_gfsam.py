@@ -29,6 +29,7 @@ from fssam2.methods.gfsam import (
     select_masks,
     weak_clusters,
 )
+from fssam2.plan_report import entry_bytes
 from helpers import TINY, make_episode, one_line_error
 
 SIZE = 64
@@ -278,6 +279,19 @@ def test_fit_is_refused_in_one_line_and_writes_nothing(capsys, tmp_path):
     ]
     one_line_error(capsys, [*args, "--model.method_args", '{"radius": 3}'], "GFSAM has no option radius")
     one_line_error(capsys, [*args, "--model.encoder_batch", "2"], "model.encoder_batch is FS-SAM2's, not GFSAM's")
+
+
+def test_the_plan_report_sizes_gfsam_entries_without_fetching_dinov2(capsys, tmp_path):
+    model = tiny_gfsam(build_semantic_encoder("dinov2_tiny", "random"))
+    image, memory = entry_bytes(model, SIZE)
+    grid = 7 * 7  # dinov2_tiny: 98 px / 14
+    assert memory == (grid * 48 + 2 * grid + 1) * 4  # tokens, mask and complement on the grid, area (float32)
+    assert image == entry_bytes(fssam2.FewShotSAM2(model.sam2), SIZE)[0] + grid * 48 * 4  # SAM2's maps + tokens
+    run_cli(["test", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path / "run"),
+             "--model.method", "fssam2.methods.GFSAM", "--model.method_args", '{"encoder": "dinov2_tiny"}',
+             "--model.feature_cache.plan_only", "true"])  # fmt: skip
+    assert f"{memory / 2**20:.3g} MB a support memory" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

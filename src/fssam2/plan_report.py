@@ -201,6 +201,7 @@ def describe(
         model = FewShotSAM2(build_sam2(sam2_config, None, image_size=image_size))
     else:
         options = {k: v for k, v in (method_args or {}).items() if k != "adapters"}  # a weights file: no shape
+        options = kind.sizing_options(options)
         built = kind.build(sam2_config, None, image_size, **options)
         if not isinstance(built, SAM2Method):
             raise InputError(f"model.method={method} keeps no SAM2 features: the plan report cannot size its cache.")

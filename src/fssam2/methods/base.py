@@ -73,6 +73,12 @@ class FewShotMethod(nn.Module, ABC):
         a name; None: random initialisation), its trainable parameters marked (`requires_grad`).
         `options` are the method's own (e.g. FS-SAM2's lora, trainable, encoder_batch)."""
 
+    @classmethod
+    def sizing_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """`build`'s options for a model built only to size its cache entries (the plan report):
+        nothing is fetched or read for it. By default the options as given."""
+        return options
+
     @property
     @abstractmethod
     def image_size(self) -> int:

@@ -47,6 +47,7 @@ from fssam2.errors import InputError
 from fssam2.methods.base import Prompts
 from fssam2.methods.dinov2 import SemanticEncoder, build_semantic_encoder
 from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method, image_features
+from fssam2.registry import RANDOM_INIT
 
 BINARY_LOGIT = 10.0  # the answer as logits: +10 inside, -10 outside (sigmoid ~ 1 and ~ 0)
 MAX_POINTS = 128  # the official cap on prompted points, "for efficiency"
@@ -330,6 +331,13 @@ class GFSAM(SAM2Method):
             semantic = build_semantic_encoder(encoder, encoder_checkpoint)
         model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), semantic, disk_radius)
         return model.eval()
+
+    @classmethod
+    def sizing_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A DINOv2 encoder with random weights: its tokens' shape, nothing fetched."""
+        if options.get("encoder") == "sam2":
+            return options
+        return {**options, "encoder_checkpoint": RANDOM_INIT}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return []
