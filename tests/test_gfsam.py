@@ -222,6 +222,22 @@ def test_a_batch_equals_its_episodes_alone_and_the_feature_cache_changes_nothing
     assert stats["memory"].computed == 6 and stats["image"].computed == 3  # each once, then hits
 
 
+def test_a_support_seen_before_as_a_query_takes_its_tokens_from_the_cache_not_its_unshipped_pixels():
+    model = tiny_gfsam(build_semantic_encoder("dinov2_tiny", "random"))
+    supports, masks, queries = make_episode(1, 1, size=SIZE, seed=2)
+    other = make_episode(1, 1, size=SIZE, seed=3)
+    key = image_key("test", "x", SIZE)  # image x: the query of step 1, the support of step 2
+    with torch.no_grad():
+        expected = model(queries[:, None], masks, other[2])
+        model.feature_cache = FeatureCache(CacheConfig())
+        model(other[0], other[1], queries, EpisodeKeys([image_key("test", "o", SIZE)], [("o", 1)], [key]))
+        unshipped = torch.zeros_like(queries[:, None])  # a lean batch ships no pixels the cache holds
+        got = model(
+            unshipped, masks, other[2], EpisodeKeys([key], [memory_key(key, 1)], [image_key("test", "q", SIZE)])
+        )
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 def test_dinov2_weights_load_from_timm_or_meta_keys_and_a_misfit_is_one_line(tmp_path):
     torch.manual_seed(0)
     vit = dinov2_vit("dinov2_tiny")

@@ -480,9 +480,10 @@ class GFSAM(SAM2Method):
         return self.decode(self.encode_images(query_images, list(keys.queries)), memory)
 
     def cached_support(self, images: torch.Tensor, masks: torch.Tensor, keys: EpisodeKeys) -> SupportMemory:
-        """Through the feature cache: each support's entry (tokens, fg, bg, area) by its memory key;
-        a missing one's tokens come from the semantic encoder alone (or from its weak support's
-        prompt decode this step), its masks on the grid from its mask."""
+        """Through the feature cache: each support's entry (tokens, fg, bg, area) by its memory key.
+        A missing one's tokens are its image's: from its weak support's prompt decode this step, else
+        from the cache's image entry (then its pixels may not have been shipped: `FSSAM2Module._needed`),
+        else from the semantic encoder alone; its masks on the grid come from its mask."""
         cache = self.feature_cache
         assert cache is not None, "forward calls this only with a feature cache"
         held = cache.lookup("memory", keys.memories)
@@ -494,6 +495,10 @@ class GFSAM(SAM2Method):
         if missing:
             new = list(missing.values())
             decoded = [self._decoded.get(keys.supports[i]) for i in new]
+            absent = [j for j, d in enumerate(decoded) if d is None]
+            images_held = cache.lookup("image", [keys.supports[new[j]] for j in absent])
+            for j, image_entry in zip(absent, images_held, strict=True):
+                decoded[j] = image_entry
             todo = [j for j, d in enumerate(decoded) if d is None]
             computed: Iterator[torch.Tensor] = iter(
                 self.semantic_tokens(images[[new[j] for j in todo]]) if todo else []
