@@ -492,3 +492,28 @@ def test_one_resolver_names_the_base_weights_for_the_module_and_the_doctor():
     with pytest.raises(InputError, match="has no released weights") as refused:
         hub.base_weights("fssam2_tiny", None)
     assert doctor.weights_check("fssam2_tiny", None) == doctor.Check("FAIL", "weights", str(refused.value))
+
+
+def test_gf_sams_dinov2_is_fetched_once_by_name_verified_and_loaded(hub_server, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from fssam2.methods.dinov2 import SemanticEncoder, build_semantic_encoder, dinov2_vit
+
+    torch.manual_seed(0)
+    vit = dinov2_vit("dinov2_tiny")
+    save_file(vit.state_dict(), str(tmp_path / "model.safetensors"))
+    hub_server.body = (tmp_path / "model.safetensors").read_bytes()
+    hub_server.published = hashlib.sha256(hub_server.body).hexdigest()
+    monkeypatch.setitem(hub.ENCODER_CHECKPOINTS, "dinov2_tiny", (REPO, FILE))  # the loopback Hub serves FILE
+    encoder = build_semantic_encoder("dinov2_tiny")  # unset weights: the released ones by name
+    final = hub.cached_path("dinov2_tiny")
+    assert final.name == "dinov2_tiny.safetensors" and final.read_bytes() == hub_server.body
+    assert record_of(final)[0] == hub_server.published  # checked against the Hub's published SHA-256
+    images = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(encoder(images), SemanticEncoder(vit)(images), rtol=0, atol=0)
+    fetched = [r for r in hub_server.requests if r[0] == "GET"]
+    build_semantic_encoder("dinov2_tiny")  # from the cache, verified against its record
+    assert [r for r in hub_server.requests if r[0] == "GET"] == fetched == fetched[:1]
+    final.write_bytes(final.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(InputError, match="has SHA-256"):
+        build_semantic_encoder("dinov2_tiny")

@@ -80,12 +80,20 @@ class SemanticEncoder(nn.Module):
         return out[-1]
 
 
+def is_safetensors(path: Path) -> bool:
+    """Whether a file is safetensors (by its content: an 8-byte header length, then a JSON header),
+    whatever its name (the downloader checks a file under a temporary name)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A DINOv2 state dict from a safetensors file (timm's) or a PyTorch file (Meta's .pth)."""
     if not path.is_file():
         raise InputError(f"DINOv2 weights {path} do not exist: give a file, or the encoder's name to fetch them.")
     try:
-        if path.suffix == ".safetensors":
+        if is_safetensors(path):
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
