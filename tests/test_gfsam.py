@@ -320,3 +320,28 @@ def test_gfsam_tests_through_the_cli_with_no_checkpoint(tmp_path):
     assert results["method"] == "GFSAM" and results["episodes"] == 8 and 0 <= results["miou"] <= 100
     metrics = cli.trainer.callback_metrics
     assert "test/support_gap" in metrics and "test/encoder_passes" in metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("annotation", ["mask", "mixed"])
+def test_the_planned_feature_cache_changes_no_gfsam_number_with_masks_or_weak_supports(tmp_path, annotation):
+    method_args = json.dumps({"encoder": "dinov2_tiny", "encoder_checkpoint": "random", "disk_radius": 8})
+
+    def test(name, *options):
+        cli = run_cli([
+            "test", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path / name),
+            "--model.method", "fssam2.methods.GFSAM", "--model.method_args", method_args,
+            "--data.init_args.shot", "2", "--data.init_args.support_annotation", annotation,
+            "--data.init_args.test_episodes", "12", *options,
+        ])  # fmt: skip
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+    plain = test("plain", "--model.feature_cache", "null")
+    cached = test("cached")  # planned order, the default budget: lean batches, images read late
+    for key in ("test/miou", "test/fbiou", "test/support_gap"):
+        assert cached[key] == pytest.approx(plain[key], abs=1e-4), key
+    assert cached["test/encoder_passes"] <= 60 and "test/encoder_passes" not in plain  # a 60-image pool
+    if annotation == "mask":
+        assert cached["test/memory_encoder_passes"] < 2 * 12  # each support's tokens and mask once
+    else:
+        assert 0 <= cached["test/support_mask_iou"] <= 100  # weak supports decoded by SAM2, scored
