@@ -222,6 +222,13 @@ def test_a_batch_equals_its_episodes_alone_and_the_feature_cache_changes_nothing
     assert stats["memory"].computed == 6 and stats["image"].computed == 3  # each once, then hits
 
 
+def test_gfsam_runs_under_bf16_autocast():  # `--trainer.precision bf16-mixed`: the maps are bfloat16
+    model = tiny_gfsam(build_semantic_encoder("dinov2_tiny", "random"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(*make_episode(1, 2, size=SIZE, seed=1))
+    assert set(logits.unique().tolist()) <= {-10.0, 10.0}
+
+
 def test_a_support_seen_before_as_a_query_takes_its_tokens_from_the_cache_not_its_unshipped_pixels():
     model = tiny_gfsam(build_semantic_encoder("dinov2_tiny", "random"))
     supports, masks, queries = make_episode(1, 1, size=SIZE, seed=2)

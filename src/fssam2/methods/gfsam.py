@@ -141,7 +141,7 @@ def find_points(sim_map: torch.Tensor, max_points: int = MAX_POINTS) -> tuple[to
     hot = torch.zeros_like(flat)
     hot[flat.topk(k)[1]] = 1
     hot = hot.view(sim_map.shape[1], sim_map.shape[2])
-    points = torch.from_numpy(np.argwhere(hot.T.cpu().numpy() > 0)).to(sim_map.device)
+    points = torch.from_numpy(np.argwhere((hot.T > 0).cpu().numpy())).to(sim_map.device)  # bool: bf16 maps too
     return points.long(), hot
 
 
