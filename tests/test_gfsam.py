@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import wandb
 from torch import nn
 
 import fssam2
@@ -322,11 +323,17 @@ def test_gfsam_tests_through_the_cli_with_no_checkpoint(tmp_path):
     run = tmp_path / "run"
     method_args = json.dumps({"encoder": "dinov2_tiny", "encoder_checkpoint": "random"})
     args = ["--config", str(TINY), "--trainer.default_root_dir", str(run), "--model.method", "fssam2.methods.GFSAM"]
-    cli = run_cli(["test", *args, "--model.method_args", method_args, "--data.init_args.test_episodes", "8"])
+    wandb_logger = ["--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true"]
+    cli = run_cli(
+        ["test", *args, "--model.method_args", method_args, "--data.init_args.test_episodes", "8", *wandb_logger]
+    )
+    wandb.finish()  # flush the offline run to disk
     results = json.loads((run / "test_metrics.json").read_text())
     assert results["method"] == "GFSAM" and results["episodes"] == 8 and 0 <= results["miou"] <= 100
     metrics = cli.trainer.callback_metrics
     assert "test/support_gap" in metrics and "test/encoder_passes" in metrics
+    (record,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"fssam2.methods.GFSAM" in record.read_bytes() and b"dinov2_tiny" in record.read_bytes()
 
 
 @pytest.mark.slow
