@@ -359,3 +359,18 @@ def test_the_planned_feature_cache_changes_no_gfsam_number_with_masks_or_weak_su
         assert cached["test/memory_encoder_passes"] < 2 * 12  # each support's tokens and mask once
     else:
         assert 0 <= cached["test/support_mask_iou"] <= 100  # weak supports decoded by SAM2, scored
+
+
+@pytest.mark.slow
+def test_gfsam_over_two_processes_equals_one(tmp_path):
+    method_args = json.dumps({"encoder": "dinov2_tiny", "encoder_checkpoint": "random", "disk_radius": 8})
+    args = ["--config", str(TINY), "--model.method", "fssam2.methods.GFSAM", "--model.method_args", method_args]
+    args += ["--data.init_args.test_episodes", "10", "--data.init_args.gap_episodes", "4"]
+    one = run_cli(["test", *args, "--trainer.default_root_dir", str(tmp_path / "one")]).trainer
+    two = run_cli([
+        "test", *args, "--trainer.default_root_dir", str(tmp_path / "two"),
+        "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2",
+    ]).trainer  # fmt: skip
+    assert two.world_size == 2
+    for key in ("test/miou", "test/fbiou", "test/gap_miou_true", "test/gap_miou_swap"):
+        assert two.callback_metrics[key].item() == one.callback_metrics[key].item(), key
