@@ -12,13 +12,15 @@ SAM2's checkpoints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
+
+if TYPE_CHECKING:  # timm is imported where a ViT is built: fssam2 imports without it until then
+    from timm.models.vision_transformer import VisionTransformer
 
 from fssam2 import hub
 from fssam2.errors import InputError
@@ -47,6 +49,8 @@ PATCH = 14
 
 def dinov2_vit(name: str) -> VisionTransformer:
     """The ViT of encoder `name`, randomly initialised."""
+    from timm.models.vision_transformer import VisionTransformer
+
     arch = ENCODERS[name]
     return VisionTransformer(
         img_size=arch.img_size,
@@ -110,6 +114,8 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(vit: VisionTransformer, path: Path, name: str) -> None:
     """Load a DINOv2 file (timm's or Meta's keys) into `vit`, refusing any missing, unexpected or
     reshaped entry in one line."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
     state = checkpoint_filter_fn(read_weights(path), vit)
     own = vit.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
