@@ -62,6 +62,7 @@ def _trainer_defaults() -> dict:
             },
             {"class_path": "fssam2.callbacks.TestResults"},
             {"class_path": "fssam2.callbacks.WandbTestReport"},
+            {"class_path": "fssam2.callbacks.WandbAdapter"},
             {"class_path": "fssam2.callbacks.PredictionWriter"},
         ],
     }
@@ -215,6 +216,9 @@ class FSSAM2CLI(LightningCLI):
                 ):
                     os.environ[var] = str(run_dir / "wandb" / sub)
                 self._wandb_dir = run_dir / "wandb"  # created once the run is known to start
+                for key, value in wandb_labels(config, str(self.subcommand)).items():
+                    if logger.init_args.get(key) is None:  # the user's own group / tags / job_type are kept
+                        logger.init_args[key] = value
 
     def _plan_only(self) -> bool:
         model = self.config[self.subcommand].model if self.subcommand else None
@@ -251,6 +255,25 @@ class FSSAM2CLI(LightningCLI):
             os.makedirs(self._wandb_dir, exist_ok=True)
 
     before_fit = before_validate = before_test = before_predict = _before_run
+
+
+def wandb_labels(config: Namespace, subcommand: str) -> dict[str, Any]:
+    """How a run shows on W&B beside other methods' runs: grouped by benchmark, fold and shot (one
+    workspace group a fold, the methods side by side in it), tagged with the method, the benchmark,
+    the fold, the shot, the support annotation and the subcommand, its job type the subcommand."""
+    data = _plain(config.data) or {}
+    args = data.get("init_args") or {}
+    kind = str(data.get("class_path", "")).rpartition(".")[2]
+    benchmark = kind.removesuffix("DataModule").lower() or "data"
+    method = str((config.model or {}).get("method") or DEFAULT_METHOD).rpartition(".")[2]
+    defaults = inspect.signature(FewShotDataModule.__init__).parameters
+    fold, shot = (args.get(name, defaults[name].default) for name in ("fold", "shot"))
+    annotation = args.get("support_annotation", defaults["support_annotation"].default)
+    return {
+        "group": f"{benchmark}-fold{fold}-{shot}shot",
+        "tags": [method, benchmark, f"fold{fold}", f"{shot}-shot", f"support:{annotation}", subcommand],
+        "job_type": subcommand,
+    }
 
 
 def check_run_dir(run_dir: Path) -> None:
