@@ -302,7 +302,8 @@ class FSSAM2Module(L.LightningModule):
             labels,
             None if keys is None else keys.supports,
         )
-        if not any(batch.get("gap", ())):
+        # Scored where the stage scores (setup() made the metric): predict scores nothing.
+        if not any(batch.get("gap", ())) and f"{split}_support_mask_iou" in self.metrics:
             metric = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
             metric.update(decoded, masks.flatten(0, 1), (labels != PAD_LABEL).any(1))
         return decoded.view_as(masks)
