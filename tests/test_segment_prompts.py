@@ -98,6 +98,34 @@ def test_a_bad_prompt_is_one_line_naming_the_support(prompt, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_points_and_boxes_may_be_numpy_or_torch_and_other_values_are_one_line(scene):
+    image, mask, box = scene
+    ys, xs = np.nonzero(mask)
+    plain = {"points": [[int(xs[0]), int(ys[0]), 1], [0, 0, 0]], "box": box}
+    expected = segmenter()
+    expected.set_support([image], [plain])
+    given = [
+        {"points": np.array(plain["points"]), "box": np.array(box)},
+        {"points": torch.tensor(plain["points"], dtype=torch.float32), "box": torch.tensor(box)},
+        {"points": [[xs[0], ys[0], 1], [0, 0, np.int64(0)]], "box": [np.int32(v) for v in box]},  # numpy scalars
+        {"points": [np.array([xs[0], ys[0], 1]), torch.tensor([0, 0, 0])], "box": tuple(box)},
+    ]
+    for prompt in given:
+        seg = segmenter()
+        seg.set_support([image], [prompt])
+        assert np.array_equal(seg.support_masks[0], expected.support_masks[0])
+    for prompt, message in [
+        ({"points": np.array([[xs[0], ys[0], 1]]) > 0}, "point [True, True, True] is not [x, y] or [x, y, label]"),
+        ({"points": np.array([3, 4, 1])}, "one row a point"),
+        ({"points": "3, 4"}, "points '3, 4' are not a list"),
+        ({"points": [[float("nan"), 4, 1]]}, "of finite numbers"),
+        ({"box": np.array([[1, 2], [30, 40]])}, "box [[1, 2], [30, 40]] is not [x0, y0, x1, y1]"),
+    ]:
+        with pytest.raises(InputError, match="^Prompt of support 0") as err:
+            segmenter().set_support([image], [prompt])
+        assert message in str(err.value) and "\n" not in str(err.value), err.value
+
+
 def test_box_corners_come_first_labelled_2_and_3_and_a_bare_point_is_foreground():
     coords, labels = support_prompt({"points": [[5, 6]], "box": [1, 2, 30, 40]}, 200, 160)
     assert coords.tolist() == [[1, 2], [30, 40], [5, 6]] and labels.tolist() == [2, 3, 1]
