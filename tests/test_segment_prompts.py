@@ -175,3 +175,30 @@ def test_cli_segments_with_a_prompt_file_and_draws_the_decoded_support(scene, tm
         "lies outside",
     )
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+def test_a_support_folder_takes_a_prompt_file_beside_an_image_and_refuses_one_beside_a_mask_too(scene, tmp_path, capsys):
+    image, mask, box = scene
+    support, query = tmp_path / "support", tmp_path / "query"
+    support.mkdir()
+    query.mkdir()
+    write_png(image, query / "q.png")
+    write_png(image, support / "cat.bmp")  # the mask support
+    write_png(mask.astype(np.uint8) * 255, support / "cat.png")
+    write_png(image, support / "dog.bmp")  # the prompted support
+    (support / "dog.json").write_text(json.dumps({"box": box}))
+    write_png(image, support / "eel.png")  # a png image shown by its prompt file
+    (support / "eel.json").write_text(json.dumps({"points": [[int(v) for v in np.argwhere(mask)[0][::-1]] + [1]]}))
+    args = ["segment", "--sam2", "fssam2_tiny", "--sam2-checkpoint", TRACKER, "--support", str(support),
+            "--query", str(query)]  # fmt: skip
+    run_cli([*args, "--output", str(tmp_path / "out")])
+    capsys.readouterr()
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["dog_support_overlay.png", "eel_support_overlay.png", "q.png", "q_overlay.png"]
+    seg = segmenter()
+    prompts = [json.loads((support / f"{name}.json").read_text()) for name in ("dog", "eel")]
+    seg.set_support([image] * 3, [mask, *prompts])
+    assert np.array_equal(read_image(tmp_path / "out" / "q.png")[..., 0] > 0, seg.predict(image))
+    write_png(mask.astype(np.uint8) * 255, support / "dog.png")
+    err = one_line_error(capsys, [*args, "--output", str(tmp_path / "o2")], "both the mask dog.png and the prompt file")
+    assert "dog.json of dog.bmp" in err and not (tmp_path / "o2").exists()

@@ -575,6 +575,7 @@ class FSS1000DataModule(OnDiskDataModule):
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # any letter case
 MASK_EXTENSION = ".png"  # any letter case
+PROMPT_EXTENSION = ".json"  # a support's prompt file (`fssam2 segment`), any letter case
 
 
 class Pair(NamedTuple):
@@ -594,34 +595,50 @@ def visible_files(folder: Path) -> list[Path]:
     return [f for f in folder.iterdir() if not is_hidden(f.name) and f.is_file()]
 
 
-def scan_folder(folder: Path) -> dict[str, Pair]:
+def scan_folder(folder: Path, prompts: bool = False) -> dict[str, Pair]:
     """{name: (image file, mask file)} of `<folder>/<name>.<image ext>` files, each with its mask
     `<name>.png`; extensions match in any letter case (`0.JPG` + `0.PNG`), hidden files are
     skipped. Two images or two masks of one name (`0.jpg` and `0.tif`, `0.png` and `0.PNG`) are
-    an InputError naming them."""
+    an InputError naming them. With `prompts` (`fssam2 segment`'s support folders), a prompt file
+    `<name>.json` stands for the mask, and `<name>.png` beside it is then the image; a mask and a
+    prompt file for one image are an InputError naming both."""
     images: dict[str, list[str]] = {}
     masks: dict[str, list[str]] = {}
+    prompt_files: dict[str, list[str]] = {}
     for f in visible_files(folder):
         suffix = f.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
             images.setdefault(f.stem, []).append(f.name)
         elif suffix == MASK_EXTENSION:
             masks.setdefault(f.stem, []).append(f.name)
-    for kind, found in (("images", images), ("masks", masks)):
+        elif prompts and suffix == PROMPT_EXTENSION:
+            prompt_files.setdefault(f.stem, []).append(f.name)
+    for kind, found in (("images", images), ("masks", masks), ("prompt files", prompt_files)):
         twice = sorted(name for name, files in found.items() if len(files) > 1)
         if twice:
             raise InputError(
                 f"{folder} holds {len(found[twice[0]])} {kind} named {twice[0]} ({', '.join(sorted(found[twice[0]]))}): "
                 "which one belongs to the pair is ambiguous; keep one and rename or remove the others."
             )
+    for name, (prompt,) in sorted(prompt_files.items()):
+        if name in images and name in masks:
+            raise InputError(
+                f"{folder} holds both the mask {masks[name][0]} and the prompt file {prompt} of {images[name][0]}: "
+                "which one shows the support is ambiguous; keep one and rename or remove the other."
+            )
+        if name in masks:  # <name>.png beside <name>.json, with no other image of that name, is the image
+            images[name] = masks.pop(name)
+        masks[name] = [prompt]
+    prompt = " or <name>.json (a prompt)" if prompts else ""
     if images.keys() - masks.keys():
         raise InputError(
-            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks.keys())[:3]}: put <name>.png "
-            "(non-zero pixels are the object) beside each image."
+            f"Images in {folder} have no mask{' or prompt file' if prompts else ''}, e.g. "
+            f"{sorted(images.keys() - masks.keys())[:3]}: put <name>.png (non-zero pixels are the object){prompt} "
+            "beside each image."
         )
     if masks.keys() - images.keys():
         raise InputError(
-            f"Masks in {folder} have no image, e.g. {sorted(masks.keys() - images.keys())[:3]}: images must be "
+            f"Masks{' or prompt files' if prompts else ''} in {folder} have no image, e.g. {sorted(masks.keys() - images.keys())[:3]}: images must be "
             f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
         )
     return {name: Pair(files[0], masks[name][0]) for name, files in images.items()}

@@ -30,6 +30,7 @@ from fssam2.adapters import adapter_base_checkpoint, adapter_method, check_base,
 from fssam2.annotations import BOX_LABELS, pad_prompts
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
+    PROMPT_EXTENSION,
     binary_mask,
     read_binary_mask,
     read_image,
@@ -425,16 +426,19 @@ def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
 
 def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
     """--support IMAGE MASK pairs (MASK may be a prompt file, `<name>.json`: see `support_prompt`),
-    or --support FOLDER holding <name>.<ext> + <name>.png pairs."""
+    or --support FOLDER holding <name>.<ext> + <name>.png pairs, or <name>.<ext> + <name>.json
+    (a prompt file; the image may then be a png), one or the other for an image (`scan_folder`)."""
     pairs: list[tuple[Path, Path]] = []
     for values in args:
         if len(values) == 2:
             pairs.append((Path(values[0]).expanduser(), Path(values[1]).expanduser()))
         elif len(values) == 1 and Path(values[0]).is_dir():
             folder = Path(values[0]).expanduser()
-            files = scan_folder(folder)
+            files = scan_folder(folder, prompts=True)
             if not files:
-                raise InputError(f"Support folder {folder} holds no <name>.jpg + <name>.png pair.")
+                raise InputError(
+                    f"Support folder {folder} holds no <name>.jpg + <name>.png pair (or <name>.json prompt file)."
+                )
             pairs += [(folder / files[n].image, folder / files[n].mask) for n in sorted(files)]
         else:
             raise InputError(
@@ -445,7 +449,7 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
 
 def is_prompt_file(path: Path) -> bool:
     """A support annotation given as a prompt file (JSON), not a mask."""
-    return path.suffix.lower() == ".json"
+    return path.suffix.lower() == PROMPT_EXTENSION
 
 
 def support_overlay_path(output: Path, image: Path) -> Path:
