@@ -98,15 +98,25 @@ def method_options(
                 "model.encoder_batch and model.merge_lora; drop model.method_args."
             )
         return fssam2_options
-    defaults = inspect.signature(FSSAM2Module.__init__).parameters
-    changed = sorted(n for n, v in fssam2_options.items() if _plain(v) != _plain(defaults[n].default))
+    defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
+    # An FS-SAM2 option is left out at its default or at null (`--model.lora null`: no LoRA).
+    changed = sorted(n for n, v in fssam2_options.items() if v is not None and _plain(v) != _plain(defaults[n]))
     if changed:
+        flags = " ".join(f"--model.{n} {_unset(defaults[n])}" for n in changed)
         raise InputError(
             f"model.{', model.'.join(changed)} {'is' if len(changed) == 1 else 'are'} FS-SAM2's, not "
-            f"{kind.__name__}'s: drop {'it' if len(changed) == 1 else 'them'} (give {kind.__name__}'s own "
-            "options in model.method_args)."
+            f"{kind.__name__}'s: drop {'it' if len(changed) == 1 else 'them'} with {flags} (give "
+            f"{kind.__name__}'s own options in model.method_args)."
         )
     return dict(method_args or {})
+
+
+def _unset(default: Any) -> str:
+    """The command-line value that leaves an FS-SAM2 option out: null for a config (or a None
+    default), else its default."""
+    if default is None or dataclasses.is_dataclass(default):
+        return "null"
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _plain(value: Any) -> Any:
@@ -175,7 +185,7 @@ class FSSAM2Module(L.LightningModule):
         lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
         self.cache_config = CacheConfig(**feature_cache) if isinstance(feature_cache, dict) else feature_cache
         kind = method_class(method)
-        if trainable == "lora" and lora is None:
+        if issubclass(kind, FewShotSAM2) and trainable == "lora" and lora is None:
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
             )
