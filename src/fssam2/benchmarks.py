@@ -734,15 +734,17 @@ class FolderDataModule(FewShotDataModule):
     in `num_folds` contiguous groups of the sorted class names (`fold` picks one); test episodes
     walk every image of the held-out classes, as FSS-1000 does. Validation (which picks
     best.ckpt) never sees a held-out class: of each training class's n images, ceil(val_fraction
-    * n), but no more than leave shot + 1 for training, are held out of training (drawn with the
-    seed and the class name, so the same every run); validation episodes walk them, with supports
-    from the class's other images. Training draws from the rest.
+    * n), but no more than leave K + 1 for training (K: data.shot, or data.train_shots' high end),
+    are held out of training (drawn with the seed and the class name, so the same every run);
+    validation episodes walk them, with supports from the class's other images. Training draws
+    from the rest. val_fraction 0 holds out none: fit trains without validation.
 
     Args:
         root: the folder of class folders.
         test_classes: class names to hold out; None = fold `fold` of `num_folds`.
         num_folds: number of class groups when test_classes is None.
-        val_fraction: share of each training class's images held out of training for validation.
+        val_fraction: share of each training class's images held out of training for validation;
+            0: none, and fit runs no validation (best.ckpt is then the latest state).
         **kwargs: see `FewShotDataModule`.
     """
 
@@ -761,8 +763,15 @@ class FolderDataModule(FewShotDataModule):
                 f"data.fold={self.fold} is out of range: use 0..{num_folds - 1} (data.num_folds={num_folds})."
             )
         if not 0 <= val_fraction < 1:
-            raise InputError(f"data.val_fraction={val_fraction} must be in [0, 1): e.g. 0.2 (the default).")
+            raise InputError(
+                f"data.val_fraction={val_fraction} must be in [0, 1): e.g. 0.2 (the default), 0 for no validation."
+            )
         self.val_fraction = val_fraction
+
+    @property
+    def validates(self) -> bool:
+        """val_fraction 0 holds out no image: fit runs no validation."""
+        return self.val_fraction > 0
 
     @cached_property
     def files(self) -> dict[str, dict[str, Pair]]:
@@ -801,11 +810,19 @@ class FolderDataModule(FewShotDataModule):
         training = [n for n in sorted(self.files) if n not in held_out]
         if split == "train":
             return training
-        if training and not self.val_images:
+        if not self.validates:
             raise InputError(
-                f"No training class of {self.root} can spare an image for validation (data.val_fraction="
-                f"{self.val_fraction}, leaving data.shot + 1 = {self.shot + 1} for training): add images "
-                "(a class needs shot + 2) or raise data.val_fraction."
+                f"data.val_fraction=0 holds out no image of {self.root} for validation: set it above 0 (e.g. 0.2) "
+                "to validate."
+            )
+        if training and not self.val_images:
+            shot = self.split_shot("train")
+            trained = f"data.train_shots={list(self.train_shots)}" if self.train_shots else f"data.shot={shot}"
+            largest = max(len(self.files[c]) for c in training)
+            raise InputError(
+                f"No training class of {self.root} can spare an image for validation: training episodes take "
+                f"{shot} supports and a query ({trained}), so a class needs {shot + 2} images, and the largest has "
+                f"{largest}: add images, or set data.val_fraction=0 to fit without validation."
             )
         return sorted(self.val_images)
 

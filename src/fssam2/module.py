@@ -50,7 +50,10 @@ def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
     the option to change. The CLI calls it before a run starts, so bad data writes nothing."""
     if not isinstance(datamodule, FewShotDataModule):
         raise InputError("FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes.")
-    found = {split: list(datamodule.class_ids(split)) for split in STAGE_SPLITS.get(stage, ())}
+    splits = STAGE_SPLITS.get(stage, ())
+    if stage == "fit" and not datamodule.validates:
+        splits = ("train",)  # no validation split (e.g. data.val_fraction=0): fit does not validate
+    found = {split: list(datamodule.class_ids(split)) for split in splits}
     for split, class_ids in found.items():
         if class_ids:
             continue

@@ -355,7 +355,11 @@ def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpo
     if subcommand == "fit" and checkpoint is not None:
         best, score = getattr(checkpoint, "best_model_path", ""), getattr(checkpoint, "best_model_score", None)
         if best:
-            shown = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None and checkpoint.monitor else ""
+            shown = ""
+            if not checkpoint.monitor:
+                shown = " (no validation ran: the latest state)"
+            elif score is not None:
+                shown = f" ({checkpoint.monitor} {float(score):.4f})"
             lines.append(f"  best checkpoint{shown}: {best}")
         else:
             lines.append("  no best checkpoint: no validation ran (see trainer.check_val_every_n_epoch)")
