@@ -210,7 +210,7 @@ def test_options_given_to_the_other_method_are_refused(capsys, tmp_path):
     )
 
 
-def test_the_demo_switched_to_sansa_is_told_in_one_line_every_flag_to_add_and_those_flags_are_accepted(capsys, tmp_path):
+def test_the_demo_switched_to_sansa_is_told_every_flag_to_add_and_those_flags_work(capsys, tmp_path):
     run = ["--config", str(TESTS.parent / "configs" / "demo.yaml"), "--model.method", "fssam2.methods.SANSA",
            "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
     one_line_error(capsys, ["fit", *run], "model.lora is FS-SAM2's, not SANSA's: drop it with --model.lora null (")

@@ -177,7 +177,7 @@ def test_cli_segments_with_a_prompt_file_and_draws_the_decoded_support(scene, tm
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
 
 
-def test_a_support_folder_takes_a_prompt_file_beside_an_image_and_refuses_one_beside_a_mask_too(scene, tmp_path, capsys):
+def test_a_support_folder_takes_prompt_files_and_refuses_one_beside_a_mask(scene, tmp_path, capsys):
     image, mask, box = scene
     support, query = tmp_path / "support", tmp_path / "query"
     support.mkdir()
