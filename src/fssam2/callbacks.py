@@ -369,6 +369,9 @@ class RunCheckpoint(ModelCheckpoint):
     checkpoints are found at a fixed place whatever the logger (W&B nests them under a run id),
     and which makes the Trainer write every checkpoint with `AtomicCheckpointIO`.
 
+    A monitored one in a fit without validation (`trainer.limit_val_batches` 0) saves the latest
+    state instead, so `best.ckpt` is there whether or not the run validates.
+
     Resuming with `--ckpt_path <dir>/last.ckpt` keeps writing best.ckpt / last.ckpt (no -v1
     copies): ModelCheckpoint restores its paths from the checkpoint when the folder is the same,
     and a save onto the path it recorded replaces that file."""
@@ -376,6 +379,10 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        if stage == "fit" and self.monitor is not None and trainer.limit_val_batches == 0:
+            # No validation runs (e.g. data.val_fraction=0, see FewShotDataModule.setup), so the monitored
+            # metric never comes: this checkpoint keeps the latest state, saved after every training epoch.
+            self.monitor, self._save_on_train_epoch_end = None, True
         if stage == "fit" and trainer.is_global_zero:
             self._remove_killed_saves()
         # Only Lightning's default is replaced: a CheckpointIO the user configured is kept.

@@ -92,15 +92,33 @@ def parse_error_line(message: str) -> str | None:
     (a union of classes prints every subtype's error); None when it names neither."""
     keys: list[str] = []
     tuple_size: str | None = None  # a tuple of the wrong length: its value follows on a later line
+    subtypes: str | None = None  # the innermost union's types: a value none of them takes follows
+    plain_value = True  # the value is one option's, not a class's nested options
+    owner = "this class"  # the class whose options the keys name
+    fix = "check its spelling (--help lists the options)"
     for line in message.splitlines():
+        if found := re.search(r"unrecognized arguments: (\S+)", line):
+            return f"{found.group(1)} is not an option: {fix}."
+        if found := re.search(r"Subcommand '([^']+)' does not accept option '([^']+)'", line):
+            return f"{found.group(2)} (in a config file) is not an option of {found.group(1)}: {fix}."
+        if found := re.search(r"Option '([^']+)' is not accepted", line):
+            return f"--{'.'.join([*keys, found.group(1)])} is not an option of {owner}: {fix}."
         if found := re.search(r"Expected a tuple with (\d+) elements", line):
             tuple_size = found.group(1)
         if tuple_size and (found := re.search(r"Given value: (.*)", line)):
             return f"--{'.'.join(keys)} expects {tuple_size} values, got {found.group(1).strip()}."
         if found := re.search(r'Parser key "([^"]+)"', line):
             keys.append(found.group(1))
-        elif "Problem with given class_path" in line and keys:
+            subtypes = None
+        elif (found := re.search(r"Problem with given class_path '(?:[\w.]+\.)?(\w+)'", line)) and keys:
             keys.append("init_args")
+            owner = found.group(1)
+        if found := re.search(r"Subtypes: \[(.*)\]$", line):
+            subtypes = found.group(1)
+        if found := re.search(r"Given value type: (.*)", line):
+            plain_value = not re.search(r"NestedArg|dict|Namespace", found.group(1))
+        if subtypes and plain_value and (found := re.search(r"Given value: (.*)", line)):
+            return f"--{'.'.join(keys)} expects {_type_names(subtypes)}, got {found.group(1).strip()!r}."
         if found := re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", line):
             return f"--{'.'.join(keys)} expects {found.group(1)}, got {found.group(2).strip()!r}."
         if found := re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", line):
@@ -110,6 +128,16 @@ def parse_error_line(message: str) -> str | None:
             names = ", ".join(f"--{'.'.join([*keys, n.strip()])}" for n in found.group(1).split(","))
             return f"missing {names}: give them on the command line or in the config."
     return None
+
+
+def _type_names(subtypes: str) -> str:
+    """A union's types as a user writes values: "<class 'int'>, <class 'NoneType'>" -> "int or
+    null", "tuple[int, int], ..." -> "[int, int] or ..."."""
+    names = []
+    for name in re.split(r",\s*(?![^\[]*\])", subtypes):  # commas outside brackets
+        name = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", name.strip()).replace("typing.", "")
+        names.append("null" if name == "NoneType" else re.sub(r"^(?:tuple|list)\[(.*)\]$", r"[\1]", name))
+    return " or ".join(names)
 
 
 class OneLineErrorParser(LightningArgumentParser):
@@ -353,7 +381,11 @@ def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpo
     if subcommand == "fit" and checkpoint is not None:
         best, score = getattr(checkpoint, "best_model_path", ""), getattr(checkpoint, "best_model_score", None)
         if best:
-            shown = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None and checkpoint.monitor else ""
+            shown = ""
+            if not checkpoint.monitor:
+                shown = " (no validation ran: the latest state)"
+            elif score is not None:
+                shown = f" ({checkpoint.monitor} {float(score):.4f})"
             lines.append(f"  best checkpoint{shown}: {best}")
         else:
             lines.append("  no best checkpoint: no validation ran (see trainer.check_val_every_n_epoch)")
