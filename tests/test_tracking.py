@@ -80,6 +80,100 @@ def test_pretraining_script_writes_a_loadable_checkpoint_and_never_overwrites(tm
     assert out.read_bytes() == before
 
 
+SHORT_PRETRAINING = ["--batch", "2", "--eval-every", "2", "--eval-clips", "4", "--image-size", "64"]
+
+
+def test_pretraining_saves_as_it_goes_so_a_killed_run_leaves_a_whole_model(tmp_path, monkeypatch):
+    script = load_script("pretrain_tracking")
+    out = tmp_path / "tracker.pt"
+    step = script.Run.step
+
+    def killed_at_the_fourth_step(self, index, batch):
+        if index == 3:
+            raise KeyboardInterrupt  # the run is killed mid-way, after the save at step 2
+        return step(self, index, batch)
+
+    monkeypatch.setattr(script.Run, "step", killed_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        script.main([*SHORT_PRETRAINING, "--steps", "5", "--save-every", "2", "--out", str(out)])
+    saved = torch.load(out, weights_only=True)
+    assert saved["steps"] == 2 and saved["planned_steps"] == 5 and saved["args"]["save_every"] == 2
+    build_sam2("fssam2_tiny", out, image_size=64)  # whole, and a tiny SAM2
+    assert [p.name for p in tmp_path.iterdir()] == ["tracker.pt"], "no partial file is left beside it"
+
+
+def test_a_time_budget_plans_the_steps_and_runs_the_recipe_for_that_many(tmp_path, capsys, monkeypatch):
+    """--minutes times a throwaway run, then runs the recipe itself: the same weights as --steps N
+    (clips drawn by worker processes or by the main one alike)."""
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(script, "PROBE_WARMUP", 0)
+    monkeypatch.setattr(script, "PROBE_STEPS", 1)
+    timed, fixed = tmp_path / "timed.pt", tmp_path / "fixed.pt"
+    short = [*SHORT_PRETRAINING, "--eval-every", "10", "--steps", "2"]
+    script.main([*short, "--minutes", "5", "--workers", "2", "--out", str(timed)])
+    assert "2 steps planned (the same run as --steps 2)" in capsys.readouterr().out
+    script.main([*short, "--out", str(fixed)])
+    timed_run, fixed_run = torch.load(timed, weights_only=True), torch.load(fixed, weights_only=True)
+    assert timed_run["steps"] == fixed_run["steps"] == 2 and timed_run["args"]["minutes"] == 5
+    assert all(torch.equal(v, fixed_run["model"][k]) for k, v in timed_run["model"].items())
+
+
+def test_the_planned_steps_and_their_evaluations_fit_the_budget():
+    planned_steps = load_script("pretrain_tracking").planned_steps
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        budget, spent = rng.uniform(60, 3600), rng.uniform(0, 30)
+        step, evaluation, draw, every = rng.uniform(0.005, 0.5), rng.uniform(0.1, 20), rng.uniform(0, 5), 500
+        n = planned_steps(budget, spent, step, evaluation, draw, every, cap=10**9)
+        cost = spent + n * step + (n // every + 1) * evaluation + draw  # training, evaluations, the final one
+        assert cost <= budget, "the plan fits"
+        assert cost > 0.95 * budget - step - 2 * evaluation, "and uses the budget"
+    assert planned_steps(600, 0, 0.01, 1, 0, 500, cap=7) == 7
+    assert planned_steps(10, 9.9, 1, 1, 0, 500, cap=100) == 1, "at least one step"
+
+
+def test_a_run_out_of_time_evaluates_saves_and_ends_cleanly(tmp_path, capsys, monkeypatch):
+    """Steps slower than timed: the run stops when its final evaluation would no longer fit."""
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(script, "PROBE_STEPS", 1)
+    monkeypatch.setattr(script, "planned_steps", lambda *args: 1000)  # far more than 1.2 s can hold
+    out = tmp_path / "tracker.pt"
+    script.main([*SHORT_PRETRAINING, "--minutes", "0.02", "--save-every", "1", "--out", str(out)])  # returns: exit 0
+    printed = capsys.readouterr().out
+    saved = torch.load(out, weights_only=True)
+    assert 1 <= saved["steps"] < saved["planned_steps"] == 1000
+    assert f"time is up after {saved['steps']} of 1000 planned steps" in printed
+    assert f"step {saved['steps']:>6}" in printed and "IoU true" in printed, "the model is evaluated as saved"
+    build_sam2("fssam2_tiny", out, image_size=64)
+
+
+def test_pretraining_never_replaces_a_file_that_appears_at_out(tmp_path, capsys, monkeypatch):
+    script = load_script("pretrain_tracking")
+    out = tmp_path / "tracker.pt"
+    step = script.Run.step
+
+    def someone_writes_there(self, index, batch):
+        if index == 0:
+            out.write_bytes(b"another run's file")
+        return step(self, index, batch)
+
+    monkeypatch.setattr(script.Run, "step", someone_writes_there)
+    with pytest.raises(SystemExit) as refused:
+        script.main([*SHORT_PRETRAINING, "--steps", "3", "--save-every", "1", "--out", str(out)])
+    assert "--out" in str(refused.value) and str(out) in str(refused.value)
+    assert out.read_bytes() == b"another run's file"
+
+
+def test_pretraining_on_a_gpu_this_torch_cannot_see_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as refused:
+        script.main([*SHORT_PRETRAINING, "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "t.pt")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--device cuda" in err and "Traceback" not in err
+    assert not (tmp_path / "t.pt").exists()
+
+
 def test_shipped_tracker_finds_the_object_its_memory_shows():
     """The packaged tracker reads its memory: another clip's memory or an empty mask loses the object."""
     script = load_script("pretrain_tracking")
