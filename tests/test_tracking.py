@@ -3,6 +3,7 @@
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -172,6 +173,90 @@ def test_pretraining_on_a_gpu_this_torch_cannot_see_is_refused_in_one_line(tmp_p
     err = capsys.readouterr().err
     assert refused.value.code == 2 and "--device cuda" in err and "Traceback" not in err
     assert not (tmp_path / "t.pt").exists()
+
+
+def a_tiny_sam2_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, path)
+    return path
+
+
+class Started(Exception):
+    """Raised by a stand-in for the first CLI run, with its arguments."""
+
+
+def test_the_demo_starts_every_run_from_the_tiny_sam2_it_is_given(tmp_path, capsys, monkeypatch):
+    demo = load_script("demo")
+    mine = a_tiny_sam2_file(tmp_path / "mine.pt")
+
+    def family_result(family, base, folder, trained):
+        raise Started(base)
+
+    monkeypatch.setattr(demo, "family_result", family_result)
+    with pytest.raises(Started) as started:
+        demo.main(["--runs", str(tmp_path / "a"), "--families", "shape", "--jobs", "1", "--sam2-checkpoint", str(mine)])
+    base = started.value.args[0]
+    assert base[base.index("--model.sam2_checkpoint") + 1] == str(mine.resolve())
+    # One process per family: each is given the file.
+    commands = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **kw: commands.append(c) or SimpleNamespace(returncode=1))
+    with pytest.raises(SystemExit):
+        demo.main(
+            ["--runs", str(tmp_path / "b"), "--families", "hue", "shape", "--jobs", "2", "--sam2-checkpoint", str(mine)]
+        )
+    assert len(commands) == 2
+    assert all(c[c.index("--sam2-checkpoint") + 1] == str(mine.resolve()) for c in commands)
+    # A file that is no tiny SAM2 ends the demo before any run.
+    (tmp_path / "not.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as refused:
+        demo.main(["--runs", str(tmp_path / "c"), "--sam2-checkpoint", str(tmp_path / "not.pt")])
+    assert refused.value.code == 2 and "not.pt" in capsys.readouterr().err
+
+
+def test_compare_tracker_ships_only_a_tiny_sam2_that_beats_the_shipped_one_on_every_family():
+    compare = load_script("compare_tracker").compare
+    shipped = {family: numbers[:3] for family, numbers in load_script("compare_tracker").SHIPPED.items()}
+    lines, ship = compare(shipped)
+    assert not ship, "the shipped model does not beat itself"
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert "| met |" in rows["hue"] and all("NOT met" in rows[f] for f in ("shape", "texture", "letters"))
+    better = {"hue": (80.0, 20.0, 37.8), "shape": (70.0, 40.0, 41.9), "texture": (65.0, 35.0, 41.9)}
+    better["letters"] = (60.0, 30.0, 43.7)
+    lines, ship = compare(better)
+    assert ship and all("| met | yes |" in line for line in lines[2:])
+    lines, ship = compare({**better, "hue": (77.0, 20.8, 37.8)})  # hue's gap 56.2 against the shipped 56.8
+    assert not ship and "| NOT met | no |" in lines[2]
+
+
+def test_compare_tracker_runs_the_demo_and_the_transfer_from_the_file_and_writes_the_table(tmp_path, monkeypatch):
+    script = load_script("compare_tracker")
+    demo, transfer = load_script("demo"), load_script("transfer")
+    mine = a_tiny_sam2_file(tmp_path / "mine.pt")
+    commands = []
+
+    def fake_run(command):  # each script's results file, as it writes it, in its own dated folder
+        commands.append(command)
+        folder = Path(command[command.index("--runs") + 1]) / "20260101-000000"
+        folder.mkdir(parents=True)
+        if command[1].endswith("demo.py"):
+            rows = {demo.METHODS["fssam2"][1]: 70.0, demo.SWAP_ROW: 40.0, demo.ORACLE_ROW: 41.9}
+            families = {f: {"rows": {k: {"miou": v} for k, v in rows.items()}} for f in ("hue", "shape", "texture")}
+            (folder / "demo_results.json").write_text(json.dumps({"families": families}))
+        else:
+            rows = {transfer.TRAINED_ROW: 60.0, transfer.SWAP_ROW: 30.0, transfer.ORACLE_ROW: 43.7}
+            (folder / "transfer_results.json").write_text(
+                json.dumps({"rows": {k: {"miou": v} for k, v in rows.items()}})
+            )
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(script.subprocess, "run", fake_run)
+    script.main(["--sam2-checkpoint", str(mine), "--runs", str(tmp_path / "runs"), "--", "--trainer.max_epochs=1"])
+    assert [c[c.index("--sam2-checkpoint") + 1] for c in commands] == [str(mine.resolve())] * 2
+    assert all(c[-1] == "--trainer.max_epochs=1" for c in commands)
+    (folder,) = (tmp_path / "runs").iterdir()
+    table = (folder / "compare.md").read_text()
+    assert "| hue | 70.0 | 40.0 | +30.0 (+56.8) |" in table and "keep the shipped one" in table
+    assert json.loads((folder / "compare.json").read_text())["ship"] is False
 
 
 def test_shipped_tracker_finds_the_object_its_memory_shows():
