@@ -1,5 +1,6 @@
 """Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py, which no test imports."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,10 @@ def one_line_error(capsys, args: list[str], message: str) -> str:
     assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     return err
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
