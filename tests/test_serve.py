@@ -277,7 +277,7 @@ def test_browser_supports_by_click_and_brush_give_segmenters_masks(served, brows
     status_holds(page, "Support 1 added (clicks (1 object, 0 background))")
     # Support 2 by a brush stroke over the object.
     pick_support(page, files["support2"])
-    page.get_by_role("tab", name="Brush").click()
+    page.get_by_role("tab", name="Brush or box").click()
     page.locator("#brush-editor button[aria-label=Brush]").click()
     canvas = page.locator("#brush-editor canvas").first.bounding_box()
     zoom = float(page.locator("#brush-editor").inner_text().split("%")[0].split()[-1]) / 100
@@ -291,8 +291,8 @@ def test_browser_supports_by_click_and_brush_give_segmenters_masks(served, brows
 
     page.mouse.move(*at(bx - 3, by))
     page.mouse.down()
-    for step in range(7):
-        page.mouse.move(*at(bx - 3 + step, by + (step % 3) - 1))
+    for step in range(1, 4):
+        page.mouse.move(*at(bx - 3 + 2 * step, by + (step % 2)))
     page.mouse.up()
     page.click("#add-support")
     status_holds(page, "Support 2 added (brush mask)")

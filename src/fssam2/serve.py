@@ -70,6 +70,7 @@ MAX_SUPPORTS = 8
 MAX_QUERIES = 32
 KEEP_ZIPS = 8  # the newest zips kept in the server's folder (Gradio serves its own copy of each)
 MODES = ("brush", "box", "clicks", "file")  # how the support being added is given
+PAINT_AS = ("the mask", "a box around it")  # what the strokes in the editor give
 EXAMPLE_CLASSES = (1, 2, 3, 4, 5)  # the hue family's classes held out of fold 0: the adapter never trained on them
 EXAMPLE_QUERIES = 3
 # Clicks are read on the support image enlarged to about this side: Gradio maps a click to the
@@ -551,12 +552,11 @@ def build_page(
 
     def pick(file: str | None) -> tuple:
         if file is None:  # removed, or cleared after a support was added
-            return None, None, None, None, gr.skip()
+            return None, None, None, gr.skip()
         path = Path(file)
         image = service.read_upload(path, "Support image")
         picked = Picked(safe_name(path.name), path, image, scale=max(1, -(-CLICK_VIEW_SIDE // max(image.shape[:2]))))
-        value = editor_value(picked.image)
-        return (picked, value, value, click_view(picked),
+        return (picked, editor_value(picked.image), click_view(picked),
                 f"Support image {picked.name} ({picked.image.shape[1]}x{picked.image.shape[0]}): give the object "
                 "by a brush mask, a box, clicks or a mask file, then **Add support**.")  # fmt: skip
 
@@ -577,16 +577,17 @@ def build_page(
         return picked, click_view(picked), f"Clicks: {json.dumps(picked.clicks if picked else [])}"
 
     def add(
-        supports: list[Support], picked: Picked | None, mode: str, brush: Any, box: Any, mask_file: str | None
+        supports: list[Support], picked: Picked | None, tab: str, paint_as: str, painted: Any, mask_file: str | None
     ) -> tuple:
         if picked is None:
             raise InputError("No support image: upload one (Support image) before adding it.")
-        note, how = service.annotation(picked.image, mode, brush, box, picked.clicks, mask_file)
+        mode = ("box" if paint_as == PAINT_AS[1] else "brush") if tab == "paint" else tab
+        note, how = service.annotation(picked.image, mode, painted, painted, picked.clicks, mask_file)
         support = Support(picked.name, picked.image, note, how, source=picked.path)
         supports = service.add_support(supports, support)
         added = supports[-1]
         words = f"Support {len(supports)} added ({how}); its memory sees {int(np.count_nonzero(np.asarray(added.seen)))} object pixels."
-        return supports, gallery(supports), None, None, None, None, None, None, words
+        return supports, gallery(supports), None, None, None, None, None, words
 
     def clear(_: Any) -> tuple:
         return [], [], "Supports removed: add at least one before segmenting."
@@ -623,7 +624,7 @@ def build_page(
     with gr.Blocks(title="fssam2", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         supports = gr.State(copy.deepcopy([first[0]]) if first else [])
         picked = gr.State(None)
-        mode = gr.State("brush")
+        mode = gr.State("paint")  # the tab open: paint (brush or box), clicks or file
         gr.Markdown("# fssam2: segment your images from a few examples")
         model_line = gr.Markdown(f"**Model:** {service.model_text}", elem_id="fssam2-model")
         status = gr.Markdown(
@@ -637,14 +638,12 @@ def build_page(
                 gr.Markdown(f"## Supports (1 to {service.limits.max_supports})")
                 support_file = gr.File(label="Support image", file_count="single", elem_id="support-file")
                 with gr.Tabs():
-                    with gr.Tab("Brush", id="brush") as brush_tab:
-                        brush_editor = gr.ImageEditor(
-                            label="Paint over the object", elem_id="brush-editor", **editor_options
-                        )
-                    with gr.Tab("Box", id="box") as box_tab:
-                        box_editor = gr.ImageEditor(
-                            label="Drag across the object: the box is what you cover",
-                            elem_id="box-editor",
+                    with gr.Tab("Brush or box", id="paint") as paint_tab:
+                        paint_as = gr.Radio(list(PAINT_AS), value=PAINT_AS[0], label="What you paint is",
+                                            elem_id="paint-as")  # fmt: skip
+                        editor = gr.ImageEditor(
+                            label="Paint over the object, or drag across it for a box (choose the brush first)",
+                            elem_id="brush-editor",
                             **editor_options,
                         )
                     with gr.Tab("Clicks", id="clicks") as clicks_tab:
@@ -682,14 +681,14 @@ def build_page(
                                    file_count="single", elem_id="adapter-file")  # fmt: skip
 
         model_events: dict[str, Any] = dict(concurrency_id="model", concurrency_limit=1)
-        for tab, name in ((brush_tab, "brush"), (box_tab, "box"), (clicks_tab, "clicks"), (file_tab, "file")):
+        for tab, name in ((paint_tab, "paint"), (clicks_tab, "clicks"), (file_tab, "file")):
             tab.select(lambda name=name: name, None, mode)
-        support_file.change(guarded(pick, 5), support_file, [picked, brush_editor, box_editor, clicks, status])
+        support_file.change(guarded(pick, 4), support_file, [picked, editor, clicks, status])
         clicks.select(guarded(click, 3), [picked, click_label], [picked, clicks, status])
         undo_button.click(guarded(undo, 3), picked, [picked, clicks, status])
         add_button.click(
-            guarded(add, 9), [supports, picked, mode, brush_editor, box_editor, mask_file],
-            [supports, support_gallery, picked, support_file, brush_editor, box_editor, clicks, mask_file, status],
+            guarded(add, 8), [supports, picked, mode, paint_as, editor, mask_file],
+            [supports, support_gallery, picked, support_file, editor, clicks, mask_file, status],
             **model_events,
         )  # fmt: skip
         clear_button.click(guarded(clear, 3), supports, [supports, support_gallery, status])
