@@ -204,28 +204,50 @@ def test_serve_cli_refuses_bad_options_in_one_line(tmp_path, capsys):
 CHROMIUM = shutil.which("chromium")
 
 
+def listening(port: int) -> list[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) of the sockets listening on `port`."""
+    rows = [line.split() for name in ("tcp", "tcp6") for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]]
+    return [row[1].rsplit(":", 1)[0] for row in rows if row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port]
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """`fssam2 serve`'s default page on a free port, with its examples; stopped after the module."""
+    """`fssam2 serve` with no model options (the default model, the examples preloaded), through the real
+    CLI in its own process on a free port; stopped after the module. It listens on 127.0.0.1 alone."""
     pytest.importorskip("gradio", reason="fssam2[serve] (Gradio) is not installed")
     import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
-    from fssam2.serve import build_page, launch
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
-        service = Service.from_options()
-        page = build_page(service, example_episodes())
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            launch(page, "127.0.0.1", port, False, 25, block=False)
-            yield f"http://127.0.0.1:{port}/", service
-        finally:
-            page.close()
-            service.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path_factory.mktemp("serve_home")
+    env = {
+        **os.environ,
+        "FSSAM2_HOME": str(home / "fssam2"),
+        "GRADIO_TEMP_DIR": str(home / "gradio"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "fssam2.cli", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            assert server.poll() is None, server.stdout.read()
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert listening(port) == ["0100007F"]  # 127.0.0.1, nothing else
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "gradio.live" not in server.stdout.read()  # no share link
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +277,7 @@ def pick_support(page, path: Path) -> None:
 
 @pytest.mark.slow
 def test_browser_supports_by_click_and_brush_give_segmenters_masks(served, browser, files, tmp_path):
-    url, service = served
+    url = served
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(url)
     page.click("#clear-supports")
@@ -325,7 +347,7 @@ def test_browser_supports_by_click_and_brush_give_segmenters_masks(served, brows
 
 @pytest.mark.slow
 def test_browser_bad_upload_is_a_message_and_the_page_goes_on(served, browser, files, tmp_path):
-    url, _ = served
+    url = served
     junk = tmp_path / "holiday.png"
     junk.write_text("this is no image")
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -334,7 +356,7 @@ def test_browser_bad_upload_is_a_message_and_the_page_goes_on(served, browser, f
     message = status_holds(page, "Error:")
     assert "holiday.png is not an image this page can read" in message and str(tmp_path) not in message
     page.click("#segment")  # the preloaded example: the server still serves
-    status_holds(page, "Segmented 3 queries with 1 supports")
+    status_holds(page, "Segmented 3 queries with 1 support in")
     page.close()
 
 

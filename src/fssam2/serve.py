@@ -234,7 +234,8 @@ class Service:
         self.device = device
         self.lock = threading.Lock()
         self.folder = Path(tempfile.mkdtemp(prefix="fssam2-serve-"))
-        self._zips: list[Path] = []
+        self._zips: list[Path] = []  # the newest KEEP_ZIPS written
+        self._archives = 0  # written in all, numbering their names
 
     @classmethod
     def from_options(
@@ -406,7 +407,8 @@ class Service:
         what the memory saw), the times, and the command that gives the same masks."""
         support_args = []
         stems = unique_names([f"{i + 1}_{Path(s.name).stem}" for i, s in enumerate(supports)])
-        path = self.folder / f"fssam2_masks_{time.strftime('%Y%m%d-%H%M%S')}_{len(self._zips) + 1}.zip"
+        self._archives += 1
+        path = self.folder / f"fssam2_masks_{time.strftime('%Y%m%d-%H%M%S')}_{self._archives}.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
             for stem, support in zip(stems, supports, strict=True):
                 suffix = Path(support.name).suffix.lower() or ".png"
@@ -494,6 +496,10 @@ class Picked:
     image: np.ndarray
     clicks: list[list[int]] = field(default_factory=list)  # [x, y, label] in the image's pixels
     scale: int = 1  # the click view shows the image this many times larger
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    return f"{count} {word if count == 1 else words or word + 's'}"
 
 
 def _message(err: BaseException) -> str:
@@ -603,7 +609,10 @@ def build_page(
         overlays = [(r.overlay, f"{r.name}: {r.seconds:.2f} s") for r in results]
         masks = [(r.mask.astype(np.uint8) * 255, Path(r.name).stem + ".png") for r in results]
         total = sum(r.seconds for r in results)
-        words = f"Segmented {len(results)} queries with {len(supports)} supports in {total:.2f} s: the zip holds every mask."
+        words = (
+            f"Segmented {plural(len(results), 'query', 'queries')} with {plural(len(supports), 'support')} in "
+            f"{total:.2f} s: the zip holds every mask."
+        )
         return supports, gallery(supports), overlays, masks, str(path), table, words
 
     def load_example(label: str | None) -> tuple:
@@ -710,10 +719,14 @@ def theme() -> Any:
     return gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
 
 
+# Gradio lays a gallery of n items out in n columns (at most `columns`): supports stay thumbnails.
+CSS = "#support-gallery .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }"
+
+
 def launch(page: Any, host: str, port: int, share: bool, max_file_mb: float, block: bool = True) -> Any:
     """Start serving `page`; with `block`, until Ctrl-C."""
     return page.launch(
-        server_name=host, server_port=port, share=share, max_file_size=f"{max_file_mb}mb", theme=theme(),
+        server_name=host, server_port=port, share=share, max_file_size=f"{max_file_mb}mb", theme=theme(), css=CSS,
         prevent_thread_lock=not block, ssr_mode=False, mcp_server=False, inbrowser=False, quiet=not block,
         footer_links=[],
     )  # fmt: skip
