@@ -114,7 +114,7 @@ def main() -> None:
         seconds, memory = [], {}
         for n in range(1, opts.requests + 1):
             seconds.append(segment_once(page, n))
-            if n in (1, 10, opts.requests):
+            if n in (1, 10, 100, opts.requests):
                 memory[n] = memory_mb(process.pid)
     first, timed = seconds[0], seconds[-opts.timed :]
     print(f"fssam2 serve, default model (tiny SAM2 + fssam2_tiny_hue), CPU, {opts.threads} thread(s); "

@@ -194,10 +194,50 @@ def test_too_many_supports_and_an_adapter_on_another_base(service, files, tmp_pa
 
 
 def test_serve_cli_refuses_bad_options_in_one_line(tmp_path, capsys):
+    import socket
+
     junk = tmp_path / "junk.safetensors"
     junk.write_text("x")
     one_line_error(capsys, ["serve", "--adapter", str(junk)], "is corrupt or not a safetensors file")
     one_line_error(capsys, ["serve", "--max-file-mb", "0"], "--max-file-mb must be positive")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line_error(capsys, ["serve", "--port", str(port)], f"Cannot serve on 127.0.0.1:{port}")
+
+
+def test_an_uploaded_adapter_is_served_on_the_servers_base(files, tmp_path):
+    """A server of plain SAM2 (no adapter) given the packaged adapter's file on the page serves it:
+    its masks are then Segmenter's with that adapter."""
+    from fssam2 import hub
+
+    upload = tmp_path / "my_adapter.safetensors"
+    shutil.copy(hub.packaged_adapter(DEFAULT_ADAPTER), upload)
+    plain = Service.from_options(sam2="fssam2_tiny", sam2_checkpoint="fssam2_tiny_pointers")
+    try:
+        assert "no adapter" in plain.model_text
+        text = plain.load_adapter(upload)
+        assert "adapter my_adapter.safetensors" in text and str(tmp_path) not in text
+        support = Support("s.png", read_image(files["support1"]), read_image(files["mask1"])[..., 0] > 0, "")
+        results, _ = plain.segment([support], [files["query11"]])
+    finally:
+        plain.close()
+    seg = Segmenter.from_pretrained(adapter=DEFAULT_ADAPTER)
+    seg.set_support([support.image], [support.note])
+    assert np.array_equal(results[0].mask, seg.predict(read_image(files["query11"])))
+
+
+def test_the_page_takes_no_typed_text(service):
+    """Nothing typed into the page is read as a path: it has no text box, and its one menu takes only its own choices."""
+    gr = pytest.importorskip("gradio", reason="fssam2[serve] (Gradio) is not installed")
+    from fssam2.serve import build_page
+
+    page = build_page(service, {})
+    kinds = {type(block).__name__ for block in page.blocks.values()}
+    assert not kinds & {"Textbox", "Code", "Number", "MultimodalTextbox", "Chatbot"}, kinds
+    menus = [block for block in page.blocks.values() if isinstance(block, gr.Dropdown)]
+    assert menus and not any(menu.allow_custom_value for menu in menus)
 
 
 # The page in a browser: Debian's Chromium (apt-get install chromium; .ci/run installs it), driven by Playwright.

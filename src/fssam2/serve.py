@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -560,7 +561,10 @@ def build_page(
         if file is None:  # removed, or cleared after a support was added
             return None, None, None, gr.skip()
         path = Path(file)
-        image = service.read_upload(path, "Support image")
+        try:
+            image = service.read_upload(path, "Support image")
+        except InputError as err:  # the image picked before is dropped too: Add support must not add it
+            return None, None, None, _message(err)
         picked = Picked(safe_name(path.name), path, image, scale=max(1, -(-CLICK_VIEW_SIDE // max(image.shape[:2]))))
         return (picked, editor_value(picked.image), click_view(picked),
                 f"Support image {picked.name} ({picked.image.shape[1]}x{picked.image.shape[0]}): give the object "
@@ -728,8 +732,17 @@ def launch(page: Any, host: str, port: int, share: bool, max_file_mb: float, blo
     return page.launch(
         server_name=host, server_port=port, share=share, max_file_size=f"{max_file_mb}mb", theme=theme(), css=CSS,
         prevent_thread_lock=not block, ssr_mode=False, mcp_server=False, inbrowser=False, quiet=not block,
-        footer_links=[],
+        footer_links=[], run_history=False,  # no run history: nothing kept in the browser, no bucket to connect
     )  # fmt: skip
+
+
+def check_port(host: str, port: int) -> None:
+    """InputError unless `port` on `host` can be listened on now."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as err:
+        raise InputError(f"Cannot serve on {host}:{port} ({err.strerror}): choose another --port or --host.") from err
 
 
 def serve_command(args: list[str]) -> None:
@@ -762,6 +775,7 @@ def serve_command(args: list[str]) -> None:
     for name, value in vars(opts).items():
         if name.startswith("max_") and value <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    check_port(opts.host, opts.port)  # before the model is built
     service = Service.from_options(opts.sam2, opts.adapter, opts.sam2_checkpoint, opts.image_size, opts.device,
                                    opts.threshold, limits)  # fmt: skip
     default_model = opts.sam2 is None and opts.adapter is None and opts.sam2_checkpoint is None
