@@ -757,7 +757,7 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true", help="also make a public link through Gradio's share service")
     parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_MB, help="largest upload, per file")
     parser.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS, help="largest image, in pixels")
