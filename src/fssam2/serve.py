@@ -22,6 +22,7 @@ import argparse
 import copy
 import csv
 import functools
+import inspect
 import io
 import json
 import os
@@ -729,10 +730,12 @@ CSS = "#support-gallery .grid-container { grid-template-columns: repeat(4, minma
 
 def launch(page: Any, host: str, port: int, share: bool, max_file_mb: float, block: bool = True) -> Any:
     """Start serving `page`; with `block`, until Ctrl-C."""
+    # No run history (Gradio 6.x has it from some minor release on): nothing kept in the browser, no bucket to connect.
+    history = {"run_history": False} if "run_history" in inspect.signature(page.launch).parameters else {}
     return page.launch(
         server_name=host, server_port=port, share=share, max_file_size=f"{max_file_mb}mb", theme=theme(), css=CSS,
         prevent_thread_lock=not block, ssr_mode=False, mcp_server=False, inbrowser=False, quiet=not block,
-        footer_links=[], run_history=False,  # no run history: nothing kept in the browser, no bucket to connect
+        footer_links=[], **history,
     )  # fmt: skip
 
 
