@@ -75,6 +75,7 @@ SUBCOMMAND_HELP = {
     "test": "score a model on the held-out classes' test episodes (writes test_metrics.json)",
     "predict": "write each test episode's predicted mask to <run dir>/predictions/",
     "segment": "masks for your own images from a few annotated examples",
+    "serve": "a local web page to segment your own images from a few examples (Gradio)",
     "export": "an adapter file (LoRA weights + metadata) from a checkpoint, optionally a merged model",
     "download": "fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), verified",
     "prepare": "download, check and lay out PASCAL-5i, COCO-20i, FSS-1000 and the split lists",
@@ -82,7 +83,7 @@ SUBCOMMAND_HELP = {
     "doctor": "preflight: versions, devices, data, weights, disk, and the measured memory of --config's run",
 }
 # fssam2's commands that are not the Trainer's, run by `fssam2.cli.run_cli` before LightningCLI parses.
-OWN_COMMANDS = ("episodes", "doctor", "prepare", "download", "segment", "export")
+OWN_COMMANDS = ("episodes", "doctor", "prepare", "download", "segment", "serve", "export")
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
 
