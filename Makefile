@@ -1,5 +1,5 @@
 # fssam2: every target installs what it needs into .venv first (torch from this machine's
-# wheel cache or PyPI, then sam2 without its CUDA extension, then fssam2 and its tools).
+# wheel cache or PyPI, then sam2 without its CUDA extension, then fssam2, its tools and its web page).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-build-isolation sam2==1.1.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,serve]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install fssam2 with its dependencies

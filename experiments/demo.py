@@ -22,6 +22,10 @@ what meta-training adds to the tracker, and the verdict in words: whether the su
 mask, with the numbers that say so. Each CLI run gets its own folder under
 runs/demo/<time>/<family>/, a folder of this run alone (one that exists is refused), so nothing
 earlier is overwritten; the tables are also written there as demo_results.json.
+
+`--sam2-checkpoint FILE` starts every run from another tiny SAM2 in place of the config's (a file
+`experiments/pretrain_tracking.py` wrote, or a packaged name); `compare_tracker.py` runs the demo
+and the letters transfer from such a file and sets them beside the shipped tiny SAM2's numbers.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import wandb
 
+from fssam2 import build_sam2
 from fssam2.cli import run_cli
 from fssam2.errors import InputError
 from fssam2.files import create, new_folder
@@ -179,6 +184,7 @@ def in_subprocesses(opts: argparse.Namespace, run_dir: Path) -> dict[str, dict]:
         folder.mkdir(parents=True)
         command = [sys.executable, __file__, "--method", opts.method, "--config", opts.config]
         command += ["--families", family, "--jobs", "1"]
+        command += ["--sam2-checkpoint", opts.sam2_checkpoint] if opts.sam2_checkpoint else []
         command += ["--into", str(folder), "--", *opts.overrides]
         with open(folder / "demo.log", "x") as log:
             return family, subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
@@ -202,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--jobs", type=int, default=None, help="families run at once, each in its own process (default: one per core)"
     )
+    parser.add_argument(
+        "--sam2-checkpoint",
+        default=None,
+        help="the tiny SAM2 every run starts from: a file or a packaged name (default: the config's)",
+    )
     parser.add_argument("--into", type=Path, default=None, help=argparse.SUPPRESS)  # a subprocess's own folder
     parser.add_argument("overrides", nargs="*", help="extra CLI options for every run, e.g. --trainer.max_epochs=2")
     opts = parser.parse_args(argv)
@@ -209,11 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     opts.families = opts.families or list(DEFAULT_FAMILIES[opts.method])
     opts.jobs = opts.jobs or max(1, min(len(opts.families), os.cpu_count() or 1))
     run_dir = opts.into or Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if opts.into is None:  # a subprocess's folder is its parent's, made in this run
-        try:
+    try:
+        if opts.sam2_checkpoint:  # read before any run: a file that does not fit the tiny SAM2 ends here
+            build_sam2("fssam2_tiny", opts.sam2_checkpoint)
+            if Path(opts.sam2_checkpoint).expanduser().is_file():
+                opts.sam2_checkpoint = str(Path(opts.sam2_checkpoint).expanduser().resolve())
+        if opts.into is None:  # a subprocess's folder is its parent's, made in this run
             new_folder(run_dir, "--runs")
-        except InputError as err:
-            parser.error(str(err))
+    except InputError as err:
+        parser.error(str(err))
 
     start = time.perf_counter()
     if opts.jobs > 1:
@@ -221,8 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     else:
         results = {}
         for family in opts.families:
-            base = ["--config", opts.config, "--data.init_args.family", family, *opts.overrides]
-            gfsam = ["--config", str(GFSAM_CONFIG), "--data.init_args.family", family, *opts.overrides]
+            sam2_args = ["--model.sam2_checkpoint", opts.sam2_checkpoint] if opts.sam2_checkpoint else []
+            base = ["--config", opts.config, "--data.init_args.family", family, *sam2_args, *opts.overrides]
+            gfsam = ["--config", str(GFSAM_CONFIG), "--data.init_args.family", family, *sam2_args, *opts.overrides]
             folder = run_dir if opts.into else run_dir / family
             results[family] = family_result(
                 family, base, folder, METHODS[opts.method][1], gfsam if family in GFSAM_FAMILIES else None
@@ -230,9 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     for family, result in results.items():
         print_family(family, result)
     minutes = (time.perf_counter() - start) / 60
-    text = json.dumps({"families": results, "minutes": minutes}, indent=2)
+    text = json.dumps({"families": results, "minutes": minutes, "sam2_checkpoint": opts.sam2_checkpoint}, indent=2)
     create(run_dir / "demo_results.json", lambda tmp: tmp.write_text(text), "--runs")
-    print(f"\nrun folder: {run_dir}  ({minutes:.1f} min)")
+    start_from = opts.sam2_checkpoint or f"the config's ({opts.config})"
+    print(f"\ntiny SAM2 every run started from: {start_from}")
+    print(f"run folder: {run_dir}  ({minutes:.1f} min)")
 
 
 if __name__ == "__main__":

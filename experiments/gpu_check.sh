@@ -22,8 +22,21 @@
 #   4. bench_fold_cache.py --only train: training episodes/s through `fssam2 fit` with the real data
 #      loader (8 one-shot episodes a step), beside part 1's model-only step;
 #   5. fssam2 doctor --config configs/pascal_fold0.yaml: devices, bf16, the measured memory of a training step.
-# Everything lands in OUT (default runs/gpu_check), 8 files: setup.log, status.tsv, each part's
-# .log (and .json), summary.md; the last lines printed are one summary table.
+#   6. pretrain (not in the default list; name it): pretrain_tracking.py pretrains the tiny SAM2 on the varied
+#      world, the shipped recipe in float32, for the time this call has left (--minutes: it times a few steps,
+#      then plans as many as fit), drawing clips in worker processes and saving OUT/pretrained.pt every 250
+#      steps, so a run cut short still leaves a whole model. The call's time is GPU_CHECK_SECONDS (default
+#      570, under the device tool's 10-minute limit), counted from the script's start; the part gets what is
+#      left less 20 s for the summary, and is skipped under 100 s. OUT must not hold a pretrained.pt already
+#      (the script writes over no file). Evaluate the file on a CPU with experiments/compare_tracker.py.
+# Everything lands in OUT (default runs/gpu_check): setup.log, status.tsv, each part's .log (and .json;
+# pretrain: pretrained.pt), summary.md; the last lines printed are one summary table and the
+# pretraining's plan, last evaluation and last save.
+#
+# With 15 minutes of device time in all (the machine's start included), two calls, each a fresh OUT:
+#   GPU_CHECK_PARTS="fold fold1" bash experiments/gpu_check.sh "$OUT"       # ~7 min: both folds vs their floor
+#   GPU_CHECK_PARTS=pretrain GPU_CHECK_SECONDS=S bash experiments/gpu_check.sh "$OUT"
+# with S the device time left (status's budget_left_s) less 60 s, at most 570, and the call's timeout_s S + 30.
 #
 # A bare GPU machine (torch, lightning, numpy, ... but no sam2, hydra, jsonargparse,
 # albumentations, loralib, iopath) gets them from the wheels in GPU_CHECK_WHEELS (default .whl,
@@ -71,11 +84,16 @@ if [ -n "$SMOKE" ]; then
     EPISODE_ARGS=(--models tiny --shots 1 2 --reps 1 --warmup 0 --train-batch 2 --threads 1)
     FOLD_ARGS=(--sam2 fssam2_tiny --image-size 128 --queries 30 --batch-size 4 --image-side 96 --num-workers 1 --threads 1)
     MAX_EPISODES=16 FOLD_BUDGET_S=${FOLD_BUDGET_S:-60} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-120}
+    PRETRAIN_ARGS=(--device cpu --image-size 64 --batch 2 --eval-every 4 --eval-clips 8 --save-every 2 --threads 1)
+    CALL_SECONDS=${GPU_CHECK_SECONDS:-}  # unset: the pretraining gets 150 s wherever it runs
 else
     DEVICE=cuda
     EPISODE_ARGS=(--models b+ --image-size 1024 --shots 1 5 10 20 --reps 10 --warmup 3 --train-batch 8)
     FOLD_ARGS=(--sam2 sam2.1_hiera_b+ --image-size 1024 --batch-size 8 --num-workers auto --cache-mb 16384)
     MAX_EPISODES=1000 FOLD_BUDGET_S=${FOLD_BUDGET_S:-220} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-260}
+    CORES=$(nproc)
+    PRETRAIN_ARGS=(--device cuda --threads 2 --workers $((CORES > 10 ? 8 : CORES > 2 ? CORES - 2 : 0)) --save-every 250)
+    CALL_SECONDS=${GPU_CHECK_SECONDS:-570}
 fi
 
 # ---- setup: the missing Python packages from the carried wheels -------------------------------
@@ -191,6 +209,21 @@ wants train && part bench_train "${TRAIN_TIMEOUT:-150}" "$PY" experiments/bench_
 if [ -n "${GPU_CHECK_SMOKE:-}" ]; then DOCTOR=(--config tests/configs/tiny.yaml --measure); else DOCTOR=(--config configs/pascal_fold0.yaml); fi
 wants doctor && part doctor 120 "$PY" -m fssam2.cli doctor "${DOCTOR[@]}"
 
+# ---- 6. the tiny SAM2 pretrained for the time left (the shipped recipe; saved as it goes) ---------
+if wants pretrain; then
+    LEFT=$((${CALL_SECONDS:-$((SECONDS - START + 170))} - (SECONDS - START) - 20))  # 20 s for the summary
+    if [ "$LEFT" -lt 100 ]; then
+        echo
+        echo "===== pretrain: skipped, ${LEFT}s left of the call's ${CALL_SECONDS}s (GPU_CHECK_SECONDS) and 100 needed"
+        printf 'pretrain\tskipped\t0\n' >>"$STATUS"
+    else
+        # Its budget leaves 40 s of the part's time for Python's start, the last evaluation and save.
+        MINUTES=$(awk -v s="$LEFT" 'BEGIN { printf "%.2f", (s - 40) / 60 }')
+        part pretrain "$LEFT" "$PY" experiments/pretrain_tracking.py "${PRETRAIN_ARGS[@]}" --minutes "$MINUTES" \
+            --out "$OUT/pretrained.pt"
+    fi
+fi
+
 # ---- summary: one table from the JSON files ----------------------------------------------------
 echo
 "$PY" - "$OUT" "$((SECONDS - START))" <<'EOF' 2>&1 | tee "$OUT/summary.md"
@@ -303,10 +336,24 @@ if train:
 parts = ", ".join(f"{n} exit {e}{' (TIMED OUT)' if e == '124' else ''} in {s} s" for n, e, s in status)
 print(f"## gpu_check summary: {where}; total {total} s; {parts}")
 print()
-print(f"| {what} | published loop / no cache | fssam2 / cache | ratio |")
-print("|---|---:|---:|---:|")
-for row in rows:
-    print("| " + " | ".join(row) + " |")
-if not rows:
-    print("| (no numbers: see the parts' logs) | | | |")
+ran = {n for n, e, _ in status if e != "skipped"}
+pretrain = (out / "pretrain.log").read_text().splitlines() if "pretrain" in ran else None
+if rows or pretrain is None:
+    print(f"| {what} | published loop / no cache | fssam2 / cache | ratio |")
+    print("|---|---:|---:|---:|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if not rows:
+        print("| (no numbers: see the parts' logs) | | | |")
+if pretrain is not None:
+    def last(*marks):  # the last line of the pretraining's log holding one of `marks`
+        return [ln for ln in pretrain if any(m in ln for m in marks)][-1:]
+
+    # The plan, the last evaluation, whether time ran out, and the final write (or the last save).
+    shown = last("steps planned") + last("IoU true") + last("time is up")
+    shown += last("wrote ") or last("saved ") or ["no model saved: see the log"]
+    print()
+    print(f"pretraining the tiny SAM2 ({out / 'pretrain.log'}):")
+    for line in shown:
+        print(f"  {line}")
 EOF

@@ -28,15 +28,35 @@ the memory shows; at 5e-4 the memory is then read, at 2e-3 it never is. This scr
 prints the IoU with the true memory beside another clip's memory and an empty mask, so that
 failure is visible, and the prompted-mask IoU from one click, three clicks and the box.
 
-Seeded: the same arguments on the same machine and torch build give the same weights. It runs on
-one CPU thread by default (`--threads`).
+Seeded: the same arguments on the same machine and torch build give the same weights (on a GPU,
+up to its kernels' own nondeterminism). It runs on one CPU thread by default (`--threads`);
+`--device cuda` runs it on a GPU, in float32 as on a CPU (no TF32), and `--workers N` draws the
+clips in N processes (each step's clips are a function of the step alone: the same batches).
+
+A time budget, `--minutes M`: the recipe's schedules (warm-up then cosine, the motion curriculum)
+are laid out over the run's step count, so the run first fixes that count. It times a throwaway
+copy of the run on this machine (a few untimed steps, then up to 20 timed, and two evaluations of a
+few clips, the first drawing them, scaled to `--eval-clips`), prints what a step and an evaluation
+cost, and then runs the recipe for the most steps whose training, evaluations and final evaluation
+fit what is left of the minutes, counted from the script's start (at most `--steps` when given). The run itself is then `--steps N` with the printed N: on a CPU the
+same arguments with `--steps N` in place of `--minutes` give the same weights. Should the steps
+turn out slower than timed, the run stops when the final evaluation would no longer fit, evaluates
+and saves the model as it is, says so, and exits 0 (the schedule then has not ended).
+
+Checkpoints: `--out` is written once the run ends (`{"model": state_dict}`, Meta's format, with
+`steps` done, `planned_steps` and the run's `args` beside it) and, with `--save-every N`, every N
+steps as well: the first write creates `--out` (a file that exists is refused before the run), later
+ones replace that file of this run's own whole, so a run killed at any moment leaves the last saved
+model loadable.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +68,7 @@ import torch.nn.functional as F
 from fssam2 import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
-from fssam2.files import check_new, create
+from fssam2.files import check_new, create, replace_own
 from fssam2.methods.base import bce_dice_per_episode
 from fssam2.methods.features import ImageFeatures
 from fssam2.methods.fssam2 import FewShotSAM2
@@ -79,6 +99,17 @@ def batch_of(video: SyntheticVideo | VariedVideo, indices: range, motion: float,
     return images0, masks0, images1, targets
 
 
+@functools.lru_cache(maxsize=2)
+def held_out(
+    world: str, size: int, seed: int, relocate: float, clips: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """The evaluation's clips at full motion, as `batch_of` gives them, on `device`; drawn once per
+    run (every evaluation of a run reads the same clips)."""
+    video = world_of(world, size, seed + EVAL_SEED_OFFSET, relocate)
+    data = [batch_of(video, range(i, min(i + 16, clips)), 1.0, size) for i in range(0, clips, 16)]
+    return tuple(torch.cat([d[i] for d in data]).to(device) for i in range(4))
+
+
 @torch.no_grad()
 def evaluate(
     model: FewShotSAM2,
@@ -95,13 +126,8 @@ def evaluate(
     memory mask (`blank`); with `prompts`, also of the later frame's object decoded from prompts.
     `relocate`: the share of clips whose objects are laid out anew (see `VariedVideo`). With
     `sansa` (SANSA's forward on the same SAM2), also its IoU with the true and another clip's memory."""
-    video = world_of(world, model.image_size, seed + EVAL_SEED_OFFSET, relocate)
-    size = model.image_size
-    data = [batch_of(video, range(i, min(i + batch, clips)), 1.0, size) for i in range(0, clips, batch)]
-    images0 = torch.cat([d[0] for d in data])
-    masks0 = torch.cat([d[1] for d in data])
-    images1 = torch.cat([d[2] for d in data])
-    targets = torch.cat([d[3] for d in data])
+    device = next(model.parameters()).device
+    images0, masks0, images1, targets = held_out(world, model.image_size, seed, relocate, clips, device)
     controls = {
         "true": (images0, masks0),
         "swap": (images0.roll(1, 0), masks0.roll(1, 0)),
@@ -244,15 +270,17 @@ def correction(truth: np.ndarray, pred: np.ndarray, rng: np.random.Generator) ->
     return np.array([[xs[j], ys[j]]], np.float64), np.array([label])
 
 
-def padded(prompts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-item prompts -> coords [B, P, 2] float, labels [B, P] int32, padded with label -1."""
+def padded(
+    prompts: list[tuple[np.ndarray, np.ndarray]], device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item prompts -> coords [B, P, 2] float, labels [B, P] int32, padded with label -1, on `device`."""
     p = max(len(labels) for _, labels in prompts)
     coords = torch.zeros(len(prompts), p, 2)
     labels = -torch.ones(len(prompts), p, dtype=torch.int32)
     for i, (c, lab) in enumerate(prompts):
         coords[i, : len(lab)] = torch.from_numpy(c).float()
         labels[i, : len(lab)] = torch.from_numpy(lab).int()
-    return coords, labels
+    return coords.to(device), labels.to(device)
 
 
 def joined(prompts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -266,7 +294,7 @@ def chosen_pred(masks: torch.Tensor, iou_pred: torch.Tensor, single_click: torch
     [B, 4], single_click [B] bool."""
     best = iou_pred[:, 1:].argmax(1) + 1
     index = torch.where(single_click, best, torch.zeros_like(best))
-    chosen = masks[torch.arange(len(masks)), index]
+    chosen = masks[torch.arange(len(masks), device=masks.device), index]
     return F.interpolate(chosen[:, None].float(), size=(size, size), mode="bilinear")[:, 0] > 0
 
 
@@ -276,19 +304,21 @@ def prompt_loss(
     """SAM2's prompt training on frames decoded without memory: a point, points or a box drawn
     from the object's mask, then one corrective click on the first prediction; both rounds' masks
     are scored. Items whose object is fully covered are left out."""
-    truth = targets.numpy().astype(bool)
+    device = targets.device
+    truth = targets.cpu().numpy().astype(bool)
     kinds = rng.choice(["point", "points", "box"], size=len(truth), p=[0.35, 0.3, 0.35])
     first = [sample_prompt(t, rng, str(kind)) for t, kind in zip(truth, kinds, strict=True)]
-    coords, labels = padded(first)
+    coords, labels = padded(first, device)
     masks, iou_pred = model.decode_prompts(image, coords, labels)
-    loss = sum(sam_terms(masks, iou_pred, targets), torch.zeros(len(truth)))  # [B]
+    loss = sum(sam_terms(masks, iou_pred, targets), torch.zeros(len(truth), device=device))  # [B]
     with torch.no_grad():
-        pred = chosen_pred(masks, iou_pred, torch.from_numpy(kinds == "point"), targets.shape[-1])
-    fixes = [correction(t, p, rng) for t, p in zip(truth, pred.numpy(), strict=True)]
-    coords, labels = padded([joined(pair) for pair in zip(first, fixes, strict=True)])
+        single = torch.from_numpy(kinds == "point").to(device)
+        pred = chosen_pred(masks, iou_pred, single, targets.shape[-1])
+    fixes = [correction(t, p, rng) for t, p in zip(truth, pred.cpu().numpy(), strict=True)]
+    coords, labels = padded([joined(pair) for pair in zip(first, fixes, strict=True)], device)
     masks, iou_pred = model.decode_prompts(image, coords, labels)
     loss = sum(sam_terms(masks, iou_pred, targets), loss)
-    valid = torch.from_numpy(truth.reshape(len(truth), -1).any(1)).float()
+    valid = torch.from_numpy(truth.reshape(len(truth), -1).any(1)).float().to(device)
     return (loss * valid).sum() / valid.sum().clamp(min=1) / 2
 
 
@@ -297,7 +327,8 @@ def prompt_iou(model: FewShotSAM2, images: torch.Tensor, targets: torch.Tensor, 
     """Foreground IoU (summed intersections over summed unions, x100) of the mask SAM2 decodes
     without memory from one foreground click, three clicks and the object's box (no jitter)."""
     out = {}
-    truth = targets.numpy().astype(bool)
+    device = targets.device
+    truth = targets.cpu().numpy().astype(bool)
     starts = range(0, len(images), batch)
     feats = [model.encode_images(images[i : i + batch]) for i in starts]  # once, for every kind of prompt
     for kind in ("point", "points", "box"):
@@ -308,9 +339,9 @@ def prompt_iou(model: FewShotSAM2, images: torch.Tensor, targets: torch.Tensor, 
                 prompts = [joined([sample_prompt(t, rng, "point") for _ in range(3)]) for t in truth[i : i + batch]]
             else:
                 prompts = [sample_prompt(t, rng, kind, jitter=0.0) for t in truth[i : i + batch]]
-            coords, labels = padded(prompts)
+            coords, labels = padded(prompts, device)
             masks, iou_pred = model.decode_prompts(image, coords, labels)
-            single = torch.full((len(masks),), kind == "point")
+            single = torch.full((len(masks),), kind == "point", device=device)
             pred = chosen_pred(masks, iou_pred, single, targets.shape[-1])
             t = targets[i : i + batch] == 1
             inter += int((pred & t).sum())
@@ -324,10 +355,170 @@ def motion_at(step: int, steps: int, start: float, full_at: float) -> float:
     return min(1.0, start + (1 - start) * step / max(1, full_at * steps))
 
 
+class Clips(torch.utils.data.Dataset):
+    """Step i's clips of a run of `steps` steps: (motion, batch_of's tensors). A function of the
+    step alone, so data-loading workers draw the same batches as the main process."""
+
+    def __init__(self, video: SyntheticVideo | VariedVideo, opts: argparse.Namespace, steps: int, count: int) -> None:
+        self.video, self.opts, self.steps, self.count = video, opts, steps, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, step: int) -> tuple[float, tuple[torch.Tensor, ...]]:
+        o = self.opts
+        motion = motion_at(step, self.steps, o.motion_start, o.motion_full_at)
+        return motion, batch_of(self.video, range(step * o.batch, (step + 1) * o.batch), motion, o.image_size)
+
+
+class Run:
+    """The recipe for a run of `steps` steps, seeded: the model, SANSA's forward on the same SAM2
+    (with `--pointer-weight`), AdamW over the parameters the losses read, the warm-up + cosine
+    schedule, the clips and the prompt draws."""
+
+    def __init__(self, opts: argparse.Namespace, steps: int, device: torch.device) -> None:
+        self.opts, self.steps, self.device = opts, steps, device
+        torch.manual_seed(opts.seed)
+        model = FewShotSAM2(build_sam2("fssam2_tiny", opts.init, image_size=opts.image_size)).to(device).train()
+        # SANSA's forward on the same SAM2 (no adapters): it reads object pointers.
+        sansa = SANSA(model.sam2, AdapterConfig(stages=())).to(device).train() if opts.pointer_weight else None
+        model.requires_grad_(False)
+        # The forward pass's parameters, and the IoU head that picks the fallback mask in eval mode.
+        params = [p for _, p in model.used_parameters()]
+        params += list(model.sam2.sam_mask_decoder.iou_prediction_head.parameters())
+        if sansa is not None:  # what only SANSA's forward reads
+            sam2 = model.sam2
+            params += [sam2.maskmem_tpos_enc, *sam2.obj_ptr_proj.parameters(), *sam2.mask_downsample.parameters()]
+            params += list(sam2.sam_prompt_encoder.mask_downscaling.parameters())
+        if opts.prompt_weight:  # prompted frames are decoded with the no-memory embedding
+            params.append(model.sam2.no_mem_embed)
+        for p in params:
+            p.requires_grad_(True)
+        memory_parts = {
+            id(p)
+            for part in ("memory_attention", "memory_encoder")
+            for p in model.sam2.get_submodule(part).parameters()
+        }
+        groups = []
+        for lr, in_memory in ((opts.lr, False), (opts.memory_lr or opts.lr, True)):
+            chosen = [p for p in params if (id(p) in memory_parts) == in_memory]
+            groups.append({"params": [p for p in chosen if p.ndim >= 2], "weight_decay": opts.weight_decay, "lr": lr})
+            groups.append({"params": [p for p in chosen if p.ndim < 2], "weight_decay": 0.0, "lr": lr})
+        self.optimizer = torch.optim.AdamW(groups, lr=opts.lr)
+
+        def rate(step: int) -> float:
+            if step < opts.warmup:
+                return (step + 1) / opts.warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - opts.warmup) / max(1, steps - opts.warmup)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, rate)
+        self.model, self.sansa, self.params = model, sansa, params
+        self.prompt_rng = np.random.default_rng((opts.seed, 3))
+        self.video = world_of(opts.world, opts.image_size, opts.seed, opts.relocate)
+
+    def clips(self, count: int) -> torch.utils.data.DataLoader:
+        """The first `count` steps' clips, in order, drawn by `--workers` processes (0: this one)."""
+        workers = self.opts.workers
+        return torch.utils.data.DataLoader(
+            Clips(self.video, self.opts, self.steps, count),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.opts.seed),  # its seed draw leaves torch's own alone
+        )
+
+    def step(self, step: int, batch: tuple[torch.Tensor, ...]) -> float:
+        """One optimiser step on `batch` (step `step`'s clips); its loss."""
+        opts, model, sansa = self.opts, self.model, self.sansa
+        images0, masks0, images1, targets = (t.to(self.device, non_blocking=True) for t in batch)
+        feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))  # frames 0 then 1
+        loss = tracking_loss(model, feats, masks0, targets)
+        if sansa is not None:
+            loss = loss + opts.pointer_weight * pointer_tracking_loss(sansa, feats, masks0, targets)
+        if opts.prompt_weight:
+            b = len(targets)
+            loss = loss + opts.prompt_weight * prompt_loss(
+                model, feats.select(slice(b, None)), targets, self.prompt_rng
+            )
+        if not torch.isfinite(loss):
+            raise SystemExit(f"non-finite loss at step {step}: lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    def evaluate(self, clips: int | None = None) -> dict[str, float]:
+        o = self.opts
+        return evaluate(
+            self.model, o.world, clips or o.eval_clips, o.seed, 16, bool(o.prompt_weight), o.relocate, self.sansa
+        )
+
+
+PROBE_WARMUP, PROBE_STEPS, PROBE_EVAL_CLIPS = 3, 20, 32  # --minutes: untimed steps, timed steps, clips evaluated
+
+
+def probe(opts: argparse.Namespace, device: torch.device, budget_s: float) -> tuple[float, float, float]:
+    """Seconds a step takes here, an evaluation of `--eval-clips` clips, and drawing those clips
+    (once a run), timed on a throwaway run: PROBE_WARMUP steps untimed, then up to PROBE_STEPS timed
+    from one step's end to the next (waiting for the clips included; fewer once they have used a
+    tenth of `budget_s`), then two evaluations of PROBE_EVAL_CLIPS clips (the first draws them),
+    scaled to `--eval-clips`. With `--workers`, a step takes at least what drawing one step's clips
+    in one process takes, shared out between the workers (their queue may hide it in a short probe)."""
+    trial = Run(opts, opts.steps or 10000, device)
+    tick = time.perf_counter()
+    batch_of(trial.video, range(opts.batch), 1.0, opts.image_size)
+    draw_step_s = time.perf_counter() - tick
+    times: list[float] = []
+    start = last = time.perf_counter()
+    for step, (_, batch) in enumerate(trial.clips(PROBE_WARMUP + PROBE_STEPS)):
+        trial.step(step, batch)
+        now = time.perf_counter()
+        if step >= PROBE_WARMUP:
+            times.append(now - last)
+            if now - start > budget_s / 10:
+                break
+        last = now
+    clips = min(PROBE_EVAL_CLIPS, opts.eval_clips)
+    seconds = []
+    for _ in range(2):
+        tick = time.perf_counter()
+        trial.evaluate(clips)
+        seconds.append((time.perf_counter() - tick) * opts.eval_clips / clips)
+    del trial
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    step_s = max(float(np.median(times)), draw_step_s / opts.workers if opts.workers else 0.0)
+    return step_s, seconds[1], max(0.0, seconds[0] - seconds[1])
+
+
+def planned_steps(
+    budget_s: float, spent_s: float, step_s: float, eval_s: float, draw_s: float, eval_every: int, cap: int
+) -> int:
+    """The most steps (1 to `cap`) whose training, evaluations every `eval_every` steps and final
+    evaluation (`eval_s` each; drawing their clips `draw_s`, once) fit 95% of what `budget_s` has
+    left after `spent_s` (the rest: saves and jitter)."""
+    left = 0.95 * (budget_s - spent_s) - eval_s - draw_s
+    return max(1, min(cap, int(left / (step_s + eval_s / eval_every))))
+
+
 def main(argv: list[str] | None = None) -> None:
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint to write (never overwritten)")
-    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps of the run (default 10000; with --minutes: at most this many)"
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget: the run times a few steps here, then plans as many steps as fit (see above)",
+    )
+    parser.add_argument(
+        "--save-every", type=int, default=None, help="also write --out every N steps (default: only at the end)"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument(
@@ -363,7 +554,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-clips", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: reproducible and leaves a core free)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes drawing the clips (0: this one; the same clips either way)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     opts = parser.parse_args(argv)
     try:
         check_new(opts.out, "--out")  # before the long run
@@ -375,79 +569,90 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not 0 <= opts.relocate <= 1:
         parser.error(f"--relocate {opts.relocate}: give a share between 0 and 1.")
+    for name in ("steps", "save_every", "eval_every", "eval_clips", "batch"):
+        value = getattr(opts, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} {value}: give a positive number.")
+    if opts.minutes is not None and not opts.minutes > 0:
+        parser.error(f"--minutes {opts.minutes}: give a positive budget, e.g. --minutes 5.")
+    if opts.workers < 0:
+        parser.error(f"--workers {opts.workers}: give 0 (this process) or more.")
+    try:
+        device = torch.device(opts.device)
+    except RuntimeError as err:
+        parser.error(f"--device {opts.device}: {err}; give cpu or cuda.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {opts.device}: this torch sees no CUDA GPU; give --device cpu.")
 
     torch.set_num_threads(opts.threads)
-    torch.manual_seed(opts.seed)
-    device = torch.device(opts.device)
-    model = FewShotSAM2(build_sam2("fssam2_tiny", opts.init, image_size=opts.image_size)).to(device).train()
-    # SANSA's forward on the same SAM2 (no adapters): it reads object pointers.
-    sansa = SANSA(model.sam2, AdapterConfig(stages=())).train() if opts.pointer_weight else None
-    model.requires_grad_(False)
-    # The forward pass's parameters, and the IoU head that picks the fallback mask in eval mode.
-    params = [p for _, p in model.used_parameters()]
-    params += list(model.sam2.sam_mask_decoder.iou_prediction_head.parameters())
-    if sansa is not None:  # what only SANSA's forward reads
-        sam2 = model.sam2
-        params += [sam2.maskmem_tpos_enc, *sam2.obj_ptr_proj.parameters(), *sam2.mask_downsample.parameters()]
-        params += list(sam2.sam_prompt_encoder.mask_downscaling.parameters())
-    if opts.prompt_weight:  # prompted frames are decoded with the no-memory embedding
-        params.append(model.sam2.no_mem_embed)
-    for p in params:
-        p.requires_grad_(True)
-    memory_parts = {
-        id(p) for part in ("memory_attention", "memory_encoder") for p in model.sam2.get_submodule(part).parameters()
-    }
-    groups = []
-    for lr, in_memory in ((opts.lr, False), (opts.memory_lr or opts.lr, True)):
-        chosen = [p for p in params if (id(p) in memory_parts) == in_memory]
-        groups.append({"params": [p for p in chosen if p.ndim >= 2], "weight_decay": opts.weight_decay, "lr": lr})
-        groups.append({"params": [p for p in chosen if p.ndim < 2], "weight_decay": 0.0, "lr": lr})
-    optimizer = torch.optim.AdamW(groups, lr=opts.lr)
+    budget_s = opts.minutes * 60 if opts.minutes else None
+    steps, step_s, eval_s, draw_s = opts.steps or 10000, 0.0, 0.0, 0.0
+    if device.type == "cuda":  # float32 as on a CPU: no TF32 in convolutions (nor in matmuls, torch's default)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    if budget_s is not None:
+        step_s, eval_s, draw_s = probe(opts, device, budget_s)
+        spent_s = time.perf_counter() - started
+        steps = planned_steps(budget_s, spent_s, step_s, eval_s, draw_s, opts.eval_every, opts.steps or sys.maxsize)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(
+            f"--minutes {opts.minutes:g} on {where}: a step takes {step_s * 1e3:.1f} ms, an evaluation of "
+            f"{opts.eval_clips} clips {eval_s:.1f} s (drawing them {draw_s:.1f} s, once); {spent_s:.0f} s spent: "
+            f"{steps} steps planned (the same run as --steps {steps})",
+            flush=True,
+        )
+    run = Run(opts, steps, device)
+    args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
+    saved = False
 
-    def rate(step: int) -> float:
-        if step < opts.warmup:
-            return (step + 1) / opts.warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - opts.warmup) / max(1, opts.steps - opts.warmup)))
+    def save(done: int) -> None:
+        """--out with the weights after `done` steps: created at the first save, then replaced whole."""
+        nonlocal saved
+        state = {k: v.detach().cpu().contiguous() for k, v in run.model.sam2.state_dict().items()}
+        record = {"model": state, "steps": done, "planned_steps": steps, "args": args}
+        if saved:
+            replace_own(opts.out, lambda tmp: torch.save(record, tmp))
+            return
+        try:
+            create(opts.out, lambda tmp: torch.save(record, tmp), "--out")
+        except InputError as err:  # a file took the name during the run: it is kept
+            raise SystemExit(f"pretrain_tracking: {err}") from err
+        saved = True
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
-    video = world_of(opts.world, opts.image_size, opts.seed, opts.relocate)
-    prompt_rng = np.random.default_rng((opts.seed, 3))
-    print(f"pretraining {sum(p.numel() for p in params):,} parameters for {opts.steps} steps of {opts.batch} clips")
-    start, losses = time.perf_counter(), []
-    for step in range(opts.steps):
-        motion = motion_at(step, opts.steps, opts.motion_start, opts.motion_full_at)
-        batch = batch_of(video, range(step * opts.batch, (step + 1) * opts.batch), motion, opts.image_size)
-        images0, masks0, images1, targets = (t.to(device) for t in batch)
-        feats = model.encode_images(torch.cat([images0.flatten(0, 1), images1]))  # frames 0 then 1
-        loss = tracking_loss(model, feats, masks0, targets)
-        if sansa is not None:
-            loss = loss + opts.pointer_weight * pointer_tracking_loss(sansa, feats, masks0, targets)
-        if opts.prompt_weight:
-            b = len(targets)
-            loss = loss + opts.prompt_weight * prompt_loss(model, feats.select(slice(b, None)), targets, prompt_rng)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"non-finite loss at step {step}: lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if (step + 1) % opts.eval_every == 0 or step + 1 == opts.steps:
-            scores = evaluate(
-                model, opts.world, opts.eval_clips, opts.seed, 16, bool(opts.prompt_weight), opts.relocate, sansa
-            )
+    print(f"pretraining {sum(p.numel() for p in run.params):,} parameters for {steps} steps of {opts.batch} clips")
+    start, losses, done, motion = time.perf_counter(), [], 0, opts.motion_start
+    for step, (motion, batch) in enumerate(run.clips(steps)):
+        losses.append(run.step(step, batch))
+        done = step + 1
+        # Out of time: another step and the final evaluation would not fit the budget.
+        out_of_time = (
+            budget_s is not None
+            and done < steps
+            and time.perf_counter() - started + step_s + eval_s + draw_s > budget_s
+        )
+        if done % opts.eval_every == 0 or done == steps or out_of_time:
+            scores = run.evaluate()
             print(
-                f"step {step + 1:>6}  motion {motion:.2f}  loss {np.mean(losses[-opts.eval_every :]):.3f}  "
+                f"step {done:>6}  motion {motion:.2f}  loss {np.mean(losses[-opts.eval_every :]):.3f}  "
                 f"IoU true {scores['true']:5.1f}  swap {scores['swap']:5.1f}  blank {scores['blank']:5.1f}  "
                 f"readout {scores['readout']:.3f} (swap diff {scores['readout_swap_diff']:.3f})  "
                 + "".join(f"{k} {v:5.1f}  " for k, v in scores.items() if k.startswith(("prompt_", "pointer_")))
                 + f"({(time.perf_counter() - start) / 60:.1f} min)",
                 flush=True,
             )
-    state = {k: v.detach().cpu().contiguous() for k, v in model.sam2.state_dict().items()}
-    create(opts.out, lambda tmp: torch.save({"model": state}, tmp), "--out")
+        if opts.save_every and done % opts.save_every == 0 and done < steps and not out_of_time:
+            save(done)
+            print(f"saved {opts.out} at step {done}", flush=True)
+        if out_of_time:
+            print(
+                f"--minutes {opts.minutes:g}: time is up after {done} of {steps} planned steps; "
+                "the model is saved as it is (its schedule had not ended)",
+                flush=True,
+            )
+            break
+    save(done)
     digest = hashlib.sha256(opts.out.read_bytes()).hexdigest()
-    print(f"wrote {opts.out} (sha256 {digest})")
+    print(f"wrote {opts.out} after {done} steps (sha256 {digest})")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ with their own data would, and prints on the same test episodes:
   them), scored with the same metric on the same episodes.
 
     python experiments/transfer.py                                   # the shipped tracker the demo uses
-    python experiments/transfer.py --checkpoint fssam2_tiny_tracking # the first (hue-world) tracker
+    python experiments/transfer.py --sam2-checkpoint fssam2_tiny_tracking   # the first (hue-world) tracker
+    python experiments/transfer.py --sam2-checkpoint runs/gpu_check/pretrained.pt  # a file pretrain_tracking.py wrote
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 import wandb
 from PIL import Image
 
+from fssam2 import build_sam2
 from fssam2.cli import run_cli
 from fssam2.episodes import EVAL_EPOCH
 from fssam2.errors import InputError
@@ -50,6 +52,9 @@ TRAIN_IMAGES, TEST_IMAGES = 80, 200
 HELD_OUT = LETTERS[:5]
 MIN_SWAP_GAP = 25.0  # the issue's transfer targets
 MIN_ORACLE_MARGIN = 10.0
+# The table's rows (also read by compare_tracker.py).
+TRACKER_ROW, TRAINED_ROW = "tracker, no meta-training", "meta-trained (LoRA)"
+SWAP_ROW, ORACLE_ROW = "  same, swap supports", "objectness oracle (no model)"
 
 
 def glyph(letter: str, rng: np.random.Generator) -> np.ndarray:
@@ -124,13 +129,21 @@ def run(args: list[str]):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="the base tracker (default: the demo config's)")
+    parser.add_argument(
+        "--sam2-checkpoint",
+        default=None,
+        help="the tiny SAM2 every run starts from: a file or a packaged name (default: the demo config's)",
+    )
     parser.add_argument("--runs", default="runs/transfer", help="parent folder of this run's folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn family")
     parser.add_argument("overrides", nargs="*", help="extra CLI options for every run, e.g. --trainer.max_epochs=2")
     opts = parser.parse_args(argv)
     run_dir = Path(opts.runs).resolve() / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
+        if opts.sam2_checkpoint:  # read before any run: a file that does not fit the tiny SAM2 ends here
+            build_sam2("fssam2_tiny", opts.sam2_checkpoint)
+            if Path(opts.sam2_checkpoint).expanduser().is_file():
+                opts.sam2_checkpoint = str(Path(opts.sam2_checkpoint).expanduser().resolve())
         new_folder(run_dir, "--runs")  # this run's alone: nothing earlier is written over
     except InputError as err:
         parser.error(str(err))
@@ -141,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         "--config", str(ROOT / "configs" / "demo.yaml"),
         "--data", "fssam2.benchmarks.FolderDataModule",
         "--data.root", str(data), "--data.fold", "0", "--data.num_folds", "4",
-        *(["--model.sam2_checkpoint", opts.checkpoint] if opts.checkpoint else []),
+        *(["--model.sam2_checkpoint", opts.sam2_checkpoint] if opts.sam2_checkpoint else []),
         *opts.overrides,
     ]  # fmt: skip
 
@@ -149,26 +162,32 @@ def main(argv: list[str] | None = None) -> None:
         run(["test", *base, "--trainer.default_root_dir", str(run_dir / folder), *extra])
         return json.loads((run_dir / folder / "test_metrics.json").read_text())
 
-    rows = {"tracker, no meta-training": test("tracker")}
+    rows = {TRACKER_ROW: test("tracker")}
     fit = run(["fit", *base, "--trainer.default_root_dir", str(run_dir / "fit")])
     best = fit.trainer.checkpoint_callback.best_model_path
-    rows["meta-trained (LoRA)"] = test("test", "--ckpt_path", best)
-    rows["  same, swap supports"] = test("test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap")
-    rows["objectness oracle (no model)"] = oracle(fit, data.parent / "objects")
+    rows[TRAINED_ROW] = test("test", "--ckpt_path", best)
+    rows[SWAP_ROW] = test("test_swap", "--ckpt_path", best, "--data.init_args.support_control", "swap")
+    rows[ORACLE_ROW] = oracle(fit, data.parent / "objects")
     minutes = (time.perf_counter() - start) / 60
     print(f"\nHidden glyph family through FolderDataModule: held-out letters {HELD_OUT}, "
-          f"{rows['meta-trained (LoRA)'].get('episodes', '?')} test episodes, 1-shot, base {opts.checkpoint or 'demo.yaml'}")  # fmt: skip
+          f"{rows[TRAINED_ROW].get('episodes', '?')} test episodes, 1-shot, base {opts.sam2_checkpoint or 'demo.yaml'}")  # fmt: skip
     print(f"{'':<34}{'mIoU':>8}{'FB-IoU':>9}")
     for name, result in rows.items():
         print(f"{name:<34}{result['miou']:>8.1f}{result['fbiou']:>9.1f}")
-    trained = rows["meta-trained (LoRA)"]["miou"]
+    trained = rows[TRAINED_ROW]["miou"]
     checks = {
-        "meta-trained - swap": (trained - rows["  same, swap supports"]["miou"], MIN_SWAP_GAP),
-        "meta-trained - oracle": (trained - rows["objectness oracle (no model)"]["miou"], MIN_ORACLE_MARGIN),
+        "meta-trained - swap": (trained - rows[SWAP_ROW]["miou"], MIN_SWAP_GAP),
+        "meta-trained - oracle": (trained - rows[ORACLE_ROW]["miou"], MIN_ORACLE_MARGIN),
     }
     for name, (value, target) in checks.items():
         print(f"{name:<34}{value:>+8.1f}  (target >= {target:g}: {'met' if value >= target else 'NOT met'})")
-    summary = {"rows": rows, "checks": checks, "best_checkpoint": best, "minutes": minutes, "base": opts.checkpoint}
+    summary = {
+        "rows": rows,
+        "checks": checks,
+        "best_checkpoint": best,
+        "minutes": minutes,
+        "base": opts.sam2_checkpoint,
+    }
     text = json.dumps(summary, indent=2)
     create(run_dir / "transfer_results.json", lambda tmp: tmp.write_text(text), "--runs")
     print(f"run folder: {run_dir}  ({minutes:.1f} min)")

@@ -19,6 +19,7 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "all")  # every time,
 
 from fssam2 import FewShotSAM2, build_sam2  # noqa: E402
 from helpers import TINY  # noqa: E402
+from helpers import free_port as loopback_port
 
 # huggingface_hub reads its cache folders and offline switch at import, so they are patched as well as set.
 HF_CONSTANTS = ("HF_HOME", "HF_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH")
@@ -77,11 +78,7 @@ def tiny_sam2(tiny_sam2_state):
 
 @pytest.fixture
 def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return loopback_port()
 
 
 @dataclass(frozen=True)

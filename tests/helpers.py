@@ -1,5 +1,6 @@
 """Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py, which no test imports."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,10 @@ class PublishedPascal:
                 return None  # the plan reads no image
 
         return Lists(**kwargs)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -231,6 +231,21 @@ def test_sansa_decodes_weak_supports_at_its_input_size_through_the_cli(tmp_path)
     assert result["method"] == "SANSA" and 0 <= result["support_mask_iou"] <= 100
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fssam2.methods.FewShotSAM2", "fssam2.methods.SANSA"])
+def test_predict_writes_the_masks_of_weakly_annotated_supports(tmp_path, method):
+    run = tmp_path / "run"
+    run_cli([
+        "predict", "--config", str(TINY), "--trainer.default_root_dir", str(run), "--model.method", method,
+        "--data.init_args.support_annotation", "points", "--data.init_args.test_episodes", "6",
+    ])  # fmt: skip
+    written = sorted((run / "predictions").iterdir())
+    assert [p.name[:5] for p in written] == [f"{i:05d}" for i in range(6)]
+    for path in written:
+        mask = np.asarray(Image.open(path))
+        assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+
+
 def test_a_weak_supports_memory_key_names_its_prompt():
     dm = datamodule(support_annotation="points", gap_episodes=0)
     batch = next(iter(dm.test_dataloader()))

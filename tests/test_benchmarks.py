@@ -4,6 +4,7 @@ episode rules against independent implementations, `fssam2 episodes` / `prepare`
 import ast
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from fssam2.benchmarks import (
     read_data_list,
 )
 from fssam2.cli import run_cli
-from fssam2.episodes import ClassFirstEpisodes, FolderEpisodes
+from fssam2.episodes import EVAL_EPOCH, ClassFirstEpisodes, FolderEpisodes
 from fssam2.metric import score_at_original_size
 from fssam2.synthetic import SyntheticBenchmark, write_coco_layout, write_fss_layout, write_pascal_layout
 from helpers import SHARED, one_line_error
@@ -222,10 +223,14 @@ def test_every_config_tests_end_to_end_on_generated_data(generated, tmp_path, na
     expected = 3 * 10 if name.endswith("fss1000") else 6  # FSS-1000: every test image once
     assert len(cli.datamodule.dataset("test")) == expected
     # per-class IoU by name where the benchmark has them (FSS-1000's categories), else by class id
-    per_class = json.loads((tmp_path / "test_metrics.json").read_text())["per_class"]
+    results = json.loads((tmp_path / "test_metrics.json").read_text())
+    per_class = results["per_class"]
     ids = cli.datamodule.class_ids("test")
     fss = name.endswith("fss1000")
-    assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if fss else set(map(str, ids)))
+    rule = cli.datamodule.episodes("test")
+    scored = {str(rule.episode(i, EVAL_EPOCH).class_id) for i in range(len(rule))}  # 6 episodes may miss a class
+    assert set(per_class) == ({f"test_cat{k:02d}" for k in range(3)} if fss else scored)
+    assert fss or set(results["classes_not_scored"]) == set(map(str, ids)) - scored
     assert json.loads((tmp_path / "test_metrics.json").read_text())["method"] == (
         {"sansa": "SANSA", "gfsam": "GFSAM"}.get(name.split("/")[0], "FewShotSAM2")
     )
@@ -487,10 +492,36 @@ def test_folder_fit_validates_on_held_out_training_images(class_folders, tmp_pat
     assert scored == {f"val/iou_class_{c}" for c in (1, 2, 3, 4)} and (tmp_path / "checkpoints" / "best.ckpt").is_file()
 
 
+@pytest.mark.slow
+def test_a_folder_dataset_fits_without_validation_at_val_fraction_0(class_folders, tmp_path, capsys):
+    """val_fraction 0 trains on every image of the training classes, validates nothing, and still
+    saves best.ckpt (the latest state: no validation picks one) and last.ckpt."""
+    run = [
+        "--config", str(Path(__file__).parent / "configs" / "tiny.yaml"), "--data", "fssam2.benchmarks.FolderDataModule",
+        "--data.root", str(class_folders), "--data.test_classes", "[eel, fox]", "--data.val_fraction", "0",
+        "--data.batch_size", "2", "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*could not find the monitored key")
+        cli = run_cli(["fit", *run, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2"])
+    assert cli.trainer.global_step == 4 and not any(k.startswith("val/") for k in cli.trainer.callback_metrics)
+    assert len(cli.datamodule.dataset("train")) == 16  # all 4 images of the 4 training classes
+    assert "best checkpoint (no validation ran: the latest state)" in capsys.readouterr().out
+    best, last = (torch.load(tmp_path / "checkpoints" / f"{n}.ckpt", weights_only=False) for n in ("best", "last"))
+    assert best["global_step"] == last["global_step"] == 4
+    one_line_error(capsys, ["validate", *run], "data.val_fraction=0 holds out no image")
+
+
 def test_folder_validation_split_bad_input(class_folders, capsys):
     data = ["episodes", "--data", "fssam2.benchmarks.FolderDataModule", "--data.root", str(class_folders)]
     # 4 images a class and 3-shot episodes: training needs all 4, validation gets none
     one_line_error(capsys, [*data, "--split", "val", "--data.shot", "3"], "can spare an image for validation")
+    # K up to 3 (train_shots' high end) and a query leave no image of 4: the need is 3 + 2, whatever val_fraction
+    err = one_line_error(
+        capsys, [*data, "--split", "val", "--data.train_shots", "[1, 3]", "--data.val_fraction", "0.5"], "spare"
+    )
+    assert "(data.train_shots=[1, 3]), so a class needs 5 images, and the largest has 4" in err, err
+    assert "raise data.val_fraction" not in err and "data.val_fraction=0 to fit without validation" in err
     one_line_error(capsys, [*data, "--split", "val", "--data.val_fraction", "1.5"], "data.val_fraction=1.5")
     folder_episodes(capsys, class_folders, "test", "--data.shot", "3")  # testing needs no validation
 

@@ -319,6 +319,20 @@ def test_options_given_with_ckpt_path_are_honoured_or_refused(trained_run, tmp_p
     [
         (["--data.init_args.shot", "two"], "fssam2: error: --data.init_args.shot expects int, got 'two'."),
         (["--model.lr", "abc"], "fssam2: error: --model.lr expects float, got 'abc'."),
+        (["--model.image_size", "x"], "fssam2: error: --model.image_size expects int or null, got 'x'."),
+        (
+            ["--data.init_args.train_shots", "5"],
+            "fssam2: error: --data.init_args.train_shots expects [int, int] or null, got '5'.",
+        ),
+        (
+            ["--model.lorra", "3"],
+            "fssam2: error: --model.lorra is not an option: check its spelling (--help lists the options).",
+        ),
+        (
+            ["--data.init_args.test_classes", "[a]"],
+            "fssam2: error: --data.init_args.test_classes is not an option of SyntheticDataModule: check its spelling "
+            "(--help lists the options).",
+        ),
     ],
 )
 def test_a_type_error_leads_with_one_line_naming_the_option(capsys, args, line):

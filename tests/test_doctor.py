@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fssam2.cli import run_cli
 from helpers import TESTS, one_line_error
@@ -137,6 +138,9 @@ def test_doctor_with_a_config_needs_only_its_benchmark(generated, homes, tmp_pat
         ("--model.feature_cache.max_megabytes", "-1"),
         ("--data.init_args.support_control", "swap"),  # the DataModule's setup("fit")
         ("--ckpt_path", "/nowhere/last.ckpt"),  # checked while fit parses its options
+        ("--model.lorra", "3"),  # parse errors: an unknown option, values of the wrong type
+        ("--data.init_args.train_shots", "5"),
+        ("--data.init_args.train_shots", "[3]"),
     ],
 )
 def test_doctor_fails_on_what_fit_refuses_with_fits_words(homes, tmp_path, capsys, options):
@@ -147,6 +151,19 @@ def test_doctor_fails_on_what_fit_refuses_with_fits_words(homes, tmp_path, capsy
     assert line(lines, "config").endswith(f"fssam2 fit refuses these options: {refusal}")
     assert lines[-1].startswith("fssam2 doctor: 1 problem(s) above")
     assert not (tmp_path / "run").exists()  # neither fit nor doctor made the run folder
+
+
+def test_doctor_reports_a_misspelled_key_of_the_config_as_a_fail_line(homes, tmp_path, capsys):
+    config = yaml.safe_load(Path(TINY).read_text())
+    config["model"]["lorra"] = {"image_encoder_rank": 4}
+    misspelled = tmp_path / "fit.yaml"
+    misspelled.write_text(yaml.safe_dump(config))
+    refusal = one_line_error(capsys, ["fit", "--config", str(misspelled)], "model.lorra").strip()
+    assert "(in a config file) is not an option of fit: check its spelling" in refusal
+    code, lines = doctor(capsys, "--config", str(misspelled))
+    assert code == 1 and line(lines, "config", "FAIL").endswith(refusal.removeprefix("fssam2: error: "))
+    assert line(lines, "weights", "not checked").startswith("--") and len(lines) < 20, lines
+    assert lines[-1].startswith("fssam2 doctor: 1 problem(s) above")
 
 
 def test_doctor_says_when_fit_stops_at_a_problem_it_reported(generated, homes, tmp_path, capsys):  # noqa: F811

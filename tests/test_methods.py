@@ -65,6 +65,10 @@ def test_a_method_that_is_not_a_method_class_is_one_line(capsys, tmp_path):
     args = ["fit", "--config", str(TINY), "--trainer.default_root_dir", str(tmp_path), "--model.method"]
     one_line_error(capsys, [*args, "torch.nn.Linear"], "model.method=torch.nn.Linear is not a few-shot method class")
     one_line_error(capsys, [*args, "no.such.Method"], "model.method=no.such.Method is not a few-shot method class")
+    err = one_line_error(capsys, [*args, "fssam2.methods.Sansa"], "did you mean fssam2.methods.SANSA?")
+    assert "model.method=fssam2.methods.Sansa is not a few-shot method class" in err
+    err = one_line_error(capsys, [*args, "fssam2.methods.Nope"], "model.method=fssam2.methods.Nope is not a few-shot")
+    assert "did you mean" not in err
 
 
 @pytest.mark.slow

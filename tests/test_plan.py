@@ -159,6 +159,22 @@ def test_planned_cache_keeps_nothing_that_is_not_used_again():
     assert cache.stats["image"].computed == 2 and cache.peak_bytes == 4000
 
 
+def test_planned_cache_finds_what_a_step_started_with_through_every_lookup_of_the_step(tmp_path):
+    """With a spill folder: an entry held when a step starts, in memory or on disk, is found by every
+    lookup of that step (a lean evaluation ships no pixels for it: a miss would encode blank pixels).
+    Reading one back pushes out nothing the step asks for, and one not taken back stays on disk."""
+    compute = lambda positions: [(torch.full((2**17,), 1.0),) for _ in positions]  # noqa: E731 - 0.5 MB each
+    for uses_of_b, step, lookups in (([0, 1, 2], 1, ["b", "a"]), ([0, 2], 2, ["b", "b"])):
+        cache = FeatureCache(CacheConfig(max_megabytes=0.75, spill_dir=str(tmp_path)))
+        cache.plan({("image", "a"): [0, 1], ("image", "b"): uses_of_b})
+        cache.fetch("image", ["a", "b"], compute)  # a is held, b (needed later than a) spills
+        assert ("image", "a") in cache.residency and ("image", "b") in cache
+        cache.clock = step
+        # At step 1 reading b back must not push out a; at step 2 (b's last use) b is shown twice.
+        assert None not in cache.lookup("image", lookups), lookups
+        assert cache.stats["image"].computed == 2
+
+
 @pytest.fixture(scope="module")
 def tiny_module() -> FSSAM2Module:
     torch.manual_seed(0)

@@ -32,8 +32,10 @@ def test_smoke_reproduction_writes_the_table_and_resumes(tmp_path, capsys):
     stamps = [f.stat().st_mtime_ns for f in fits]
     capsys.readouterr()
     reproduce.main(["--smoke", "--out", str(out)])
-    assert "[reproduce]" not in capsys.readouterr().out  # everything finished is skipped
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[reproduce]")]
+    assert said == [f"[reproduce] table: {out / 'results-1.md'}"]  # everything finished is skipped
     assert [f.stat().st_mtime_ns for f in fits] == stamps
+    assert (out / "results.md").read_text() == table  # the earlier table is kept, the new one beside it
 
 
 def test_table_marks_missing_runs_and_differences(tmp_path):

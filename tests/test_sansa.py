@@ -7,6 +7,7 @@ the same random weights (see docs/methods.md); these tests keep what that check 
 import argparse
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from fssam2.methods.sansa import decoder_as_sansa_builds_it
 from fssam2.module import FSSAM2Module
 from fssam2.plan_report import entry_bytes
 from fssam2.segment import Segmenter
-from helpers import TINY, make_episode, one_line_error
+from helpers import TESTS, TINY, make_episode, one_line_error
 
 SIZE = 64
 
@@ -207,6 +208,22 @@ def test_options_given_to_the_other_method_are_refused(capsys, tmp_path):
         [*sansa, "--model.method_args", '{"adapter": {"width": 2}}'],
         "model.method_args.adapter has no option width",
     )
+
+
+def test_the_demo_switched_to_sansa_is_told_every_flag_to_add_and_those_flags_work(capsys, tmp_path):
+    run = ["--config", str(TESTS.parent / "configs" / "demo.yaml"), "--model.method", "fssam2.methods.SANSA",
+           "--trainer.default_root_dir", str(tmp_path / "run")]  # fmt: skip
+    one_line_error(capsys, ["fit", *run], "model.lora is FS-SAM2's, not SANSA's: drop it with --model.lora null (")
+    for given in ([], ["--model.trainable", "all", "--model.merge_lora", "false"]):
+        err = one_line_error(capsys, ["fit", *run, *given], "FS-SAM2's, not SANSA's: drop")
+        advice = re.search(r"drop (?:it|them) with (.*?) \(give", err)
+        assert advice is not None, err
+        flags = advice.group(1).split()
+        assert flags[::2] == [f"--model.{n}" for n in ("lora", "merge_lora", "trainable") if n == "lora" or given]
+        run_cli(["doctor", *run, *given, *flags, "--no-measure"])  # fit's own checks, up to the first step
+        out = capsys.readouterr().out
+        assert "ok    config    fssam2 fit accepts these options" in out, out
+    assert not (tmp_path / "run").exists()
 
 
 def test_sansa_trains_tests_exports_and_segments_through_the_cli(tmp_path, capsys):

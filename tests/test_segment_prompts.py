@@ -98,6 +98,34 @@ def test_a_bad_prompt_is_one_line_naming_the_support(prompt, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_points_and_boxes_may_be_numpy_or_torch_and_other_values_are_one_line(scene):
+    image, mask, box = scene
+    ys, xs = np.nonzero(mask)
+    plain = {"points": [[int(xs[0]), int(ys[0]), 1], [0, 0, 0]], "box": box}
+    expected = segmenter()
+    expected.set_support([image], [plain])
+    given = [
+        {"points": np.array(plain["points"]), "box": np.array(box)},
+        {"points": torch.tensor(plain["points"], dtype=torch.float32), "box": torch.tensor(box)},
+        {"points": [[xs[0], ys[0], 1], [0, 0, np.int64(0)]], "box": [np.int32(v) for v in box]},  # numpy scalars
+        {"points": [np.array([xs[0], ys[0], 1]), torch.tensor([0, 0, 0])], "box": tuple(box)},
+    ]
+    for prompt in given:
+        seg = segmenter()
+        seg.set_support([image], [prompt])
+        assert np.array_equal(seg.support_masks[0], expected.support_masks[0])
+    for prompt, message in [
+        ({"points": np.array([[xs[0], ys[0], 1]]) > 0}, "point [True, True, True] is not [x, y] or [x, y, label]"),
+        ({"points": np.array([3, 4, 1])}, "one row a point"),
+        ({"points": "3, 4"}, "points '3, 4' are not a list"),
+        ({"points": [[float("nan"), 4, 1]]}, "of finite numbers"),
+        ({"box": np.array([[1, 2], [30, 40]])}, "box [[1, 2], [30, 40]] is not [x0, y0, x1, y1]"),
+    ]:
+        with pytest.raises(InputError, match="^Prompt of support 0") as err:
+            segmenter().set_support([image], [prompt])
+        assert message in str(err.value) and "\n" not in str(err.value), err.value
+
+
 def test_box_corners_come_first_labelled_2_and_3_and_a_bare_point_is_foreground():
     coords, labels = support_prompt({"points": [[5, 6]], "box": [1, 2, 30, 40]}, 200, 160)
     assert coords.tolist() == [[1, 2], [30, 40], [5, 6]] and labels.tolist() == [2, 3, 1]
@@ -147,3 +175,30 @@ def test_cli_segments_with_a_prompt_file_and_draws_the_decoded_support(scene, tm
         "lies outside",
     )
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
+def test_a_support_folder_takes_prompt_files_and_refuses_one_beside_a_mask(scene, tmp_path, capsys):
+    image, mask, box = scene
+    support, query = tmp_path / "support", tmp_path / "query"
+    support.mkdir()
+    query.mkdir()
+    write_png(image, query / "q.png")
+    write_png(image, support / "cat.bmp")  # the mask support
+    write_png(mask.astype(np.uint8) * 255, support / "cat.png")
+    write_png(image, support / "dog.bmp")  # the prompted support
+    (support / "dog.json").write_text(json.dumps({"box": box}))
+    write_png(image, support / "eel.png")  # a png image shown by its prompt file
+    (support / "eel.json").write_text(json.dumps({"points": [[int(v) for v in np.argwhere(mask)[0][::-1]] + [1]]}))
+    args = ["segment", "--sam2", "fssam2_tiny", "--sam2-checkpoint", TRACKER, "--support", str(support),
+            "--query", str(query)]  # fmt: skip
+    run_cli([*args, "--output", str(tmp_path / "out")])
+    capsys.readouterr()
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["dog_support_overlay.png", "eel_support_overlay.png", "q.png", "q_overlay.png"]
+    seg = segmenter()
+    prompts = [json.loads((support / f"{name}.json").read_text()) for name in ("dog", "eel")]
+    seg.set_support([image] * 3, [mask, *prompts])
+    assert np.array_equal(read_image(tmp_path / "out" / "q.png")[..., 0] > 0, seg.predict(image))
+    write_png(mask.astype(np.uint8) * 255, support / "dog.png")
+    err = one_line_error(capsys, [*args, "--output", str(tmp_path / "o2")], "both the mask dog.png and the prompt file")
+    assert "dog.json of dog.bmp" in err and not (tmp_path / "o2").exists()

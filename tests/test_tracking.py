@@ -3,6 +3,7 @@
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -78,6 +79,184 @@ def test_pretraining_script_writes_a_loadable_checkpoint_and_never_overwrites(tm
     with pytest.raises(SystemExit):
         script.main([*args, "--out", str(out)])
     assert out.read_bytes() == before
+
+
+SHORT_PRETRAINING = ["--batch", "2", "--eval-every", "2", "--eval-clips", "4", "--image-size", "64"]
+
+
+def test_pretraining_saves_as_it_goes_so_a_killed_run_leaves_a_whole_model(tmp_path, monkeypatch):
+    script = load_script("pretrain_tracking")
+    out = tmp_path / "tracker.pt"
+    step = script.Run.step
+
+    def killed_at_the_fourth_step(self, index, batch):
+        if index == 3:
+            raise KeyboardInterrupt  # the run is killed mid-way, after the save at step 2
+        return step(self, index, batch)
+
+    monkeypatch.setattr(script.Run, "step", killed_at_the_fourth_step)
+    with pytest.raises(KeyboardInterrupt):
+        script.main([*SHORT_PRETRAINING, "--steps", "5", "--save-every", "2", "--out", str(out)])
+    saved = torch.load(out, weights_only=True)
+    assert saved["steps"] == 2 and saved["planned_steps"] == 5 and saved["args"]["save_every"] == 2
+    build_sam2("fssam2_tiny", out, image_size=64)  # whole, and a tiny SAM2
+    assert [p.name for p in tmp_path.iterdir()] == ["tracker.pt"], "no partial file is left beside it"
+
+
+def test_a_time_budget_plans_the_steps_and_runs_the_recipe_for_that_many(tmp_path, capsys, monkeypatch):
+    """--minutes times a throwaway run, then runs the recipe itself: the same weights as --steps N
+    (clips drawn by worker processes or by the main one alike)."""
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(script, "PROBE_WARMUP", 0)
+    monkeypatch.setattr(script, "PROBE_STEPS", 1)
+    timed, fixed = tmp_path / "timed.pt", tmp_path / "fixed.pt"
+    short = [*SHORT_PRETRAINING, "--eval-every", "10", "--steps", "2"]
+    script.main([*short, "--minutes", "5", "--workers", "2", "--out", str(timed)])
+    assert "2 steps planned (the same run as --steps 2)" in capsys.readouterr().out
+    script.main([*short, "--out", str(fixed)])
+    timed_run, fixed_run = torch.load(timed, weights_only=True), torch.load(fixed, weights_only=True)
+    assert timed_run["steps"] == fixed_run["steps"] == 2 and timed_run["args"]["minutes"] == 5
+    assert all(torch.equal(v, fixed_run["model"][k]) for k, v in timed_run["model"].items())
+
+
+def test_the_planned_steps_and_their_evaluations_fit_the_budget():
+    planned_steps = load_script("pretrain_tracking").planned_steps
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        budget, spent = rng.uniform(60, 3600), rng.uniform(0, 30)
+        step, evaluation, draw, every = rng.uniform(0.005, 0.5), rng.uniform(0.1, 20), rng.uniform(0, 5), 500
+        n = planned_steps(budget, spent, step, evaluation, draw, every, cap=10**9)
+        cost = spent + n * step + (n // every + 1) * evaluation + draw  # training, evaluations, the final one
+        assert cost <= budget, "the plan fits"
+        assert cost > 0.95 * budget - step - 2 * evaluation, "and uses the budget"
+    assert planned_steps(600, 0, 0.01, 1, 0, 500, cap=7) == 7
+    assert planned_steps(10, 9.9, 1, 1, 0, 500, cap=100) == 1, "at least one step"
+
+
+def test_a_run_out_of_time_evaluates_saves_and_ends_cleanly(tmp_path, capsys, monkeypatch):
+    """Steps slower than timed: the run stops when its final evaluation would no longer fit."""
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(script, "PROBE_STEPS", 1)
+    monkeypatch.setattr(script, "planned_steps", lambda *args: 1000)  # far more than 1.2 s can hold
+    out = tmp_path / "tracker.pt"
+    script.main([*SHORT_PRETRAINING, "--minutes", "0.02", "--save-every", "1", "--out", str(out)])  # returns: exit 0
+    printed = capsys.readouterr().out
+    saved = torch.load(out, weights_only=True)
+    assert 1 <= saved["steps"] < saved["planned_steps"] == 1000
+    assert f"time is up after {saved['steps']} of 1000 planned steps" in printed
+    assert f"step {saved['steps']:>6}" in printed and "IoU true" in printed, "the model is evaluated as saved"
+    build_sam2("fssam2_tiny", out, image_size=64)
+
+
+def test_pretraining_never_replaces_a_file_that_appears_at_out(tmp_path, capsys, monkeypatch):
+    script = load_script("pretrain_tracking")
+    out = tmp_path / "tracker.pt"
+    step = script.Run.step
+
+    def someone_writes_there(self, index, batch):
+        if index == 0:
+            out.write_bytes(b"another run's file")
+        return step(self, index, batch)
+
+    monkeypatch.setattr(script.Run, "step", someone_writes_there)
+    with pytest.raises(SystemExit) as refused:
+        script.main([*SHORT_PRETRAINING, "--steps", "3", "--save-every", "1", "--out", str(out)])
+    assert "--out" in str(refused.value) and str(out) in str(refused.value)
+    assert out.read_bytes() == b"another run's file"
+
+
+def test_pretraining_on_a_gpu_this_torch_cannot_see_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    script = load_script("pretrain_tracking")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as refused:
+        script.main([*SHORT_PRETRAINING, "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "t.pt")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--device cuda" in err and "Traceback" not in err
+    assert not (tmp_path / "t.pt").exists()
+
+
+def a_tiny_sam2_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, path)
+    return path
+
+
+class Started(Exception):
+    """Raised by a stand-in for the first CLI run, with its arguments."""
+
+
+def test_the_demo_starts_every_run_from_the_tiny_sam2_it_is_given(tmp_path, capsys, monkeypatch):
+    demo = load_script("demo")
+    mine = a_tiny_sam2_file(tmp_path / "mine.pt")
+
+    def family_result(family, base, folder, trained):
+        raise Started(base)
+
+    monkeypatch.setattr(demo, "family_result", family_result)
+    with pytest.raises(Started) as started:
+        demo.main(["--runs", str(tmp_path / "a"), "--families", "shape", "--jobs", "1", "--sam2-checkpoint", str(mine)])
+    base = started.value.args[0]
+    assert base[base.index("--model.sam2_checkpoint") + 1] == str(mine.resolve())
+    # One process per family: each is given the file.
+    commands = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **kw: commands.append(c) or SimpleNamespace(returncode=1))
+    with pytest.raises(SystemExit):
+        demo.main(
+            ["--runs", str(tmp_path / "b"), "--families", "hue", "shape", "--jobs", "2", "--sam2-checkpoint", str(mine)]
+        )
+    assert len(commands) == 2
+    assert all(c[c.index("--sam2-checkpoint") + 1] == str(mine.resolve()) for c in commands)
+    # A file that is no tiny SAM2 ends the demo before any run.
+    (tmp_path / "not.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as refused:
+        demo.main(["--runs", str(tmp_path / "c"), "--sam2-checkpoint", str(tmp_path / "not.pt")])
+    assert refused.value.code == 2 and "not.pt" in capsys.readouterr().err
+
+
+def test_compare_tracker_ships_only_a_tiny_sam2_that_beats_the_shipped_one_on_every_family():
+    compare = load_script("compare_tracker").compare
+    shipped = {family: numbers[:3] for family, numbers in load_script("compare_tracker").SHIPPED.items()}
+    lines, ship = compare(shipped)
+    assert not ship, "the shipped model does not beat itself"
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert "| met |" in rows["hue"] and all("NOT met" in rows[f] for f in ("shape", "texture", "letters"))
+    better = {"hue": (80.0, 20.0, 37.8), "shape": (70.0, 40.0, 41.9), "texture": (65.0, 35.0, 41.9)}
+    better["letters"] = (60.0, 30.0, 43.7)
+    lines, ship = compare(better)
+    assert ship and all("| met | yes |" in line for line in lines[2:])
+    lines, ship = compare({**better, "hue": (77.0, 20.8, 37.8)})  # hue's gap 56.2 against the shipped 56.8
+    assert not ship and "| NOT met | no |" in lines[2]
+
+
+def test_compare_tracker_runs_the_demo_and_the_transfer_from_the_file_and_writes_the_table(tmp_path, monkeypatch):
+    script = load_script("compare_tracker")
+    demo, transfer = load_script("demo"), load_script("transfer")
+    mine = a_tiny_sam2_file(tmp_path / "mine.pt")
+    commands = []
+
+    def fake_run(command):  # each script's results file, as it writes it, in its own dated folder
+        commands.append(command)
+        folder = Path(command[command.index("--runs") + 1]) / "20260101-000000"
+        folder.mkdir(parents=True)
+        if command[1].endswith("demo.py"):
+            rows = {demo.METHODS["fssam2"][1]: 70.0, demo.SWAP_ROW: 40.0, demo.ORACLE_ROW: 41.9}
+            families = {f: {"rows": {k: {"miou": v} for k, v in rows.items()}} for f in ("hue", "shape", "texture")}
+            (folder / "demo_results.json").write_text(json.dumps({"families": families}))
+        else:
+            rows = {transfer.TRAINED_ROW: 60.0, transfer.SWAP_ROW: 30.0, transfer.ORACLE_ROW: 43.7}
+            (folder / "transfer_results.json").write_text(
+                json.dumps({"rows": {k: {"miou": v} for k, v in rows.items()}})
+            )
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(script.subprocess, "run", fake_run)
+    script.main(["--sam2-checkpoint", str(mine), "--runs", str(tmp_path / "runs"), "--", "--trainer.max_epochs=1"])
+    assert [c[c.index("--sam2-checkpoint") + 1] for c in commands] == [str(mine.resolve())] * 2
+    assert all(c[-1] == "--trainer.max_epochs=1" for c in commands)
+    (folder,) = (tmp_path / "runs").iterdir()
+    table = (folder / "compare.md").read_text()
+    assert "| hue | 70.0 | 40.0 | +30.0 (+56.8) |" in table and "keep the shipped one" in table
+    assert json.loads((folder / "compare.json").read_text())["ship"] is False
 
 
 def test_shipped_tracker_finds_the_object_its_memory_shows():

@@ -6,8 +6,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
+from fssam2 import build_sam2
 from fssam2.benchmarks import FolderDataModule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +55,27 @@ def test_the_oracle_scores_every_letter_over_the_test_episodes(tmp_path, monkeyp
     shutil.rmtree(tmp_path / "objects")
     shutil.copytree(tmp_path / "glyphs", tmp_path / "objects")
     assert transfer.oracle(cli, tmp_path / "objects")["miou"] == 100.0
+
+
+class Started(Exception):
+    """Raised by a stand-in for the first CLI run, with its arguments."""
+
+
+def test_transfer_starts_from_the_tiny_sam2_it_is_given(tmp_path, capsys, monkeypatch):
+    transfer = load_transfer(monkeypatch, 4)
+    mine = tmp_path / "mine.pt"
+    torch.save({"model": build_sam2("fssam2_tiny").state_dict()}, mine)
+    monkeypatch.setattr(transfer, "write_family", lambda root, seed: None)
+
+    def run(args):
+        raise Started(args)
+
+    monkeypatch.setattr(transfer, "run", run)
+    with pytest.raises(Started) as started:
+        transfer.main(["--runs", str(tmp_path / "runs"), "--sam2-checkpoint", str(mine)])
+    args = started.value.args[0]
+    assert args[args.index("--model.sam2_checkpoint") + 1] == str(mine.resolve())
+    (tmp_path / "not.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as refused:
+        transfer.main(["--runs", str(tmp_path / "runs"), "--sam2-checkpoint", str(tmp_path / "not.pt")])
+    assert refused.value.code == 2 and "not.pt" in capsys.readouterr().err

@@ -119,8 +119,11 @@ def export_adapter(ckpt_path: str | Path, output: str | Path, option: str = "out
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of an adapter file, refusing files that are not fssam2 adapters."""
+    """Tensors and metadata of an adapter file (or of a packaged adapter by name,
+    `fssam2.hub.PACKAGED_ADAPTERS`), refusing files that are not fssam2 adapters."""
     path = Path(path).expanduser()
+    if str(path) in hub.PACKAGED_ADAPTERS and not path.exists():
+        path = hub.packaged_adapter(str(path))
     if not path.is_file():
         raise InputError(f"Adapter {path} does not exist: create one with `fssam2 export CKPT --output FILE`.")
     try:

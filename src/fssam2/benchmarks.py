@@ -579,6 +579,7 @@ class FSS1000DataModule(OnDiskDataModule):
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # any letter case
 MASK_EXTENSION = ".png"  # any letter case
+PROMPT_EXTENSION = ".json"  # a support's prompt file (`fssam2 segment`), any letter case
 
 
 class Pair(NamedTuple):
@@ -598,34 +599,50 @@ def visible_files(folder: Path) -> list[Path]:
     return [f for f in folder.iterdir() if not is_hidden(f.name) and f.is_file()]
 
 
-def scan_folder(folder: Path) -> dict[str, Pair]:
+def scan_folder(folder: Path, prompts: bool = False) -> dict[str, Pair]:
     """{name: (image file, mask file)} of `<folder>/<name>.<image ext>` files, each with its mask
     `<name>.png`; extensions match in any letter case (`0.JPG` + `0.PNG`), hidden files are
     skipped. Two images or two masks of one name (`0.jpg` and `0.tif`, `0.png` and `0.PNG`) are
-    an InputError naming them."""
+    an InputError naming them. With `prompts` (`fssam2 segment`'s support folders), a prompt file
+    `<name>.json` stands for the mask, and `<name>.png` beside it is then the image; a mask and a
+    prompt file for one image are an InputError naming both."""
     images: dict[str, list[str]] = {}
     masks: dict[str, list[str]] = {}
+    prompt_files: dict[str, list[str]] = {}
     for f in visible_files(folder):
         suffix = f.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
             images.setdefault(f.stem, []).append(f.name)
         elif suffix == MASK_EXTENSION:
             masks.setdefault(f.stem, []).append(f.name)
-    for kind, found in (("images", images), ("masks", masks)):
+        elif prompts and suffix == PROMPT_EXTENSION:
+            prompt_files.setdefault(f.stem, []).append(f.name)
+    for kind, found in (("images", images), ("masks", masks), ("prompt files", prompt_files)):
         twice = sorted(name for name, files in found.items() if len(files) > 1)
         if twice:
             raise InputError(
                 f"{folder} holds {len(found[twice[0]])} {kind} named {twice[0]} ({', '.join(sorted(found[twice[0]]))}): "
                 "which one belongs to the pair is ambiguous; keep one and rename or remove the others."
             )
+    for name, (prompt,) in sorted(prompt_files.items()):
+        if name in images and name in masks:
+            raise InputError(
+                f"{folder} holds both the mask {masks[name][0]} and the prompt file {prompt} of {images[name][0]}: "
+                "which one shows the support is ambiguous; keep one and rename or remove the other."
+            )
+        if name in masks:  # <name>.png beside <name>.json, with no other image of that name, is the image
+            images[name] = masks.pop(name)
+        masks[name] = [prompt]
+    prompt = " or <name>.json (a prompt)" if prompts else ""
     if images.keys() - masks.keys():
         raise InputError(
-            f"Images in {folder} have no mask, e.g. {sorted(images.keys() - masks.keys())[:3]}: put <name>.png "
-            "(non-zero pixels are the object) beside each image."
+            f"Images in {folder} have no mask{' or prompt file' if prompts else ''}, e.g. "
+            f"{sorted(images.keys() - masks.keys())[:3]}: put <name>.png (non-zero pixels are the object){prompt} "
+            "beside each image."
         )
     if masks.keys() - images.keys():
         raise InputError(
-            f"Masks in {folder} have no image, e.g. {sorted(masks.keys() - images.keys())[:3]}: images must be "
+            f"Masks{' or prompt files' if prompts else ''} in {folder} have no image, e.g. {sorted(masks.keys() - images.keys())[:3]}: images must be "
             f"{'/'.join(IMAGE_EXTENSIONS)} files named like their mask (<name>.png is the mask)."
         )
     return {name: Pair(files[0], masks[name][0]) for name, files in images.items()}
@@ -721,15 +738,17 @@ class FolderDataModule(FewShotDataModule):
     in `num_folds` contiguous groups of the sorted class names (`fold` picks one); test episodes
     walk every image of the held-out classes, as FSS-1000 does. Validation (which picks
     best.ckpt) never sees a held-out class: of each training class's n images, ceil(val_fraction
-    * n), but no more than leave shot + 1 for training, are held out of training (drawn with the
-    seed and the class name, so the same every run); validation episodes walk them, with supports
-    from the class's other images. Training draws from the rest.
+    * n), but no more than leave K + 1 for training (K: data.shot, or data.train_shots' high end),
+    are held out of training (drawn with the seed and the class name, so the same every run);
+    validation episodes walk them, with supports from the class's other images. Training draws
+    from the rest. val_fraction 0 holds out none: fit trains without validation.
 
     Args:
         root: the folder of class folders.
         test_classes: class names to hold out; None = fold `fold` of `num_folds`.
         num_folds: number of class groups when test_classes is None.
-        val_fraction: share of each training class's images held out of training for validation.
+        val_fraction: share of each training class's images held out of training for validation;
+            0: none, and fit runs no validation (best.ckpt is then the latest state).
         **kwargs: see `FewShotDataModule`.
     """
 
@@ -748,8 +767,15 @@ class FolderDataModule(FewShotDataModule):
                 f"data.fold={self.fold} is out of range: use 0..{num_folds - 1} (data.num_folds={num_folds})."
             )
         if not 0 <= val_fraction < 1:
-            raise InputError(f"data.val_fraction={val_fraction} must be in [0, 1): e.g. 0.2 (the default).")
+            raise InputError(
+                f"data.val_fraction={val_fraction} must be in [0, 1): e.g. 0.2 (the default), 0 for no validation."
+            )
         self.val_fraction = val_fraction
+
+    @property
+    def validates(self) -> bool:
+        """val_fraction 0 holds out no image: fit runs no validation."""
+        return self.val_fraction > 0
 
     @cached_property
     def files(self) -> dict[str, dict[str, Pair]]:
@@ -788,11 +814,19 @@ class FolderDataModule(FewShotDataModule):
         training = [n for n in sorted(self.files) if n not in held_out]
         if split == "train":
             return training
-        if training and not self.val_images:
+        if not self.validates:
             raise InputError(
-                f"No training class of {self.root} can spare an image for validation (data.val_fraction="
-                f"{self.val_fraction}, leaving data.shot + 1 = {self.shot + 1} for training): add images "
-                "(a class needs shot + 2) or raise data.val_fraction."
+                f"data.val_fraction=0 holds out no image of {self.root} for validation: set it above 0 (e.g. 0.2) "
+                "to validate."
+            )
+        if training and not self.val_images:
+            shot = self.split_shot("train")
+            trained = f"data.train_shots={list(self.train_shots)}" if self.train_shots else f"data.shot={shot}"
+            largest = max(len(self.files[c]) for c in training)
+            raise InputError(
+                f"No training class of {self.root} can spare an image for validation: training episodes take "
+                f"{shot} supports and a query ({trained}), so a class needs {shot + 2} images, and the largest has "
+                f"{largest}: add images, or set data.val_fraction=0 to fit without validation."
             )
         return sorted(self.val_images)
 

@@ -132,9 +132,16 @@ class Residency:
         i = bisect.bisect_right(steps, self.clock)
         return steps[i] if i < len(steps) else math.inf
 
-    def admit(self, key: Hashable, size: int) -> list[Hashable] | None:
+    def used_now(self, key: Hashable) -> bool:
+        """Whether the plan's current step (the clock) asks for `key` (False without a plan)."""
+        steps = self._uses.get(key, ()) if self._uses is not None else ()
+        i = bisect.bisect_left(steps, self.clock)
+        return i < len(steps) and steps[i] == self.clock
+
+    def admit(self, key: Hashable, size: int, spare_current: bool = False) -> list[Hashable] | None:
         """Hold `key` (size bytes), dropping others as the policy says. Returns the dropped keys,
-        or None when `key` itself is not held (too big, or, planned, not worth keeping)."""
+        or None when `key` itself is not held (too big, or, planned, not worth keeping). With
+        `spare_current` (planned), no key the current step asks for is dropped."""
         if size > self.max_bytes:
             return None
         if self._uses is None:
@@ -153,6 +160,8 @@ class Residency:
                 for old in sorted(self._sizes, key=self.next_use, reverse=True):
                     if free >= size or self.next_use(old) <= due:
                         break
+                    if spare_current and self.used_now(old):
+                        continue
                     dropped.append(old)
                     free += self._sizes[old]
                 if free < size:
@@ -267,15 +276,23 @@ class FeatureCache:
         if self.residency.touch(key):
             stored, dtypes = self._memory[key]
             return tuple(t.to(d) for t, d in zip(stored, dtypes, strict=True))
-        spilled = self._on_disk.pop(key, None)
+        spilled = self._on_disk.get(key)
         if spilled is None:
             return None
         path, device = spilled
         stored = torch.load(path, map_location=device, weights_only=True)
-        path.unlink()
         stats.disk_reads += 1
         entry, dtypes = tuple(stored["tensors"]), tuple(getattr(torch, d) for d in stored["dtypes"])
-        self._keep(key, entry, dtypes)
+        # A planned evaluation ships no pixels for what is held at the start of a step (fssam2.module
+        # `_needed`): so a read-back pushes out nothing the step still asks for, and an entry not taken
+        # back stays on disk (the step may ask for it again: a support shown twice in a batch).
+        dropped = self.residency.admit(key, sum(t.numel() * t.element_size() for t in entry), spare_current=True)
+        if dropped is not None:
+            del self._on_disk[key]
+            path.unlink()
+            for old in dropped:
+                self._evict(old, *self._memory.pop(old))
+            self._memory[key] = (entry, dtypes)
         return tuple(t.to(d) for t, d in zip(entry, dtypes, strict=True))
 
     def _put(self, key: Hashable, entry: Entry) -> None:

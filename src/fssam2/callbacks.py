@@ -20,9 +20,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
+from fssam2.adapters import export_adapter
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD, FewShotDataModule, trainer_datamodule
-from fssam2.files import write_new
+from fssam2.errors import InputError
+from fssam2.files import exists, write_new
 from fssam2.segment import mark_prompt, tint
 
 
@@ -292,7 +294,41 @@ class WandbTestReport(L.Callback):
 
     @staticmethod
     def _logger(trainer: L.Trainer) -> WandbLogger | None:
-        return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+        return _wandb_logger(trainer)
+
+
+class WandbAdapter(L.Callback):
+    """On W&B only: at the end of a fit, the best checkpoint's adapter (as `fssam2 export` writes it)
+    saved as `<run dir>/adapter.safetensors` (`adapter-1.safetensors`, ... beside an earlier one) and
+    logged as a W&B artifact of type "model" with the adapter's metadata, so each run's model is on
+    its dashboard. A fit that trains no adapter (model.trainable=all) logs none and says so."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = _wandb_logger(trainer)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+        if logger is None or not trainer.is_global_zero or not best:
+            return
+        folder = Path(trainer.default_root_dir)
+        path = next(
+            p
+            for n in range(100_000)
+            if not exists(p := folder / (f"adapter-{n}.safetensors" if n else "adapter.safetensors"))
+        )
+        try:
+            metadata = export_adapter(best, path)
+        except InputError as err:
+            rank_zero_info(f"no adapter artifact: {err}")
+            return
+        import wandb  # here: a run without W&B never loads it
+
+        artifact = wandb.Artifact(f"adapter-{logger.experiment.id}", type="model", metadata=metadata)
+        artifact.add_file(str(path))
+        logger.experiment.log_artifact(artifact)
+        rank_zero_info(f"adapter {path} logged to W&B as artifact {artifact.name}")
+
+
+def _wandb_logger(trainer: L.Trainer) -> WandbLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -333,6 +369,9 @@ class RunCheckpoint(ModelCheckpoint):
     checkpoints are found at a fixed place whatever the logger (W&B nests them under a run id),
     and which makes the Trainer write every checkpoint with `AtomicCheckpointIO`.
 
+    A monitored one in a fit without validation (`trainer.limit_val_batches` 0) saves the latest
+    state instead, so `best.ckpt` is there whether or not the run validates.
+
     Resuming with `--ckpt_path <dir>/last.ckpt` keeps writing best.ckpt / last.ckpt (no -v1
     copies): ModelCheckpoint restores its paths from the checkpoint when the folder is the same,
     and a save onto the path it recorded replaces that file."""
@@ -340,6 +379,10 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+        if stage == "fit" and self.monitor is not None and trainer.limit_val_batches == 0:
+            # No validation runs (e.g. data.val_fraction=0, see FewShotDataModule.setup), so the monitored
+            # metric never comes: this checkpoint keeps the latest state, saved after every training epoch.
+            self.monitor, self._save_on_train_epoch_end = None, True
         if stage == "fit" and trainer.is_global_zero:
             self._remove_killed_saves()
         # Only Lightning's default is replaced: a CheckpointIO the user configured is kept.

@@ -510,6 +510,12 @@ class FewShotDataModule(L.LightningDataModule):
         data.train_shots its high end (a batch shows the first K, `ShotBatches`)."""
         return self.train_shots[1] if split == "train" and self.train_shots is not None else self.shot
 
+    @property
+    def validates(self) -> bool:
+        """Whether fit validates (on the val split, to pick best.ckpt); a DataModule without a
+        validation split says False, and fit then runs no validation loop."""
+        return True
+
     def split_seed(self, split: str) -> int:
         return self.seed + {"test": 0, "val": 1, "train": 2}[split]
 
@@ -526,6 +532,8 @@ class FewShotDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit":
             self.check_fit()
+            if not self.validates and self.trainer is not None:
+                self.trainer.limit_val_batches = 0  # no val split: no validation loop (nor sanity check)
         if self.trainer is not None:
             # The model's input size; any LightningModule of fssam2 has `image_size` (the data imports no model).
             self.image_size = int(cast(Any, self.trainer.lightning_module).image_size)

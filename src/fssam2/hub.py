@@ -12,7 +12,8 @@ as a state dict of the named config; `<name>.pt.sha256` records its digest and w
 from, and every later load is verified against it.
 
 Checkpoints shipped inside a package (`PACKAGED_CHECKPOINTS`, e.g. `fssam2_tiny_tracking`) are
-loaded by name too, with no download: every load checks the file against the SHA-256 pinned here.
+loaded by name too, with no download: every load checks the file against the SHA-256 pinned here;
+so are packaged adapter files (`PACKAGED_ADAPTERS`, e.g. `fssam2_tiny_hue`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,41 @@ PACKAGED_CHECKPOINTS: dict[str, PackagedCheckpoint] = {
         "python experiments/pretrain_tracking.py --world hue --prompt-weight 0 --pointer-weight 0 --steps 4000",
     ),
 }
+
+
+# Adapter files (`fssam2 export`) shipped inside a package, loadable by name wherever an adapter file is
+# taken (`--adapter NAME`); `config` is the SAM2 config of their base. Checked on every load like the above.
+PACKAGED_ADAPTERS: dict[str, PackagedCheckpoint] = {
+    # LoRA of the demo recipe (configs/demo.yaml: 20 epochs from fssam2_tiny_pointers) on the synthetic
+    # benchmark's hue family, fold 0; `fssam2 serve` opens with it.
+    "fssam2_tiny_hue": PackagedCheckpoint(
+        "fssam2",
+        "checkpoints/fssam2_tiny_hue.safetensors",
+        "31f814c077baee451ab9ab77b94e31927d426972d3c7ab37e84b6678ba457040",
+        "fssam2_tiny",
+        "fssam2 fit --config configs/demo.yaml --data.init_args.family hue --trainer.default_root_dir runs/hue && "
+        "fssam2 export runs/hue/checkpoints/best.ckpt --output src/fssam2/checkpoints/fssam2_tiny_hue.safetensors",
+    ),
+}
+
+
+def packaged_adapter(name: str) -> Path:
+    """The packaged adapter file `name` (`PACKAGED_ADAPTERS`), checked against its pinned SHA-256."""
+    entry = PACKAGED_ADAPTERS[name]
+    path = Path(str(resources.files(entry.package).joinpath(entry.path)))
+    if not path.is_file():
+        raise InputError(
+            f"Adapter {name!r} is not in this install ({path} is missing): regenerate it with `{entry.regenerate}`, "
+            f"or reinstall {entry.package} from a release that ships it."
+        )
+    actual = sha256_of(path)
+    if actual != entry.sha256.lower():
+        raise InputError(
+            f"Packaged adapter {path} has SHA-256 {actual}, expected {entry.sha256}: the file is corrupt or from "
+            f"another run; regenerate it with `{entry.regenerate}`, or if you did, pin its digest in "
+            f"fssam2.hub.PACKAGED_ADAPTERS[{name!r}]."
+        )
+    return path
 
 
 def cache_dir() -> Path:

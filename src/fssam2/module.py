@@ -50,7 +50,10 @@ def stage_class_ids(datamodule: Any, stage: str) -> dict[str, list[int]]:
     the option to change. The CLI calls it before a run starts, so bad data writes nothing."""
     if not isinstance(datamodule, FewShotDataModule):
         raise InputError("FSSAM2Module needs a FewShotDataModule (the `data` option): it defines the fold's classes.")
-    found = {split: list(datamodule.class_ids(split)) for split in STAGE_SPLITS.get(stage, ())}
+    splits = STAGE_SPLITS.get(stage, ())
+    if stage == "fit" and not datamodule.validates:
+        splits = ("train",)  # no validation split (e.g. data.val_fraction=0): fit does not validate
+    found = {split: list(datamodule.class_ids(split)) for split in splits}
     for split, class_ids in found.items():
         if class_ids:
             continue
@@ -98,15 +101,25 @@ def method_options(
                 "model.encoder_batch and model.merge_lora; drop model.method_args."
             )
         return fssam2_options
-    defaults = inspect.signature(FSSAM2Module.__init__).parameters
-    changed = sorted(n for n, v in fssam2_options.items() if _plain(v) != _plain(defaults[n].default))
+    defaults = {n: p.default for n, p in inspect.signature(FSSAM2Module.__init__).parameters.items()}
+    # An FS-SAM2 option is left out at its default or at null (`--model.lora null`: no LoRA).
+    changed = sorted(n for n, v in fssam2_options.items() if v is not None and _plain(v) != _plain(defaults[n]))
     if changed:
+        flags = " ".join(f"--model.{n} {_unset(defaults[n])}" for n in changed)
         raise InputError(
             f"model.{', model.'.join(changed)} {'is' if len(changed) == 1 else 'are'} FS-SAM2's, not "
-            f"{kind.__name__}'s: drop {'it' if len(changed) == 1 else 'them'} (give {kind.__name__}'s own "
-            "options in model.method_args)."
+            f"{kind.__name__}'s: drop {'it' if len(changed) == 1 else 'them'} with {flags} (give "
+            f"{kind.__name__}'s own options in model.method_args)."
         )
     return dict(method_args or {})
+
+
+def _unset(default: Any) -> str:
+    """The command-line value that leaves an FS-SAM2 option out: null for a config (or a None
+    default), else its default."""
+    if default is None or dataclasses.is_dataclass(default):
+        return "null"
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def _plain(value: Any) -> Any:
@@ -175,7 +188,7 @@ class FSSAM2Module(L.LightningModule):
         lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
         self.cache_config = CacheConfig(**feature_cache) if isinstance(feature_cache, dict) else feature_cache
         kind = method_class(method)
-        if trainable == "lora" and lora is None:
+        if issubclass(kind, FewShotSAM2) and trainable == "lora" and lora is None:
             raise InputError(
                 "model.trainable='lora' but model.lora is null: give a LoRA config or set model.trainable='all'."
             )
@@ -302,7 +315,8 @@ class FSSAM2Module(L.LightningModule):
             labels,
             None if keys is None else keys.supports,
         )
-        if not any(batch.get("gap", ())):
+        # Scored where the stage scores (setup() made the metric): predict scores nothing.
+        if not any(batch.get("gap", ())) and f"{split}_support_mask_iou" in self.metrics:
             metric = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
             metric.update(decoded, masks.flatten(0, 1), (labels != PAD_LABEL).any(1))
         return decoded.view_as(masks)

@@ -14,6 +14,7 @@ image-encoder pass, memory attention and the mask decoder.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from fssam2.adapters import adapter_base_checkpoint, adapter_method, check_base,
 from fssam2.annotations import BOX_LABELS, pad_prompts
 from fssam2.benchmarks import (
     IMAGE_EXTENSIONS,
+    PROMPT_EXTENSION,
     binary_mask,
     read_binary_mask,
     read_image,
@@ -113,12 +115,28 @@ def rgb_image(image: ImageLike, what: str = "Image") -> np.ndarray:
 Prompt = dict[str, Any]  # {"points": [[x, y] or [x, y, label], ...], "box": [x0, y0, x1, y1]}, original pixels
 
 
+def _plain(value: object) -> object:
+    """A prompt's points or box as plain Python lists and numbers: numpy arrays and tensors (any
+    device) become nested lists, numpy and tensor scalars (e.g. from `np.nonzero`) numbers; other
+    values are kept as they are, for the caller to check."""
+    if isinstance(value, np.ndarray | np.generic | torch.Tensor):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt") -> tuple[np.ndarray, np.ndarray]:
     """SAM's points (x, y) [P, 2] and labels [P] of a support shown by points and / or a box in
     its image's pixels (width x height): "points" [[x, y, label], ...] (label 1 the object, 0 not
     it; [x, y] is 1), each inside the image; "box" [x0, y0, x1, y1] with x0 < x1, y0 < y1, inside
-    it, as corner points labelled 2 and 3 before the points (SAM2's order). At least one object
-    point or a box; anything else is an InputError of one line."""
+    it, as corner points labelled 2 and 3 before the points (SAM2's order). Lists, numpy arrays
+    and tensors alike (points as a [P, 2] or [P, 3] array), with numbers of any numeric type. At
+    least one object point or a box; anything else is an InputError of one line."""
     if not isinstance(prompt, dict) or not prompt or set(prompt) - {"points", "box"}:
         keys = sorted(prompt) if isinstance(prompt, dict) else type(prompt).__name__
         raise InputError(
@@ -126,21 +144,27 @@ def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt"
         )
     coords: list[list[float]] = []
     labels: list[int] = []
-    box = prompt.get("box")
+    box = _plain(prompt.get("box"))
     if box is not None:
-        if not (isinstance(box, list | tuple) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
-            raise InputError(f"{what}: box {box!r} is not [x0, y0, x1, y1] of four numbers.")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise InputError(f"{what}: box {box!r} is not [x0, y0, x1, y1] of four finite numbers.")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (x0 < x1 and y0 < y1):
-            raise InputError(f"{what}: box {list(box)} is empty: x0 < x1 and y0 < y1 are needed.")
+            raise InputError(f"{what}: box {box} is empty: x0 < x1 and y0 < y1 are needed.")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise InputError(f"{what}: box {list(box)} reaches outside the {width}x{height} image.")
+            raise InputError(f"{what}: box {box} reaches outside the {width}x{height} image.")
         coords += [[x0, y0], [x1, y1]]
         labels += list(BOX_LABELS)
-    for point in prompt.get("points") or []:
-        ok = isinstance(point, list | tuple) and len(point) in (2, 3)
-        if not ok or not all(isinstance(v, int | float) for v in point) or (len(point) == 3 and point[2] not in (0, 1)):
-            raise InputError(f"{what}: point {point!r} is not [x, y] or [x, y, label] with label 1 or 0.")
+    points = _plain(prompt.get("points"))
+    if not isinstance(points, list | None):
+        raise InputError(f"{what}: points {points!r} are not a list [[x, y, label], ...], one row a point.")
+    for point in points or []:
+        ok = isinstance(point, list) and len(point) in (2, 3) and all(_is_number(v) for v in point)
+        if not ok or (len(point) == 3 and point[2] not in (0, 1)):
+            raise InputError(
+                f"{what}: point {point!r} is not [x, y] or [x, y, label] with label 1 or 0, of finite numbers "
+                "(points: [[x, y, label], ...], one row a point)."
+            )
         x, y = float(point[0]), float(point[1])
         if not (0 <= x < width and 0 <= y < height):
             raise InputError(f"{what}: point ({x:g}, {y:g}) lies outside the {width}x{height} image.")
@@ -403,16 +427,19 @@ def image_files(paths: Sequence[str | Path], what: str) -> list[Path]:
 
 def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
     """--support IMAGE MASK pairs (MASK may be a prompt file, `<name>.json`: see `support_prompt`),
-    or --support FOLDER holding <name>.<ext> + <name>.png pairs."""
+    or --support FOLDER holding <name>.<ext> + <name>.png pairs, or <name>.<ext> + <name>.json
+    (a prompt file; the image may then be a png), one or the other for an image (`scan_folder`)."""
     pairs: list[tuple[Path, Path]] = []
     for values in args:
         if len(values) == 2:
             pairs.append((Path(values[0]).expanduser(), Path(values[1]).expanduser()))
         elif len(values) == 1 and Path(values[0]).is_dir():
             folder = Path(values[0]).expanduser()
-            files = scan_folder(folder)
+            files = scan_folder(folder, prompts=True)
             if not files:
-                raise InputError(f"Support folder {folder} holds no <name>.jpg + <name>.png pair.")
+                raise InputError(
+                    f"Support folder {folder} holds no <name>.jpg + <name>.png pair (or <name>.json prompt file)."
+                )
             pairs += [(folder / files[n].image, folder / files[n].mask) for n in sorted(files)]
         else:
             raise InputError(
@@ -423,7 +450,7 @@ def support_pairs(args: Sequence[Sequence[str]]) -> list[tuple[Path, Path]]:
 
 def is_prompt_file(path: Path) -> bool:
     """A support annotation given as a prompt file (JSON), not a mask."""
-    return path.suffix.lower() == ".json"
+    return path.suffix.lower() == PROMPT_EXTENSION
 
 
 def support_overlay_path(output: Path, image: Path) -> Path:

@@ -17,6 +17,7 @@ from fssam2.cli.doctor import doctor_command
 from fssam2.data import FewShotDataModule
 from fssam2.errors import InputError, cause_of
 from fssam2.module import FSSAM2Module
+from fssam2.serve import serve_command
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "episodes": episodes_command,
@@ -24,6 +25,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "prepare": prepare_command,
     "download": download_command,
     "segment": segment_command,
+    "serve": serve_command,
     "export": export_command,
 }
 

@@ -62,6 +62,7 @@ def _trainer_defaults() -> dict:
             },
             {"class_path": "fssam2.callbacks.TestResults"},
             {"class_path": "fssam2.callbacks.WandbTestReport"},
+            {"class_path": "fssam2.callbacks.WandbAdapter"},
             {"class_path": "fssam2.callbacks.PredictionWriter"},
         ],
     }
@@ -74,6 +75,7 @@ SUBCOMMAND_HELP = {
     "test": "score a model on the held-out classes' test episodes (writes test_metrics.json)",
     "predict": "write each test episode's predicted mask to <run dir>/predictions/",
     "segment": "masks for your own images from a few annotated examples",
+    "serve": "a local web page to segment your own images from a few examples (Gradio)",
     "export": "an adapter file (LoRA weights + metadata) from a checkpoint, optionally a merged model",
     "download": "fetch a released SAM2 checkpoint into the cache ($FSSAM2_HOME), verified",
     "prepare": "download, check and lay out PASCAL-5i, COCO-20i, FSS-1000 and the split lists",
@@ -81,7 +83,7 @@ SUBCOMMAND_HELP = {
     "doctor": "preflight: versions, devices, data, weights, disk, and the measured memory of --config's run",
 }
 # fssam2's commands that are not the Trainer's, run by `fssam2.cli.run_cli` before LightningCLI parses.
-OWN_COMMANDS = ("episodes", "doctor", "prepare", "download", "segment", "export")
+OWN_COMMANDS = ("episodes", "doctor", "prepare", "download", "segment", "serve", "export")
 # Lightning's special --ckpt_path values, resolved by the Trainer rather than read from a file.
 SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
 
@@ -91,15 +93,33 @@ def parse_error_line(message: str) -> str | None:
     (a union of classes prints every subtype's error); None when it names neither."""
     keys: list[str] = []
     tuple_size: str | None = None  # a tuple of the wrong length: its value follows on a later line
+    subtypes: str | None = None  # the innermost union's types: a value none of them takes follows
+    plain_value = True  # the value is one option's, not a class's nested options
+    owner = "this class"  # the class whose options the keys name
+    fix = "check its spelling (--help lists the options)"
     for line in message.splitlines():
+        if found := re.search(r"unrecognized arguments: (\S+)", line):
+            return f"{found.group(1)} is not an option: {fix}."
+        if found := re.search(r"Subcommand '([^']+)' does not accept option '([^']+)'", line):
+            return f"{found.group(2)} (in a config file) is not an option of {found.group(1)}: {fix}."
+        if found := re.search(r"Option '([^']+)' is not accepted", line):
+            return f"--{'.'.join([*keys, found.group(1)])} is not an option of {owner}: {fix}."
         if found := re.search(r"Expected a tuple with (\d+) elements", line):
             tuple_size = found.group(1)
         if tuple_size and (found := re.search(r"Given value: (.*)", line)):
             return f"--{'.'.join(keys)} expects {tuple_size} values, got {found.group(1).strip()}."
         if found := re.search(r'Parser key "([^"]+)"', line):
             keys.append(found.group(1))
-        elif "Problem with given class_path" in line and keys:
+            subtypes = None
+        elif (found := re.search(r"Problem with given class_path '(?:[\w.]+\.)?(\w+)'", line)) and keys:
             keys.append("init_args")
+            owner = found.group(1)
+        if found := re.search(r"Subtypes: \[(.*)\]$", line):
+            subtypes = found.group(1)
+        if found := re.search(r"Given value type: (.*)", line):
+            plain_value = not re.search(r"NestedArg|dict|Namespace", found.group(1))
+        if subtypes and plain_value and (found := re.search(r"Given value: (.*)", line)):
+            return f"--{'.'.join(keys)} expects {_type_names(subtypes)}, got {found.group(1).strip()!r}."
         if found := re.search(r"Expected a <class '([^']+)'>\. Got value: (.*)", line):
             return f"--{'.'.join(keys)} expects {found.group(1)}, got {found.group(2).strip()!r}."
         if found := re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", line):
@@ -109,6 +129,16 @@ def parse_error_line(message: str) -> str | None:
             names = ", ".join(f"--{'.'.join([*keys, n.strip()])}" for n in found.group(1).split(","))
             return f"missing {names}: give them on the command line or in the config."
     return None
+
+
+def _type_names(subtypes: str) -> str:
+    """A union's types as a user writes values: "<class 'int'>, <class 'NoneType'>" -> "int or
+    null", "tuple[int, int], ..." -> "[int, int] or ..."."""
+    names = []
+    for name in re.split(r",\s*(?![^\[]*\])", subtypes):  # commas outside brackets
+        name = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", name.strip()).replace("typing.", "")
+        names.append("null" if name == "NoneType" else re.sub(r"^(?:tuple|list)\[(.*)\]$", r"[\1]", name))
+    return " or ".join(names)
 
 
 class OneLineErrorParser(LightningArgumentParser):
@@ -216,6 +246,9 @@ class FSSAM2CLI(LightningCLI):
                 ):
                     os.environ[var] = str(run_dir / "wandb" / sub)
                 self._wandb_dir = run_dir / "wandb"  # created once the run is known to start
+                for key, value in wandb_labels(config, str(self.subcommand)).items():
+                    if logger.init_args.get(key) is None:  # the user's own group / tags / job_type are kept
+                        logger.init_args[key] = value
 
     def _plan_only(self) -> bool:
         model = self.config[self.subcommand].model if self.subcommand else None
@@ -252,6 +285,25 @@ class FSSAM2CLI(LightningCLI):
             os.makedirs(self._wandb_dir, exist_ok=True)
 
     before_fit = before_validate = before_test = before_predict = _before_run
+
+
+def wandb_labels(config: Namespace, subcommand: str) -> dict[str, Any]:
+    """How a run shows on W&B beside other methods' runs: grouped by benchmark, fold and shot (one
+    workspace group a fold, the methods side by side in it), tagged with the method, the benchmark,
+    the fold, the shot, the support annotation and the subcommand, its job type the subcommand."""
+    data = _plain(config.data) or {}
+    args = data.get("init_args") or {}
+    kind = str(data.get("class_path", "")).rpartition(".")[2]
+    benchmark = kind.removesuffix("DataModule").lower() or "data"
+    method = str((config.model or {}).get("method") or DEFAULT_METHOD).rpartition(".")[2]
+    defaults = inspect.signature(FewShotDataModule.__init__).parameters
+    fold, shot = (args.get(name, defaults[name].default) for name in ("fold", "shot"))
+    annotation = args.get("support_annotation", defaults["support_annotation"].default)
+    return {
+        "group": f"{benchmark}-fold{fold}-{shot}shot",
+        "tags": [method, benchmark, f"fold{fold}", f"{shot}-shot", f"support:{annotation}", subcommand],
+        "job_type": subcommand,
+    }
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -341,7 +393,11 @@ def run_summary(subcommand: str, run_dir: Path, before: dict[Path, int], checkpo
     if subcommand == "fit" and checkpoint is not None:
         best, score = getattr(checkpoint, "best_model_path", ""), getattr(checkpoint, "best_model_score", None)
         if best:
-            shown = f" ({checkpoint.monitor} {float(score):.4f})" if score is not None and checkpoint.monitor else ""
+            shown = ""
+            if not checkpoint.monitor:
+                shown = " (no validation ran: the latest state)"
+            elif score is not None:
+                shown = f" ({checkpoint.monitor} {float(score):.4f})"
             lines.append(f"  best checkpoint{shown}: {best}")
         else:
             lines.append("  no best checkpoint: no validation ran (see trainer.check_val_every_n_epoch)")

@@ -95,7 +95,7 @@ def segment_command(args: list[str]) -> None:
     parser.add_argument("--support", nargs="+", action="append", required=True, metavar="IMAGE MASK | FOLDER",
                         help="an annotated example (repeat for K > 1): its mask, or a prompt file <name>.json "
                              '{"points": [[x, y, 1], ...], "box": [x0, y0, x1, y1]}; or a folder of '
-                             "<name>.jpg + <name>.png pairs")  # fmt: skip
+                             "<name>.jpg + <name>.png (or <name>.json) pairs")  # fmt: skip
     parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
     parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
     parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")

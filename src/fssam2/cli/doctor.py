@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import torch
 
@@ -37,7 +37,7 @@ from fssam2.benchmarks import (
     read_data_list,
     split_list_files,
 )
-from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, datamodule_of
+from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, OneLineErrorParser, datamodule_of, parse_error_line
 from fssam2.data import FewShotDataModule, cpu_cores
 from fssam2.episodes import PASCAL_DOMAIN_SHIFT
 from fssam2.errors import InputError, cause_of
@@ -378,12 +378,27 @@ def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check |
 # the command
 @dataclass
 class FitChecks:
-    """What `fit_checks` found: the fit config, fit's one-line refusal (None: accepted), the
-    DataModule when fit got to make it."""
+    """What `fit_checks` found: the fit config (None when fit cannot parse the options), fit's
+    one-line refusal (None: accepted), the DataModule when fit got to make it."""
 
     config: Any
     refusal: str | None
     datamodule: FewShotDataModule | None
+
+
+class ParseRefusal(Exception):
+    """fit cannot parse the options (an unknown option, a value of the wrong type): one line."""
+
+
+class RefusingParser(OneLineErrorParser):
+    """fit's parser, whose parse errors are raised as one line (`ParseRefusal`) for the report
+    instead of ending the command with fit's usage."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # a nested parser's: the outer one reports it
+            super().error(message, ex)
+        lines = message.strip().splitlines() or ["?"]
+        raise ParseRefusal(parse_error_line(message) or f"{lines[0]} (fssam2 fit with these options shows the details)")
 
 
 def fit_checks(args: list[str]) -> FitChecks:
@@ -393,7 +408,7 @@ def fit_checks(args: list[str]) -> FitChecks:
     setup("fit") as Trainer.fit runs it; the first refusal is kept as fit words it. So that nothing is
     downloaded or written, the model is made with random weights (`weights_check` checks what fit
     would load), W&B's folder is not made and no seed is set. A parse error (an unknown option, a
-    value of the wrong type) exits with status 2 and fit's message, as fit does."""
+    value of the wrong type) is the refusal too, in fit's one line; the config is then None."""
     from fssam2.module import FSSAM2Module
 
     class FitUntilTraining(FSSAM2CLI):
@@ -439,10 +454,12 @@ def fit_checks(args: list[str]) -> FitChecks:
             cli = FitUntilTraining(
                 FSSAM2Module,
                 FewShotDataModule,
-                **CLI_SETTINGS,
-                parser_kwargs={"prog": "fssam2"},  # a parse error's usage and help are fit's
+                **{**CLI_SETTINGS, "parser_class": RefusingParser},
+                parser_kwargs={"prog": "fssam2"},
                 args=["fit", *args],
             )
+    except ParseRefusal as refusal:
+        return FitChecks(None, str(refusal), None)
     finally:
         lightning_log.setLevel(level)
         for key in os.environ.keys() - environment.keys():  # fit points W&B at its run folder: doctor does not
@@ -469,7 +486,10 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
     checks = data_checks(datamodule, configured=fit is not None)
     model = config.model if config is not None else None
     sam2_config = model.sam2_config if model is not None else "sam2.1_hiera_b+"
-    checks.append(weights_check(sam2_config, model.sam2_checkpoint if model is not None else None))
+    if fit is not None and config is None:
+        checks.append(Check("--", "weights", "not checked: fit cannot read the options (see the config line)"))
+    else:
+        checks.append(weights_check(sam2_config, model.sam2_checkpoint if model is not None else None))
     for check in checks:
         yield check
         failed += [check.text] if check.status == "FAIL" else []

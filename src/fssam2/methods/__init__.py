@@ -19,15 +19,21 @@ DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
 
 
 def method_class(path: str) -> type[FewShotMethod]:
-    """The method class a class path (`model.method`) names; an InputError names the fix."""
+    """The method class a class path (`model.method`) names; an InputError names the fix, and the
+    class meant when the path's last part differs from a method's name by letter case alone."""
     module_name, _, name = str(path).rpartition(".")
     try:
-        found = getattr(importlib.import_module(module_name), name) if module_name else None
+        module = importlib.import_module(module_name) if module_name else None
     except ImportError:
-        found = None
-    if not (isinstance(found, type) and issubclass(found, FewShotMethod)):
-        raise InputError(
-            f"model.method={path} is not a few-shot method class: give a class path such as {DEFAULT_METHOD} "
-            "(a subclass of fssam2.methods.FewShotMethod)."
-        )
-    return found
+        module = None
+    found = getattr(module, name, None)
+    if isinstance(found, type) and issubclass(found, FewShotMethod):
+        return found
+    methods = (
+        [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, FewShotMethod)] if module else []
+    )
+    meant = next((f"did you mean {module_name}.{n}? " for n in methods if n.lower() == name.lower()), "")
+    raise InputError(
+        f"model.method={path} is not a few-shot method class: {meant}give a class path such as {DEFAULT_METHOD} "
+        "(a subclass of fssam2.methods.FewShotMethod)."
+    )
