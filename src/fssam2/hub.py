@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -141,21 +141,7 @@ PACKAGED_ADAPTERS: dict[str, PackagedCheckpoint] = {
 
 def packaged_adapter(name: str) -> Path:
     """The packaged adapter file `name` (`PACKAGED_ADAPTERS`), checked against its pinned SHA-256."""
-    entry = PACKAGED_ADAPTERS[name]
-    path = Path(str(resources.files(entry.package).joinpath(entry.path)))
-    if not path.is_file():
-        raise InputError(
-            f"Adapter {name!r} is not in this install ({path} is missing): regenerate it with `{entry.regenerate}`, "
-            f"or reinstall {entry.package} from a release that ships it."
-        )
-    actual = sha256_of(path)
-    if actual != entry.sha256.lower():
-        raise InputError(
-            f"Packaged adapter {path} has SHA-256 {actual}, expected {entry.sha256}: the file is corrupt or from "
-            f"another run; regenerate it with `{entry.regenerate}`, or if you did, pin its digest in "
-            f"fssam2.hub.PACKAGED_ADAPTERS[{name!r}]."
-        )
-    return path
+    return _checked_pin(PACKAGED_ADAPTERS, "PACKAGED_ADAPTERS", "adapter", name)[0]
 
 
 def cache_dir() -> Path:
@@ -237,19 +223,25 @@ def packaged_path(name: str) -> Path:
 
 def _verify_packaged(name: str) -> tuple[Path, str]:
     """The packaged checkpoint's path and digest, after checking the file against its pin."""
-    entry = PACKAGED_CHECKPOINTS[name]
-    path = packaged_path(name)
+    return _checked_pin(PACKAGED_CHECKPOINTS, "PACKAGED_CHECKPOINTS", "SAM2 checkpoint", name)
+
+
+def _checked_pin(table: Mapping[str, PackagedCheckpoint], table_name: str, what: str, name: str) -> tuple[Path, str]:
+    """A packaged file's path and digest (`table[name]`), after checking it against its pin; a
+    missing or changed file is one line saying how to regenerate it."""
+    entry = table[name]
+    path = Path(str(resources.files(entry.package).joinpath(entry.path)))
     if not path.is_file():
         raise InputError(
-            f"SAM2 checkpoint {name!r} is not in this install ({path} is missing): regenerate it with "
+            f"{what[0].upper()}{what[1:]} {name!r} is not in this install ({path} is missing): regenerate it with "
             f"`{entry.regenerate}` (it writes that file), or reinstall {entry.package} from a release that ships it."
         )
     actual = sha256_of(path)
     if actual != entry.sha256.lower():
         raise InputError(
-            f"Packaged SAM2 checkpoint {path} has SHA-256 {actual}, expected {entry.sha256}: the file is corrupt or "
-            f"from another run; regenerate it with `{entry.regenerate}`, or if you did, pin its digest in "
-            f"fssam2.hub.PACKAGED_CHECKPOINTS[{name!r}]."
+            f"Packaged {what} {path} has SHA-256 {actual}, expected {entry.sha256}: the file is corrupt or from "
+            f"another run; regenerate it with `{entry.regenerate}`, or if you did, pin its digest in "
+            f"fssam2.hub.{table_name}[{name!r}]."
         )
     return path, actual
 
