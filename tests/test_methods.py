@@ -69,6 +69,17 @@ def test_a_method_that_is_not_a_method_class_is_one_line(capsys, tmp_path):
     assert "model.method=fssam2.methods.Sansa is not a few-shot method class" in err
     err = one_line_error(capsys, [*args, "fssam2.methods.Nope"], "model.method=fssam2.methods.Nope is not a few-shot")
     assert "did you mean" not in err
+    for bare, meant in (
+        ("gfsam", "GFSAM"),
+        ("GFSAM", "GFSAM"),
+        ("sansa", "SANSA"),
+        ("my.module.FewShotSam2", "FewShotSAM2"),
+    ):
+        one_line_error(
+            capsys,
+            [*args, bare],
+            f"model.method={bare} is not a few-shot method class: did you mean fssam2.methods.{meant}?",
+        )
 
 
 @pytest.mark.slow

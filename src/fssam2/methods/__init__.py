@@ -18,9 +18,10 @@ __all__ = ["DEFAULT_METHOD", "GFSAM", "SANSA", "AdapterConfig", "FewShotMethod",
 DEFAULT_METHOD = "fssam2.methods.FewShotSAM2"
 
 
-def method_class(path: str) -> type[FewShotMethod]:
-    """The method class a class path (`model.method`) names; an InputError names the fix, and the
-    class meant when the path's last part differs from a method's name by letter case alone."""
+def method_class(path: str, option: str = "model.method") -> type[FewShotMethod]:
+    """The method class a class path (`model.method`) names; an InputError naming `option` says the
+    fix, and the class meant when the path's last part (or a bare name such as `gfsam`) differs from
+    a method's name by letter case alone."""
     module_name, _, name = str(path).rpartition(".")
     try:
         module = importlib.import_module(module_name) if module_name else None
@@ -29,11 +30,18 @@ def method_class(path: str) -> type[FewShotMethod]:
     found = getattr(module, name, None)
     if isinstance(found, type) and issubclass(found, FewShotMethod):
         return found
-    methods = (
-        [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, FewShotMethod)] if module else []
+    spaces = {module_name: vars(module)} if module is not None else {}
+    spaces.setdefault(__name__, globals())  # then fssam2's own methods: a bare name, or one in the wrong module
+    meant = next(
+        (
+            f"did you mean {where}.{n}? "
+            for where, names in spaces.items()
+            for n, v in names.items()
+            if isinstance(v, type) and issubclass(v, FewShotMethod) and n.lower() == name.lower()
+        ),
+        "",
     )
-    meant = next((f"did you mean {module_name}.{n}? " for n in methods if n.lower() == name.lower()), "")
     raise InputError(
-        f"model.method={path} is not a few-shot method class: {meant}give a class path such as {DEFAULT_METHOD} "
+        f"{option}={path} is not a few-shot method class: {meant}give a class path such as {DEFAULT_METHOD} "
         "(a subclass of fssam2.methods.FewShotMethod)."
     )
