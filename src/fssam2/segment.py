@@ -1,14 +1,17 @@
-"""Segment your own images: a few annotated supports, any number of queries.
+"""Segment your own images with any few-shot method: a few annotated supports, any number of queries.
 
     seg = Segmenter.from_pretrained("sam2.1_hiera_b+", adapter="pascal_fold0.safetensors")
     seg.set_support([image1, image2], [mask1, mask2])   # uint8 RGB [H, W, 3], masks [H, W]
     mask = seg.predict(query)                            # bool [H, W] at the query's size
 
-A support may be shown by points and / or a box instead of a mask (`support_prompt`):
+The model is plain SAM2 with its memory, an adapter file's method (`fssam2 export`), or a
+training-free method by class path (`method="fssam2.methods.GFSAM"`, `method_args`); `choose_model`
+checks the combination. A support may be shown by points and / or a box instead of a mask
+(`support_prompt`):
     seg.set_support([image1], [{"points": [[120, 80, 1], [40, 30, 0]], "box": [100, 50, 220, 160]}])
 
-The supports are encoded once (image encoder and memory encoder); each query then costs one
-image-encoder pass, memory attention and the mask decoder.
+The supports are encoded once (the method's `encode_support`); each query then costs one
+`segment` call (for SAM2: an image-encoder pass, memory attention and the mask decoder).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +46,7 @@ from fssam2.build import build_sam2
 from fssam2.data import to_input
 from fssam2.errors import InputError
 from fssam2.files import check_new
-from fssam2.methods import FewShotMethod, FewShotSAM2
+from fssam2.methods import FewShotMethod, FewShotSAM2, method_class
 
 DEFAULT_SAM2 = "sam2.1_hiera_b+"
 ImageLike = np.ndarray | torch.Tensor  # also anything np.asarray reads, e.g. a PIL image
@@ -217,15 +221,121 @@ def support_mask(mask: ImageLike, what: str = "Mask") -> np.ndarray:
     return binary_mask(array)
 
 
+# build's own arguments, which come from segment's options, never from --method-args
+BUILD_ARGUMENTS = {"sam2_config": "--sam2", "sam2_checkpoint": "--sam2-checkpoint", "image_size": "--image-size"}
+
+
+def parse_method_args(text: str | None) -> dict[str, Any] | None:
+    """--method-args: a JSON object of the method's own options (None when not given)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(
+            f'--method-args {text!r} is not JSON ({err}): give an object, e.g. \'{{"encoder": "sam2"}}\'.'
+        ) from err
+    if not isinstance(value, dict):
+        raise InputError(
+            f"--method-args {text!r} is a {type(value).__name__}, not a JSON object: give "
+            "'{\"option\": value, ...}', as a config's model.method_args."
+        )
+    return value
+
+
+@dataclass
+class ModelChoice:
+    """The model `Segmenter.from_pretrained` builds, its options checked (`choose_model`)."""
+
+    sam2: str  # SAM2 config name or yaml
+    checkpoint: str | Path | None  # its weights (None: random initialisation)
+    image_size: int | None  # None: the config's
+    method: type[FewShotMethod] | None  # None: plain SAM2 with its memory
+    options: dict[str, Any]  # `method.build`'s own options
+    adapter: dict[str, torch.Tensor] | None  # the adapter file's weights
+
+    def build(self) -> FewShotMethod:
+        if self.method is None:
+            return FewShotSAM2(build_sam2(self.sam2, self.checkpoint, image_size=self.image_size))
+        checkpoint = None if self.checkpoint is None else str(self.checkpoint)
+        model = self.method.build(self.sam2, checkpoint, self.image_size, **self.options)
+        if self.adapter is not None:
+            model.load_adapter_state(self.adapter)
+        return model
+
+
+def choose_model(
+    sam2: str | None = None,
+    adapter: str | Path | None = None,
+    *,
+    method: str | None = None,
+    method_args: dict[str, Any] | None = None,
+    sam2_checkpoint: str | Path | None = None,
+    image_size: int | None = None,
+) -> ModelChoice:
+    """What `Segmenter.from_pretrained` builds from its options (see there), or an InputError of one
+    line naming the options that do not go together. Nothing is built; an adapter is read."""
+    from fssam2.hub import CHECKPOINT_URLS
+
+    kind = None if method is None else method_class(method, "--method")
+    if method_args is not None and not isinstance(method_args, dict):
+        raise InputError(f"--method-args is a {type(method_args).__name__}: give a dict of the method's options.")
+    if kind is not None and not kind.TRAINS and adapter is not None:
+        raise InputError(f"{kind.__name__} has no adapters (nothing in it trains): drop --adapter {adapter}.")
+    tensors, metadata = read_adapter(adapter) if adapter is not None else (None, None)
+    if metadata is not None:
+        recorded, options = adapter_method(metadata)
+        if kind is not None and kind is not recorded:
+            raise InputError(
+                f"--method {method} but --adapter {adapter} holds {recorded.__name__}'s adapters: drop --method "
+                "(an adapter records its method), or give that method's --adapter."
+            )
+        if method_args:
+            raise InputError(
+                f"--method-args with --adapter {adapter}: the adapter records its method's options; drop --method-args."
+            )
+    checkpoint: str | Path | None
+    if adapter is not None and metadata is not None and sam2 is None:  # the adapter's recorded base
+        sam2 = metadata["base_model"]
+        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else adapter_base_checkpoint(metadata, adapter)
+    else:
+        sam2 = sam2 or DEFAULT_SAM2
+        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
+    if adapter is not None and metadata is not None:
+        check_base(metadata, adapter, sam2, checkpoint)
+        if image_size is None and metadata.get("image_size") not in (None, "None"):
+            image_size = int(metadata["image_size"])
+        return ModelChoice(sam2, checkpoint, image_size, recorded, options, tensors)
+    if kind is None or issubclass(kind, FewShotSAM2):  # plain SAM2
+        if method_args:
+            raise InputError(
+                "--method-args needs --method: plain SAM2 takes no options (e.g. --method fssam2.methods.GFSAM "
+                '--method-args \'{"encoder": "sam2"}\').'
+                if kind is None
+                else f"{kind.__name__} takes no --method-args: its options (LoRA) come from its adapter file "
+                "(--adapter); without one it is plain SAM2."
+            )
+        return ModelChoice(sam2, checkpoint, image_size, None, {}, None)
+    if kind.TRAINS:
+        raise InputError(
+            f"{kind.__name__}'s adapters are trained: pass --adapter FILE, exported from a {kind.__name__} run "
+            "by `fssam2 export`."
+        )
+    clash = sorted(set(method_args or {}) & set(BUILD_ARGUMENTS))
+    if clash:
+        raise InputError(f"--method-args {clash[0]}: give it as {BUILD_ARGUMENTS[clash[0]]}, not in --method-args.")
+    return ModelChoice(sam2, checkpoint, image_size, kind, dict(method_args or {}), None)
+
+
 class Segmenter:
-    """FS-SAM2 inference on arbitrary images.
+    """Few-shot inference on arbitrary images, by any method (`fssam2.methods`).
 
     Images may be numpy arrays or torch tensors: uint8 RGB [H, W, 3], float in [0, 1], greyscale
     [H, W] or RGBA [H, W, 4] all give the mask of the same uint8 RGB image (`rgb_image`); masks are
     binary (bool, 0/1 or 0/255; `support_mask`). Anything ambiguous is an InputError of one line.
 
     Args:
-        model: a few-shot method (`fssam2.methods`: FewShotSAM2 with or without LoRA, SANSA, ...).
+        model: a few-shot method (`fssam2.methods`: FewShotSAM2 with or without LoRA, SANSA, GFSAM, ...).
         device: where to run.
         threshold: logit threshold of the masks (0 = probability 0.5).
     """
@@ -245,38 +355,25 @@ class Segmenter:
         sam2: str | None = None,
         adapter: str | Path | None = None,
         *,
+        method: str | None = None,
+        method_args: dict[str, Any] | None = None,
         sam2_checkpoint: str | Path | None = None,
         image_size: int | None = None,
         device: str = "cpu",
         threshold: float = 0.0,
     ) -> Segmenter:
         """SAM2 `sam2` (a packaged config name or yaml) with weights from `sam2_checkpoint` (a path or
-        a downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), plus
-        an optional adapter file from `fssam2 export`. Without `sam2`, an adapter's recorded base is
-        used (its config, and its checkpoint unless `sam2_checkpoint` is given); with neither,
-        sam2.1_hiera_b+."""
-        from fssam2.hub import CHECKPOINT_URLS
-
-        tensors, metadata = read_adapter(adapter) if adapter is not None else (None, None)
-        checkpoint: str | Path | None
-        if adapter is not None and metadata is not None and sam2 is None:
-            sam2 = metadata["base_model"]
-            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else adapter_base_checkpoint(metadata, adapter)
-        else:
-            sam2 = sam2 or DEFAULT_SAM2
-            checkpoint = sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in CHECKPOINT_URLS else None)
-        if adapter is not None and metadata is not None:
-            check_base(metadata, adapter, sam2, checkpoint)
-            if image_size is None and metadata.get("image_size") not in (None, "None"):
-                image_size = int(metadata["image_size"])
-        model: FewShotMethod
-        if tensors is None or metadata is None:
-            model = FewShotSAM2(build_sam2(sam2, checkpoint, image_size=image_size))  # SAM2 alone, no adapter
-        else:
-            kind, options = adapter_method(metadata)
-            model = kind.build(sam2, None if checkpoint is None else str(checkpoint), image_size, **options)
-            model.load_adapter_state(tensors)
-        return cls(model, device=device, threshold=threshold)
+        a downloaded name; default: the downloaded checkpoint of `sam2`, none for fssam2_tiny), and:
+        - an adapter file from `fssam2 export`: its recorded method and options on its recorded base
+          (its config, and its checkpoint unless `sam2_checkpoint` is given) unless `sam2` is given;
+        - or `method`, a class path as a config's `model.method` (e.g. "fssam2.methods.GFSAM"), with
+          its own options `method_args` (as `model.method_args`): a training-free method;
+        - neither: plain SAM2 with its memory (FewShotSAM2 without LoRA).
+        Without `sam2` and an adapter, sam2.1_hiera_b+. A method with an adapter must be the
+        adapter's; `method_args` come with a training-free method only (`choose_model`)."""
+        choice = choose_model(sam2, adapter, method=method, method_args=method_args,
+                              sam2_checkpoint=sam2_checkpoint, image_size=image_size)  # fmt: skip
+        return cls(choice.build(), device=device, threshold=threshold)
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
         return to_input(image, self.model.image_size)[None].to(self.device)

@@ -83,6 +83,7 @@ def segment_command(args: list[str]) -> None:
         mark_prompt,
         output_plan,
         overlay,
+        parse_method_args,
         read_mask,
         read_prompt,
         support_overlay_path,
@@ -99,7 +100,14 @@ def segment_command(args: list[str]) -> None:
     parser.add_argument("--query", nargs="+", required=True, help="images, or folders of images, to segment")
     parser.add_argument("--output", required=True, help="folder for <name>.png masks and <name>_overlay.png")
     parser.add_argument("--adapter", help="adapter file from `fssam2 export` (default: plain SAM2 with its memory)")
-    parser.add_argument("--sam2", help="SAM2 config name (default: the adapter's base, else sam2.1_hiera_b+)")
+    parser.add_argument("--method", metavar="CLASS_PATH",
+                        help="the method by class path, as a config's model.method: a training-free one such as "
+                             "fssam2.methods.GFSAM, or the adapter's (default: the adapter's, else plain SAM2)")  # fmt: skip
+    parser.add_argument("--method-args", metavar="JSON",
+                        help="the method's own options as a JSON object, as a config's model.method_args, "
+                             """e.g. '{"encoder": "sam2"}' for GF-SAM""")  # fmt: skip
+    parser.add_argument("--sam2", help="SAM2 config name (default: the adapter's base, else sam2.1_hiera_b+; "
+                                       "GF-SAM's published setting: sam2.1_hiera_l)")  # fmt: skip
     parser.add_argument(
         "--sam2-checkpoint",
         help="SAM2 checkpoint path or downloaded name (default: the adapter's base checkpoint when --sam2 is not "
@@ -109,6 +117,7 @@ def segment_command(args: list[str]) -> None:
     parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     opts = parser.parse_args(args)
+    method_args = parse_method_args(opts.method_args)
     pairs = support_pairs(opts.support)
     queries = image_files(opts.query, "Query")
     output = Path(opts.output).expanduser()
@@ -120,8 +129,9 @@ def segment_command(args: list[str]) -> None:
         raise InputError(
             f"Output folder {output} cannot be written ({err.strerror}): choose another --output."
         ) from err
-    seg = Segmenter.from_pretrained(opts.sam2, opts.adapter, sam2_checkpoint=opts.sam2_checkpoint,
-                                    image_size=opts.image_size, device=opts.device, threshold=opts.threshold)  # fmt: skip
+    seg = Segmenter.from_pretrained(opts.sam2, opts.adapter, method=opts.method, method_args=method_args,
+                                    sam2_checkpoint=opts.sam2_checkpoint, image_size=opts.image_size,
+                                    device=opts.device, threshold=opts.threshold)  # fmt: skip
     images = [read_image(i) for i, _ in pairs]
     notes = [read_prompt(m) if is_prompt_file(m) else read_mask(m) for _, m in pairs]
     seg.set_support(images, notes, names=[str(i) for i, _ in pairs])

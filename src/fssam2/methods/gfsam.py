@@ -318,7 +318,7 @@ class GFSAM(SAM2Method):
         if options:
             raise InputError(
                 f"GFSAM has no option {', '.join(sorted(options))}: its options are encoder, encoder_checkpoint "
-                "and disk_radius (model.method_args)."
+                "and disk_radius (model.method_args in a config; --method-args of segment and serve)."
             )
         if encoder == "sam2":
             if encoder_checkpoint is not None:
