@@ -409,3 +409,84 @@ def test_the_packaged_adapter_is_pinned_and_loads_by_name(monkeypatch):
     monkeypatch.setitem(hub.PACKAGED_ADAPTERS, DEFAULT_ADAPTER, entry._replace(sha256="0" * 64))
     with pytest.raises(InputError, match="Packaged adapter .* has SHA-256 .* expected 0{64}"):
         Segmenter.from_pretrained(adapter=DEFAULT_ADAPTER)
+
+
+# A training-free method served: GF-SAM on the tiny SAM2, SAM2's own features standing in for DINOv2.
+GFSAM_OPTIONS = dict(sam2="fssam2_tiny", sam2_checkpoint="fssam2_tiny_pointers", image_size=128,
+                     method="fssam2.methods.GFSAM", method_args={"encoder": "sam2"})  # fmt: skip
+
+
+def zip_command(service: Service, supports, results, folder: Path, queries) -> list[str]:
+    """The zip of `results` unpacked into `folder`, and its README's `fssam2 segment` command on `queries`."""
+    with zipfile.ZipFile(service.archive(supports, results)) as archive:
+        archive.extractall(folder)
+    command = (folder / "README.txt").read_text().split("command line:\n", 1)[1].replace("\\\n", " ")
+    args = shlex.split(command.replace("YOUR_QUERY_IMAGES", " ".join(map(str, queries))))
+    assert args[:2] == ["fssam2", "segment"]
+    return args[1:]
+
+
+def test_a_gfsam_server_gives_segmenters_masks_and_its_zip_command_gives_them_again(files, tmp_path, monkeypatch):
+    gfsam = Service.from_options(**GFSAM_OPTIONS)
+    try:
+        assert "GFSAM (training-free" in gfsam.model_text and '{"encoder": "sam2"}' in gfsam.model_text
+        image1, image2 = read_image(files["support1"]), read_image(files["support2"])
+        mask1 = read_image(files["mask1"])[..., 0] > 0
+        clicks = {"points": [[*centre(read_image(files["mask2"])[..., 0] > 0), 1]]}
+        supports = [Support("support1.png", image1, mask1, "", source=files["support1"]),
+                    Support("support2.png", image2, clicks, "", source=files["support2"])]  # fmt: skip
+        queries = [files["query11"], files["query12"], files["query21"]]
+        results, supports = gfsam.segment(supports, queries)
+        args = zip_command(gfsam, supports, results, tmp_path / "zip", queries)
+    finally:
+        gfsam.close()
+    assert args[args.index("--method") + 1] == "fssam2.methods.GFSAM"
+    assert json.loads(args[args.index("--method-args") + 1]) == {"encoder": "sam2"}
+    seg = Segmenter.from_pretrained(**GFSAM_OPTIONS)
+    seg.set_support([image1, image2], [mask1, clicks])
+    assert any(r.mask.any() for r in results)
+    for result, query in zip(results, queries, strict=True):
+        assert np.array_equal(result.mask, seg.predict(read_image(query)))
+    monkeypatch.chdir(tmp_path / "zip")
+    run_cli(args)
+    for result in results:
+        again = np.asarray(Image.open(tmp_path / "zip" / "masks_again" / f"{Path(result.name).stem}.png"))
+        assert np.array_equal(again, result.mask.astype(np.uint8) * 255)
+
+
+def test_an_adapter_uploaded_to_a_gfsam_server_is_served_in_its_place(files, tmp_path, monkeypatch):
+    """The page serves the uploaded adapter's method as `fssam2 serve --sam2 BASE --adapter FILE` would;
+    the zip's command names the adapter, not GF-SAM, and gives the page's masks."""
+    from fssam2 import hub
+
+    upload = tmp_path / "my_adapter.safetensors"
+    shutil.copy(hub.packaged_adapter(DEFAULT_ADAPTER), upload)
+    gfsam = Service.from_options(**GFSAM_OPTIONS)
+    try:
+        text = gfsam.load_adapter(upload)
+        assert text == gfsam.model_text and "adapter my_adapter.safetensors" in text and "GFSAM" not in text
+        support = Support("s.png", read_image(files["support1"]), read_image(files["mask1"])[..., 0] > 0, "",
+                          source=files["support1"])  # fmt: skip
+        results, supports = gfsam.segment([support], [files["query11"]])
+        args = zip_command(gfsam, supports, results, tmp_path / "zip", [files["query11"]])
+    finally:
+        gfsam.close()
+    assert "--method" not in args and "--method-args" not in args and "--image-size" not in args
+    seg = Segmenter.from_pretrained(adapter=DEFAULT_ADAPTER)
+    seg.set_support([support.image], [support.note])
+    assert np.array_equal(results[0].mask, seg.predict(read_image(files["query11"])))
+    shutil.copy(upload, tmp_path / "zip")  # the command names the uploaded file beside it
+    monkeypatch.chdir(tmp_path / "zip")
+    run_cli(args)
+    again = np.asarray(Image.open(tmp_path / "zip" / "masks_again" / "query11.png"))
+    assert np.array_equal(again, results[0].mask.astype(np.uint8) * 255)
+
+
+def test_serve_cli_refuses_bad_method_options_in_one_line(capsys):
+    from helpers import free_port
+
+    port = ["--port", str(free_port())]
+    one_line_error(capsys, ["serve", *port, "--method-args", "oops"], "--method-args 'oops' is not JSON")
+    one_line_error(capsys, ["serve", *port, "--method", "gfsam"], "did you mean fssam2.methods.GFSAM?")
+    one_line_error(capsys, ["serve", *port, "--method", "fssam2.methods.GFSAM", "--adapter", DEFAULT_ADAPTER],
+                   "GFSAM has no adapters")  # fmt: skip

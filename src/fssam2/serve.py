@@ -2,6 +2,7 @@
 
     fssam2 serve                                    # the packaged tiny SAM2 + hue adapter, examples preloaded
     fssam2 serve --adapter pascal_fold0.safetensors # any method's adapter file from `fssam2 export`
+    fssam2 serve --method fssam2.methods.GFSAM --sam2 sam2.1_hiera_l   # a training-free method
 
 Supports are given on the page by a brush mask, a dragged box, object / background clicks or an
 uploaded mask or prompt file; queries are uploaded images. Every mask comes from
@@ -47,16 +48,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fssam2 import hub
-from fssam2.adapters import adapter_base_checkpoint, read_adapter
+from fssam2.adapters import read_adapter
 from fssam2.benchmarks import read_image
 from fssam2.errors import InputError
 from fssam2.segment import (
-    DEFAULT_SAM2,
+    ModelChoice,
     Prompt,
     Segmenter,
+    choose_model,
     mark_prompt,
     overlay,
+    parse_method_args,
     read_mask,
     read_prompt,
     support_prompt,
@@ -170,12 +172,16 @@ def support_view(support: Support) -> np.ndarray:
     return shown
 
 
-def describe_model(sam2: str, checkpoint: str | Path | None, adapter: str | None) -> str:
-    """One line naming the served model: SAM2 config, weights, adapter and what its metadata says."""
-    weights = "random weights" if checkpoint is None else f"weights {Path(str(checkpoint)).name}"
-    text = f"SAM2 {sam2} ({weights})"
+def describe_model(choice: ModelChoice, adapter: str | None) -> str:
+    """One line naming the served model: SAM2 config, weights, the method and its options or its
+    adapter and what the adapter's metadata says."""
+    weights = "random weights" if choice.checkpoint is None else f"weights {Path(str(choice.checkpoint)).name}"
+    text = f"SAM2 {choice.sam2} ({weights})"
     if adapter is None:
-        return f"{text}, no adapter (SAM2's memory alone)"
+        if choice.method is None:
+            return f"{text}, no adapter (SAM2's memory alone)"
+        options = f", method_args {json.dumps(choice.options)}" if choice.options else ""
+        return f"{text} + {choice.method.__name__} (training-free{options}), no adapter"
     _, meta = read_adapter(adapter)
     facts = [meta.get("method", "FS-SAM2").rpartition(".")[2]]
     facts += [f"{key} {meta[key]}" for key in ("dataset", "fold", "shot") if meta.get(key) not in (None, "unknown")]
@@ -184,16 +190,9 @@ def describe_model(sam2: str, checkpoint: str | Path | None, adapter: str | None
     return f"{text} + adapter {Path(str(adapter)).name} ({', '.join(facts)})"
 
 
-def resolve_base(sam2: str | None, adapter: str | None, sam2_checkpoint: str | None) -> tuple[str, str | Path | None]:
-    """The SAM2 config and checkpoint `Segmenter.from_pretrained(sam2, adapter, sam2_checkpoint=...)`
-    builds on: the adapter's recorded base unless `sam2` is given, else `sam2` (default
-    sam2.1_hiera_b+) with its released weights."""
-    if adapter is not None and sam2 is None:
-        _, metadata = read_adapter(adapter)
-        checkpoint = sam2_checkpoint if sam2_checkpoint is not None else adapter_base_checkpoint(metadata, adapter)
-        return metadata["base_model"], checkpoint
-    sam2 = sam2 or DEFAULT_SAM2
-    return sam2, sam2_checkpoint if sam2_checkpoint is not None else (sam2 if sam2 in hub.CHECKPOINT_URLS else None)
+def names_no_model(*options: object) -> bool:
+    """Whether `fssam2 serve` was given none of its model options: it serves `DEFAULT_ADAPTER` then."""
+    return all(option is None for option in options)
 
 
 def example_episodes(family: str = "hue") -> dict[str, tuple[Support, list[tuple[str, np.ndarray]]]]:
@@ -249,20 +248,24 @@ class Service:
         device: str = "cpu",
         threshold: float = 0.0,
         limits: Limits | None = None,
+        *,
+        method: str | None = None,
+        method_args: dict[str, Any] | None = None,
     ) -> Service:
-        """The model `fssam2 segment` builds from the same options; with none, the packaged tiny
-        SAM2 with the packaged hue adapter (`DEFAULT_ADAPTER`)."""
-        if sam2 is None and adapter is None and sam2_checkpoint is None:
+        """The model `fssam2 segment` builds from the same options (`fssam2.segment.choose_model`,
+        as `Segmenter.from_pretrained`); with none, the packaged tiny SAM2 with the packaged hue
+        adapter (`DEFAULT_ADAPTER`)."""
+        if names_no_model(sam2, adapter, sam2_checkpoint, method, method_args):
             adapter = DEFAULT_ADAPTER
-        seg = Segmenter.from_pretrained(
-            sam2, adapter, sam2_checkpoint=sam2_checkpoint, image_size=image_size, device=device, threshold=threshold
-        )
-        base = resolve_base(sam2, adapter, sam2_checkpoint)
-        command = [f"--{k} {shlex.quote(str(v))}" for k, v in (("sam2", sam2), ("sam2-checkpoint", sam2_checkpoint),
-                                                                ("adapter", adapter), ("image-size", image_size)) if v is not None]  # fmt: skip
+        choice = choose_model(sam2, adapter, method=method, method_args=method_args,
+                              sam2_checkpoint=sam2_checkpoint, image_size=image_size)  # fmt: skip
+        seg = Segmenter(choice.build(), device=device, threshold=threshold)
+        given = (("sam2", sam2), ("sam2-checkpoint", sam2_checkpoint), ("adapter", adapter), ("method", method),
+                 ("method-args", None if method_args is None else json.dumps(method_args)), ("image-size", image_size))  # fmt: skip
+        command = [f"--{k} {shlex.quote(str(v))}" for k, v in given if v is not None]
         if threshold:
             command.append(f"--threshold {threshold}")
-        return cls(seg, describe_model(*base, adapter), base, command, limits, device)
+        return cls(seg, describe_model(choice, adapter), (choice.sam2, choice.checkpoint), command, limits, device)
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -459,7 +462,9 @@ class Service:
     # the model
     def load_adapter(self, path: str | Path | None) -> str:
         """Serve the uploaded adapter file (any method's, from `fssam2 export`) on this server's base
-        SAM2; the uploaded file names no other file that is read. Returns the new model's line."""
+        SAM2, in place of what was served (a training-free method too), as `fssam2 serve --sam2 BASE
+        --adapter FILE` would; the uploaded file names no other file that is read. Returns the new
+        model's line."""
         if path is None:
             raise InputError("No adapter file was uploaded: upload a .safetensors file from `fssam2 export`.")
         path = Path(path)
@@ -478,14 +483,16 @@ class Service:
                 f"start `fssam2 serve --adapter {shown}` to serve it."
             )
         try:
-            seg = Segmenter.from_pretrained(sam2, path, sam2_checkpoint=checkpoint, device=self.device,
-                                            threshold=self.segmenter.threshold)  # fmt: skip
+            choice = choose_model(sam2, path, sam2_checkpoint=checkpoint)
+            seg = Segmenter(choice.build(), device=self.device, threshold=self.segmenter.threshold)
         except InputError as err:
             raise InputError(str(err).replace(str(path), shown)) from err
+        # The adapter's method, options and input size replace the server's: its base and threshold stay.
+        kept = [c for c in self.command if c.split()[0] in ("--sam2", "--sam2-checkpoint", "--threshold")]
         with self.lock:
             self.segmenter = seg
-            self.model_text = describe_model(sam2, checkpoint, str(path)).replace(str(path), shown)
-            self.command = [c for c in self.command if not c.startswith("--adapter")] + [f"--adapter {shown}"]
+            self.model_text = describe_model(choice, str(path)).replace(str(path), shown)
+            self.command = [*kept, f"--adapter {shown}"]
         return self.model_text
 
 
@@ -754,7 +761,12 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument(
         "--adapter", help=f"adapter file from `fssam2 export` (default, with no --sam2: the packaged {DEFAULT_ADAPTER})"
     )
-    parser.add_argument("--sam2", help="SAM2 config name or yaml (default: the adapter's base, else sam2.1_hiera_b+)")
+    parser.add_argument("--method", metavar="CLASS_PATH",
+                        help="a training-free method by class path, e.g. fssam2.methods.GFSAM (as `fssam2 segment`)")  # fmt: skip
+    parser.add_argument("--method-args", metavar="JSON", help="the method's own options as a JSON object "
+                        """(as `fssam2 segment`), e.g. '{"encoder": "sam2"}'""")  # fmt: skip
+    parser.add_argument("--sam2", help="SAM2 config name or yaml (default: the adapter's base, else sam2.1_hiera_b+; "
+                                       "GF-SAM's published setting: sam2.1_hiera_l)")  # fmt: skip
     parser.add_argument("--sam2-checkpoint", help="SAM2 checkpoint path or downloaded name (as `fssam2 segment`)")
     parser.add_argument("--image-size", type=int, help="model input size (default: the adapter's, else the config's)")
     parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")
@@ -769,6 +781,7 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument("--examples", action=argparse.BooleanOptionalAction, default=None,
                         help="preload examples from the synthetic benchmark (default: only for the default model)")  # fmt: skip
     opts = parser.parse_args(args)
+    method_args = parse_method_args(opts.method_args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio  # noqa: F401
@@ -780,8 +793,8 @@ def serve_command(args: list[str]) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}.")
     check_port(opts.host, opts.port)  # before the model is built
     service = Service.from_options(opts.sam2, opts.adapter, opts.sam2_checkpoint, opts.image_size, opts.device,
-                                   opts.threshold, limits)  # fmt: skip
-    default_model = opts.sam2 is None and opts.adapter is None and opts.sam2_checkpoint is None
+                                   opts.threshold, limits, method=opts.method, method_args=method_args)  # fmt: skip
+    default_model = names_no_model(opts.sam2, opts.adapter, opts.sam2_checkpoint, opts.method, method_args)
     wanted = default_model if opts.examples is None else opts.examples
     try:
         page = build_page(service, example_episodes() if wanted else None)
