@@ -766,7 +766,7 @@ def serve_command(args: list[str]) -> None:
     parser.add_argument("--method-args", metavar="JSON", help="the method's own options as a JSON object "
                         """(as `fssam2 segment`), e.g. '{"encoder": "sam2"}'""")  # fmt: skip
     parser.add_argument("--sam2", help="SAM2 config name or yaml (default: the adapter's base, else sam2.1_hiera_b+; "
-                                       "GF-SAM's published setting: sam2.1_hiera_l)")  # fmt: skip
+                                       "configs/gfsam run GF-SAM on sam2.1_hiera_l)")  # fmt: skip
     parser.add_argument("--sam2-checkpoint", help="SAM2 checkpoint path or downloaded name (as `fssam2 segment`)")
     parser.add_argument("--image-size", type=int, help="model input size (default: the adapter's, else the config's)")
     parser.add_argument("--threshold", type=float, default=0.0, help="logit threshold (0 = probability 0.5)")

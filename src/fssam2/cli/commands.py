@@ -107,7 +107,7 @@ def segment_command(args: list[str]) -> None:
                         help="the method's own options as a JSON object, as a config's model.method_args, "
                              """e.g. '{"encoder": "sam2"}' for GF-SAM""")  # fmt: skip
     parser.add_argument("--sam2", help="SAM2 config name (default: the adapter's base, else sam2.1_hiera_b+; "
-                                       "GF-SAM's published setting: sam2.1_hiera_l)")  # fmt: skip
+                                       "configs/gfsam run GF-SAM on sam2.1_hiera_l)")  # fmt: skip
     parser.add_argument(
         "--sam2-checkpoint",
         help="SAM2 checkpoint path or downloaded name (default: the adapter's base checkpoint when --sam2 is not "
