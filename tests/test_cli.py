@@ -71,7 +71,7 @@ def test_fit_then_test_reloads_the_checkpoint_exactly(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_two_processes_equal_one(tmp_path):
+def test_ddp_spawn_two_processes_equal_one(tmp_path, capfd):
     gap = ("--data.init_args.gap_episodes", "10")  # a support-gap subset of the 25 episodes
     single = cli("test", "--trainer.default_root_dir", str(tmp_path / "one"), *gap)
     double = cli(
@@ -92,6 +92,8 @@ def test_ddp_spawn_two_processes_equal_one(tmp_path):
     # The support gap's subset runs once too, with the same figures.
     for key in ("test/gap_episodes", "test/gap_miou_true", "test/gap_miou_swap", "test/support_gap"):
         assert two[key].item() == one[key].item(), key
+    # Every epoch figure is reduced over the processes before it is logged: Lightning is told so.
+    assert "sync_dist=True" not in capfd.readouterr().err
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from fssam2 import InputError
-from fssam2.files import PARTIAL_GLOB, check_new, create, new_folder, replace_own, write_new
+from fssam2.files import PARTIAL_GLOB, check_new, create, create_first_free, new_folder, replace_own, write_new
 from fssam2.segment import Segmenter
 from helpers import TINY, one_line_error
 
@@ -102,6 +102,18 @@ def test_write_new_takes_the_first_free_name_even_when_one_is_taken_meanwhile(tm
     assert write_new(first, "2") == tmp_path / "test_metrics-2.json"
     assert [first.read_text(), (tmp_path / "test_metrics-1.json").read_text()] == ["1", "theirs"]
     assert (tmp_path / "test_metrics-2.json").read_text() == "2"
+
+
+def test_create_first_free_writes_any_file_beside_earlier_ones(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    (tmp_path / "adapter.safetensors").write_text("a file of the user's")
+    tensors = {"w": torch.arange(3.0)}
+    path = create_first_free(tmp_path / "adapter.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    assert path == tmp_path / "adapter-1.safetensors"
+    assert torch.equal(load_file(path)["w"], tensors["w"])
+    assert (tmp_path / "adapter.safetensors").read_text() == "a file of the user's"
+    assert not list(tmp_path.glob(PARTIAL_GLOB))
 
 
 def test_replace_own_and_new_folder(tmp_path):

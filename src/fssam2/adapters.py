@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ def export_adapter(ckpt_path: str | Path, output: str | Path, option: str = "out
     """Write the adapter of a `fssam2 fit` checkpoint to `output`, a new file (an existing one is
     refused before the checkpoint is read, naming `option`); returns its metadata."""
     output = check_new(output, option)
+    tensors, metadata = adapter_of(ckpt_path)
+    create(output, adapter_writer(tensors, metadata), option)
+    return metadata
+
+
+def adapter_writer(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Callable[[Path], None]:
+    """What writes an adapter file (`adapter_of`'s tensors and metadata) at a path: for `fssam2.files`."""
+    return lambda path: save_file(tensors, str(path), metadata=metadata)
+
+
+def adapter_of(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The adapter weights of a `fssam2 fit` checkpoint and the metadata an adapter file records."""
     ckpt = read_training_checkpoint(ckpt_path)
     hp = module_kwargs(ckpt)
     method = str(hp.get("method", DEFAULT_METHOD))
@@ -114,8 +127,7 @@ def export_adapter(ckpt_path: str | Path, output: str | Path, option: str = "out
         "best_val_miou": "unknown" if best is None else f"{float(best):.4f}",
         "epoch": str(ckpt.get("epoch")),
     }
-    create(output, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), option)
-    return metadata
+    return tensors, metadata
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

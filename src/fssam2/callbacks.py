@@ -20,11 +20,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
-from fssam2.adapters import export_adapter
+from fssam2.adapters import adapter_of, adapter_writer
 from fssam2.benchmarks import write_png
 from fssam2.data import IMAGENET_MEAN, IMAGENET_STD, FewShotDataModule, trainer_datamodule
 from fssam2.errors import InputError
-from fssam2.files import exists, write_new
+from fssam2.files import create_first_free, write_new
 from fssam2.segment import mark_prompt, tint
 
 
@@ -308,17 +308,14 @@ class WandbAdapter(L.Callback):
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if logger is None or not trainer.is_global_zero or not best:
             return
-        folder = Path(trainer.default_root_dir)
-        path = next(
-            p
-            for n in range(100_000)
-            if not exists(p := folder / (f"adapter-{n}.safetensors" if n else "adapter.safetensors"))
-        )
         try:
-            metadata = export_adapter(best, path)
+            tensors, metadata = adapter_of(best)
         except InputError as err:
             rank_zero_info(f"no adapter artifact: {err}")
             return
+        path = create_first_free(
+            Path(trainer.default_root_dir) / "adapter.safetensors", adapter_writer(tensors, metadata)
+        )
         import wandb  # here: a run without W&B never loads it
 
         artifact = wandb.Artifact(f"adapter-{logger.experiment.id}", type="model", metadata=metadata)

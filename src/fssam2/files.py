@@ -5,8 +5,9 @@ Every file is written to a hidden temporary file beside it (`temp_path`) and the
 with a hard link (an exclusive create where the filesystem has none), which fails on a name any
 file holds: a file appears whole, and a file that appeared meanwhile is kept. `check_new` refuses
 an output that exists, in one line naming the option to change, before the work that would write
-it; `create` writes a file under a free name or refuses; `write_new` takes the first free name
-among `<stem>.ext`, `<stem>-1.ext`, ... instead (a run folder's config and results);
+it; `create` writes a file under a free name or refuses; `write_new` (text) and `create_first_free`
+(any file) take the first free name among `<stem>.ext`, `<stem>-1.ext`, ... instead (a run folder's
+config, results and adapter);
 `replace_own` rewrites a file the same run created; `new_folder` claims a run's own folder.
 """
 
@@ -77,7 +78,13 @@ def create(path: str | os.PathLike[str], write: Callable[[Path], object], option
 def write_new(path: Path, text: str) -> Path:
     """Write `text` to `path`, or, when that name is taken, to the first free name among
     `<stem>-1<suffix>`, `<stem>-2<suffix>`, ...; returns the path written (synced to disk)."""
-    tmp = _written(path, lambda p: p.write_text(text), sync=True)
+    return create_first_free(path, lambda p: p.write_text(text))
+
+
+def create_first_free(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write_new` for any file: `write(tmp)` writes it under a temporary name, which then takes the
+    first free name among `path`, `<stem>-1<suffix>`, ...; returns the path written (synced to disk)."""
+    tmp = _written(path, write, sync=True)
     try:
         for n in range(100_000):
             target = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")

@@ -383,30 +383,35 @@ class FSSAM2Module(L.LightningModule):
         )
         return loss, preds, forward
 
+    def _log_reduced(self, name: str, value: float | torch.Tensor, prog_bar: bool = False) -> None:
+        """Log a figure every process already holds reduced over all of them (a metric's compute, a
+        summed counter). Lightning syncs it again with "max", which leaves equal values exact."""
+        self.log(name, value, prog_bar=prog_bar, sync_dist=True, reduce_fx="max")
+
     def _log_epoch(self, split: str) -> None:
         metric = cast(FewShotIoU, self.metrics[f"{split}_iou"])  # setup() put it there
         result = metric.compute()
-        self.log(f"{split}/miou", result["miou"], prog_bar=True)
-        self.log(f"{split}/fbiou", result["fbiou"])
+        self._log_reduced(f"{split}/miou", result["miou"], prog_bar=True)
+        self._log_reduced(f"{split}/fbiou", result["fbiou"])
         if split != "train":
             scored = result["episodes"].tolist()
             for class_id, iou, n in zip(metric.class_ids, result["per_class"], scored, strict=True):
                 if n:  # a class no episode ran for has no IoU (left out of the mIoU)
-                    self.log(f"{split}/iou_class_{class_id}", iou)
-            self.log(f"{split}/episodes_scored", float(sum(scored)))
+                    self._log_reduced(f"{split}/iou_class_{class_id}", iou)
+            self._log_reduced(f"{split}/episodes_scored", float(sum(scored)))
             if not self.trainer.sanity_checking:
                 self._warn_cut_short(split, metric.class_ids, scored)
         metric.reset()
         support_iou = cast(SupportMaskIoU, self.metrics[f"{split}_support_mask_iou"])
         if getattr(trainer_datamodule(self.trainer), "support_annotation", "mask") != "mask":  # the same on every rank
-            self.log(f"{split}/support_mask_iou", support_iou.compute().float())
+            self._log_reduced(f"{split}/support_mask_iou", support_iou.compute().float())
         support_iou.reset()
         if f"{split}_gap" in self.metrics:
             self._log_gap(split, cast(SupportGap, self.metrics[f"{split}_gap"]))
         local = self._empty_masks.pop(split, torch.zeros(2, dtype=torch.long, device=self.device))
         supports, targets = (int(n) for n in self.trainer.strategy.reduce(local, reduce_op="sum"))
-        self.log(f"{split}/empty_support_masks", float(supports))
-        self.log(f"{split}/empty_query_targets", float(targets))
+        self._log_reduced(f"{split}/empty_support_masks", float(supports))
+        self._log_reduced(f"{split}/empty_query_targets", float(targets))
         if supports or targets:
             rank_zero_warn(
                 f"{split}: {supports} episodes had an all-empty support mask and {targets} an all-empty query "
@@ -446,10 +451,10 @@ class FSSAM2Module(L.LightningModule):
         episodes = int(result["episodes"])
         if episodes == 0:
             return
-        self.log(f"{split}/gap_miou_true", result["true"])
-        self.log(f"{split}/gap_miou_swap", result["swap"])
-        self.log(f"{split}/support_gap", result["gap"], prog_bar=True)
-        self.log(f"{split}/gap_episodes", float(episodes))
+        self._log_reduced(f"{split}/gap_miou_true", result["true"])
+        self._log_reduced(f"{split}/gap_miou_swap", result["swap"])
+        self._log_reduced(f"{split}/support_gap", result["gap"], prog_bar=True)
+        self._log_reduced(f"{split}/gap_episodes", float(episodes))
         if self.trainer.sanity_checking:
             return
         self._last_gap[split] = (float(result["true"]), float(result["swap"]), episodes)
@@ -536,8 +541,8 @@ class FSSAM2Module(L.LightningModule):
             f"at most {peak / 2**20:.3g} MB held by a process"
         )
         if split != "predict":
-            self.log(f"{split}/encoder_passes", float(image_passes))
-            self.log(f"{split}/memory_encoder_passes", float(memory_passes))
+            self._log_reduced(f"{split}/encoder_passes", float(image_passes))
+            self._log_reduced(f"{split}/memory_encoder_passes", float(memory_passes))
 
     def _report_shipping(self, split: str) -> None:
         """Images shipped to the model (read, resized and carried by the batches) and those read late
@@ -558,10 +563,10 @@ class FSSAM2Module(L.LightningModule):
             f"({(shipped + late) / max(floor, 1):.2f}x the floor); every episode's images: {slots}"
         )
         if split != "predict":
-            self.log(f"{split}/images_shipped", float(shipped + late))
-            self.log(f"{split}/images_read_late", float(late))
-            self.log(f"{split}/distinct_images", float(floor))
-            self.log(f"{split}/episode_images", float(slots))
+            self._log_reduced(f"{split}/images_shipped", float(shipped + late))
+            self._log_reduced(f"{split}/images_read_late", float(late))
+            self._log_reduced(f"{split}/distinct_images", float(floor))
+            self._log_reduced(f"{split}/episode_images", float(slots))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning saves at the end of validation, which may be while the method's weights are

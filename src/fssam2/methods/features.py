@@ -297,21 +297,17 @@ class SAM2Method(FewShotMethod):
         a feature cache must be set."""
         cache = self.feature_cache
         assert cache is not None, "forward calls this only with a feature cache"
-        held = cache.lookup("memory", keys.memories)
-        missing: dict[Hashable, int] = {}
-        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
-            if entry is None:
-                missing.setdefault(key, i)
-        new = list(missing.values())
-        feats = self.encode_images(
-            torch.cat([supports[new], queries]), [keys.supports[i] for i in new] + list(keys.queries)
-        )
-        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
-        if new:
+        encoded: list[ImageFeatures] = []  # the queries' features, when encoded with missing supports
+
+        def compute(new: list[int]) -> list[tuple[torch.Tensor, ...]]:
+            feats = self.encode_images(
+                torch.cat([supports[new], queries]), [keys.supports[i] for i in new] + list(keys.queries)
+            )
+            encoded.append(feats.select(slice(len(new), None)))
             given = None if prompts is None else (prompts[0][new], prompts[1][new])
-            memories = self.cached_memories(feats.select(slice(0, len(new))), masks[new], given)
-            fresh = dict(zip(missing, memories, strict=True))
-            cache.store("memory", list(fresh), list(fresh.values()))
-        entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
+            return self.cached_memories(feats.select(slice(0, len(new))), masks[new], given)
+
+        entries = cache.fetch("memory", keys.memories, compute)
+        query_feats = encoded[0] if encoded else self.encode_images(queries, list(keys.queries))
         assert self._memory_position is not None, "cached_memories sets it on the first miss of a fresh cache"
-        return feats.select(slice(len(new), None)), entries, self._memory_position
+        return query_feats, entries, self._memory_position

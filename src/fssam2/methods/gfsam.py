@@ -486,14 +486,8 @@ class GFSAM(SAM2Method):
         else from the semantic encoder alone; its masks on the grid come from its mask."""
         cache = self.feature_cache
         assert cache is not None, "forward calls this only with a feature cache"
-        held = cache.lookup("memory", keys.memories)
-        missing: dict[Hashable, int] = {}
-        for i, (key, entry) in enumerate(zip(keys.memories, held, strict=True)):
-            if entry is None:
-                missing.setdefault(key, i)
-        fresh: dict[Hashable, tuple[torch.Tensor, ...]] = {}
-        if missing:
-            new = list(missing.values())
+
+        def compute(new: list[int]) -> list[tuple[torch.Tensor, ...]]:
             decoded = [self._decoded.get(keys.supports[i]) for i in new]
             absent = [j for j, d in enumerate(decoded) if d is None]
             images_held = cache.lookup("image", [keys.supports[new[j]] for j in absent])
@@ -505,9 +499,9 @@ class GFSAM(SAM2Method):
             )
             tokens = torch.stack([next(computed) if d is None else d[-1] for d in decoded])
             fg, bg, area = self.support_entries(masks[new])
-            fresh = {key: (tokens[j], fg[j], bg[j], area[j]) for j, key in enumerate(missing)}
-            cache.store("memory", list(fresh), list(fresh.values()))
-        entries = [fresh[key] if entry is None else entry for key, entry in zip(keys.memories, held, strict=True)]
+            return list(zip(tokens, fg, bg, area, strict=True))
+
+        entries = cache.fetch("memory", keys.memories, compute)
         return self.memory_of(entries, len(keys.queries))
 
     @staticmethod
