@@ -109,6 +109,7 @@ REFUSED = {
     "fs-sam2's options": (["--method", "fssam2.methods.FewShotSAM2", "--method-args", '{"lora": null}'], "FewShotSAM2 takes no --method-args"),
     "method args alone": (["--method-args", '{"encoder": "sam2"}'], "--method-args needs --method"),
     "unknown option": ([*GF[:2], "--method-args", '{"encoderr": "sam2"}'], "GFSAM has no option encoderr: its options are encoder"),
+    "an option of the wrong type": ([*GF[:2], "--method-args", '{"encoder": "sam2", "disk_radius": "x"}'], "GFSAM option disk_radius='x' (give a number of pixels or null)"),
     "a build argument": ([*GF[:2], "--method-args", '{"image_size": 64}'], "--method-args image_size: give it as --image-size"),
 }  # fmt: skip
 

@@ -31,6 +31,7 @@ returns the binary mask as logits (+-10).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -257,6 +258,10 @@ def select_masks(
     return pred[0], prob[0]
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def disk_masks(coords: torch.Tensor, size: int, radius: float) -> torch.Tensor:
     """The stand-in predictor: for each prompt (x, y) [P, 2] in input pixels, the pixels within
     `radius` of it, [P, 1, size, size] bool."""
@@ -319,6 +324,29 @@ class GFSAM(SAM2Method):
             raise InputError(
                 f"GFSAM has no option {', '.join(sorted(options))}: its options are encoder, encoder_checkpoint "
                 "and disk_radius (model.method_args in a config; --method-args of segment and serve)."
+            )
+        wrong = [
+            f"{name}={value!r} (give {kind})"
+            for name, value, ok, kind in (
+                ("encoder", encoder, isinstance(encoder, str), "a name such as dinov2_vitl14, or sam2"),
+                (
+                    "encoder_checkpoint",
+                    encoder_checkpoint,
+                    isinstance(encoder_checkpoint, str | None),
+                    "a path, a name or null",
+                ),
+                (
+                    "disk_radius",
+                    disk_radius,
+                    disk_radius is None or _is_number(disk_radius),
+                    "a number of pixels or null",
+                ),
+            )
+            if not ok
+        ]
+        if wrong:
+            raise InputError(
+                f"GFSAM option {'; '.join(wrong)} (model.method_args; --method-args of segment and serve)."
             )
         if encoder == "sam2":
             if encoder_checkpoint is not None:
