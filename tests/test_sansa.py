@@ -208,6 +208,12 @@ def test_options_given_to_the_other_method_are_refused(capsys, tmp_path):
         [*sansa, "--model.method_args", '{"adapter": {"width": 2}}'],
         "model.method_args.adapter has no option width",
     )
+    for adapter, message in (
+        ({"channel_factor": "x"}, "channel_factor='x' (give a number > 0)"),
+        ({"scale": None}, "scale=None (give a finite number)"),
+        ({"stages": 2}, "stages=2 (give Hiera stage numbers"),
+    ):
+        one_line_error(capsys, [*sansa, "--model.method_args", json.dumps({"adapter": adapter})], message)
 
 
 def test_the_demo_switched_to_sansa_is_told_every_flag_to_add_and_those_flags_work(capsys, tmp_path):

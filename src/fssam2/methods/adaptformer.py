@@ -29,6 +29,25 @@ class AdapterConfig:
     channel_factor: float = 0.3  # bottleneck width = int(the block's input width * channel_factor)
     scale: float = 0.1  # the adapter's output is multiplied by this
 
+    def __post_init__(self) -> None:
+        def number(v: object) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        wrong = [
+            f"{name}={value!r} (give {kind})"
+            for name, value, ok, kind in (
+                ("stages", self.stages, isinstance(self.stages, tuple)
+                 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.stages),
+                 "Hiera stage numbers, e.g. [2, 3]"),
+                ("channel_factor", self.channel_factor, number(self.channel_factor) and self.channel_factor > 0,
+                 "a number > 0"),
+                ("scale", self.scale, number(self.scale), "a finite number"),
+            )
+            if not ok
+        ]  # fmt: skip
+        if wrong:
+            raise InputError(f"model.method_args.adapter: {'; '.join(wrong)}.")
+
 
 class AdaptFormer(nn.Module):
     """x [..., C] -> scale * up(relu(down(layer_norm(x)))), [..., C]."""

@@ -149,7 +149,9 @@ class SANSA(SAM2Method):
                 raise InputError(
                     f"model.method_args.adapter has no option {', '.join(unknown)}: use stages, channel_factor or scale."
                 )
-            given: dict[str, Any] = {k: tuple(v) if k == "stages" else v for k, v in adapter.items()}
+            given: dict[str, Any] = {
+                k: tuple(v) if k == "stages" and isinstance(v, list) else v for k, v in adapter.items()
+            }
             adapter = AdapterConfig(**given)
         model = cls(build_sam2(sam2_config, sam2_checkpoint, image_size=image_size), adapter, input_size)
         if adapters is not None:
