@@ -24,6 +24,7 @@ from fssam2.methods.gfsam import (
     classify_clusters,
     cosine_similarities,
     find_points,
+    mean_prior,
     point_consistency,
     prior,
     prompt_coords,
@@ -82,6 +83,16 @@ def test_the_priors_peak_where_the_query_matches_the_masked_support_tokens():
     assert peak.flatten().argmax() == 5 and peak.flatten()[5] == pytest.approx(1.0, abs=1e-6)
     # the mean prior divides the masked mean by the masked share (1 of 16 tokens): the similarity itself
     torch.testing.assert_close(mean.flatten(), sims[0, 3] / (1 + 16e-7), rtol=1e-5, atol=1e-6)
+
+
+def test_the_mean_prior_alone_is_the_priors_mean_bit_for_bit():  # point consistency reads it so, per cluster
+    g = torch.Generator().manual_seed(1)
+    side = 6
+    query, supports = torch.randn(side * side, 8, generator=g), torch.randn(3, side * side, 8, generator=g)
+    masks = (torch.rand(3, side * side, generator=g) > 0.5).float()
+    sims = cosine_similarities(query, supports)
+    for k in (slice(0, 1), slice(0, 3)):
+        assert torch.equal(mean_prior(sims[k], masks[k], side), prior(sims[k], masks[k], side)[1])
 
 
 def test_points_are_the_top_cells_in_the_official_order_and_prompts_their_truncated_corners():
