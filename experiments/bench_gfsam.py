@@ -15,9 +15,11 @@ the image normalised as fssam2 normalises it) and the same DINOv2 weights (Meta'
 pinned torchvision 0.14 resizes a tensor. Weights are random: `--dinov2 tiny` (width 48, 2 blocks,
 at 518 px) draws every parameter from N(0, 0.2), as the equality check of docs/methods.md does;
 `vitl14` (ViT-L/14, the published encoder) keeps Meta's initialisation. SAM2's weights:
-`--sam2-checkpoint` (a file or a name), by default `fssam2_tiny_pointers` for the tiny SAM2 (random
-weights decode empty masks), the released weights of a released config where they are downloaded,
-else random (the machine may be offline; random weights still decode every point).
+`--sam2-checkpoint` (a file or a name), by default `fssam2_tiny_pointers` for the tiny SAM2, the
+released weights of a released config where they are downloaded, else random (the machine may be
+offline). Random SAM2 weights still decode a mask from every point, but not a meaningful one: the
+graph's clusters, and with them the work of its loops, differ from those of real weights (the output
+counts the official code's empty final masks).
 
 The episodes are generated and seeded: a pool of `--images` images of `--classes` classes (coloured
 blobs with pixel noise on a blocky ground, so no two patches tie), each episode a class, a query and
@@ -308,6 +310,7 @@ class Bench:
             self.official.clear()
             self.points.append(len(coords))
             out.append(pred[0] > 0)
+            self.empty += int(not out[-1].any())
         return out
 
     def ours_alone(self, episodes: list[Episode]) -> list[torch.Tensor]:
@@ -345,7 +348,7 @@ class Bench:
         self.seconds = dict.fromkeys(PATHS, 0.0)
         self.passes = {p: {"sam2": 0, "dinov2": 0} for p in PATHS}
         self.points: list[int] = []
-        self.failed = 0
+        self.failed = self.empty = 0
         self.ours.feature_cache = FeatureCache(CacheConfig())
         works = dict(zip(PATHS, (self.official_masks, self.ours_alone, self.ours_batched), strict=True))
         equal = dict.fromkeys(PATHS[1:], 0)
@@ -362,6 +365,7 @@ class Bench:
             "episodes_per_s": {p: len(episodes) / s for p, s in self.seconds.items()},
             "equal_masks": equal,
             "official_failed": self.failed,
+            "official_empty": self.empty,
             "points_per_episode": sum(self.points) / len(self.points),
             "distinct_images": len(images),
             "query_images": len({ep.query for ep in episodes}),
@@ -449,8 +453,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     for shot, r in results.items():
         failed = f"; the official code failed on {r['official_failed']} (no point)" if r["official_failed"] else ""
-        print(f"K={shot}: {r['points_per_episode']:.1f} points decoded an episode (official); {r['distinct_images']} "
-              f"distinct images in {r['episodes']} episodes ({r['query_images']} of them queries){failed}")  # fmt: skip
+        print(f"K={shot}: {r['points_per_episode']:.1f} points decoded an episode (official), {r['official_empty']} "
+              f"final masks empty; {r['distinct_images']} distinct images in {r['episodes']} episodes "
+              f"({r['query_images']} of them queries){failed}")  # fmt: skip
     if opts.json:
         record = {"machine": info, "settings": {k: str(v) for k, v in vars(opts).items()}, "sam2_weights": weights}
         text = json.dumps({**record, "shots": results}, indent=2)
