@@ -37,8 +37,9 @@ episodes that are not timed:
 
 All three start from the same uint8 pixels on the host and move them to the device inside the timed
 step. Beside the speed, its control: the final masks of 2 and 3 against the official's, pixel for
-pixel, per episode (the count of identical ones), and the points the official code decoded (the
-work of an episode). Everything runs in float32 (`fssam2 test` on a GPU defaults to bf16-mixed,
+pixel, per episode (the count of identical ones), the points the official code decoded (the work
+of an episode), and each path's SAM2 and DINOv2 passes (forward hooks on SAM2's image encoder and on
+each DINOv2's patch embedding). Everything runs in float32 (`fssam2 test` on a GPU defaults to bf16-mixed,
 not timed here). The output names the machine, the device, the torch threads and the load.
 
     --json FILE     the numbers (a new file: one that exists is refused before anything runs)
@@ -310,7 +311,6 @@ class Bench:
             self.official.clear()
             self.points.append(len(coords))
             out.append(pred[0] > 0)
-            self.empty += int(not out[-1].any())
         return out
 
     def ours_alone(self, episodes: list[Episode]) -> list[torch.Tensor]:
@@ -357,6 +357,7 @@ class Bench:
             masks = {path: self.timed(path, works[path], group) for path in (PATHS if n % 2 == 0 else PATHS[::-1])}
             for path in equal:
                 equal[path] += sum(int(torch.equal(a, b)) for a, b in zip(masks[PATHS[0]], masks[path], strict=True))
+            self.empty += sum(int(not m.any()) for m in masks[PATHS[0]])
         self.ours.feature_cache = None
         images = {ep.query for ep in episodes} | {s for ep in episodes for s in ep.supports}
         return {
@@ -399,7 +400,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     if opts.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
-    if min(opts.shots) < 1 or opts.images // opts.classes < max(opts.shots) + 1:
+    if min(opts.shots) < 1:
+        parser.error("--shots must be >= 1")
+    if opts.images // opts.classes < max(opts.shots) + 1:
         parser.error(f"--images {opts.images} over --classes {opts.classes} must give each class K + 1 images")
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -407,10 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     info = machine(device)
     weights = sam2_weights(opts.sam2, opts.sam2_checkpoint)
     where = info["gpu"] or f"CPU {info['cpu']}, {info['usable_cpus']} usable cores"
+    tf32 = ""
+    if device.type == "cuda":  # torch's defaults, left as they are for both sides
+        tf32 = f" (TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, convolutions {torch.backends.cudnn.allow_tf32})"
     print(f"# GF-SAM: fssam2 against the official forward ({opts.official})\n")
     print(f"- {where}; torch {info['torch']}, {info['threads']} threads; load average at start {info['load_average_1min']:.2f}")  # fmt: skip
     print(f"- SAM2 {opts.sam2} at {opts.image_size} px, weights {weights or 'random'}; DINOv2 {DINOV2[opts.dinov2]} "
-          f"at {OFFICIAL_SIDE} px, random weights; float32; seed {opts.seed}")  # fmt: skip
+          f"at {OFFICIAL_SIDE} px, random weights; float32{tf32}; seed {opts.seed}")  # fmt: skip
 
     sam2 = build_sam2(opts.sam2, weights, image_size=opts.image_size, device=device)
     theirs_dino, our_dino = dinov2_pair(official, opts.dinov2, device)
