@@ -23,6 +23,17 @@ runs' precision. The lean run's wall time against it says what the data path and
 Each run also gives its peak GPU memory (on a GPU) and its peak host memory, this process and its
 data-loading workers together, sampled every 50 ms (`fssam2.meters.HostMemory`).
 
+`--method gfsam` runs GF-SAM instead (configs/gfsam/pascal_fold0.yaml, training-free), cache off and
+on by default, and counts both of its encoders: SAM2's image encoder (each query; a support needs
+only its semantic tokens) and DINOv2 (each query and support), against the fold's distinct images.
+Its DINOv2 is `--encoder` with random weights (default `dinov2_tiny`, the tiny ViT of
+experiments/reproduce.py's smoke run; `dinov2_vitl14`, the published one; `sam2`: SAM2's own image
+embedding stands in, no DINOv2 at all). Its SAM2 weights are `--sam2-checkpoint` (default: the
+packaged `fssam2_tiny_pointers` for the tiny SAM2, which decodes real masks from points, else random);
+FS-SAM2's runs keep random weights. GF-SAM has no arithmetic floor here.
+
+    python experiments/bench_fold_cache.py --method gfsam --threads 1
+
 `--only train` measures training instead: `fssam2 fit` (the published recipe's LoRA step, batch
 --batch-size, 1-shot, augmentation on) on a training split of the same kind written beside the fold
 (fold 0's 15 training classes, --train-images images), its real data loader and workers, steps
@@ -193,6 +204,29 @@ def auto_workers(args: argparse.Namespace) -> tuple[int, str]:
     )
 
 
+def method_options(args: argparse.Namespace) -> list[str]:
+    """The config and options of --method: FS-SAM2's published recipe, or GF-SAM's config with
+    --encoder (random weights) and SAM2's weights (see above)."""
+    configs = Path(__file__).parents[1] / "configs"
+    if args.method == "fssam2":
+        return [
+            "--config",
+            str(configs / "pascal_fold0.yaml"),
+            "--model.sam2_checkpoint",
+            args.sam2_checkpoint or "random",
+        ]
+    encoder = (
+        {"encoder": args.encoder}
+        if args.encoder == "sam2"
+        else {"encoder": args.encoder, "encoder_checkpoint": "random"}
+    )
+    weights = args.sam2_checkpoint or ("fssam2_tiny_pointers" if args.sam2 == "fssam2_tiny" else "random")
+    return [
+        "--config", str(configs / "gfsam" / "pascal_fold0.yaml"),
+        "--model.sam2_checkpoint", weights, "--model.method_args", json.dumps(encoder),
+    ]  # fmt: skip
+
+
 def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
     feature_cache, image_cache_mb, lean = RUNS[name]
     if feature_cache != "null" and args.cache_mb is not None:
@@ -200,12 +234,11 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
     precision = ["--trainer.precision", args.precision] if args.precision else []
     cli = run_cli(
         [
-            "--config", str(Path(__file__).parents[1] / "configs" / "pascal_fold0.yaml"),
+            *method_options(args),
             "--data.root", str(root), "--data.splits_dir", str(root / "splits"),
             "--data.shot", str(args.shot), "--data.test_episodes", str(args.episodes),
             "--data.batch_size", str(args.batch_size), "--data.num_workers", str(args.num_workers),
             "--model.sam2_config", args.sam2, "--model.image_size", str(args.image_size),
-            "--model.sam2_checkpoint", "random",
             "--model.feature_cache", feature_cache, "--data.image_cache_mb", image_cache_mb,
             "--data.lean_loading", lean,
             "--trainer.default_root_dir", str(root / "runs" / str(len(name))),
@@ -214,8 +247,11 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
         ],
         run=False,
     )  # fmt: skip
-    encoded = [0]
+    encoded = [0, 0]  # images through SAM2's image encoder, and through GF-SAM's DINOv2
     cli.model.model.sam2.image_encoder.register_forward_hook(lambda m, inp, out: encoded.__setitem__(0, encoded[0] + len(inp[0])))  # fmt: skip
+    dinov2 = getattr(cli.model.model, "encoder", None)  # GF-SAM's semantic encoder (None: SAM2's embedding)
+    if dinov2 is not None:
+        dinov2.register_forward_hook(lambda m, inp, out: encoded.__setitem__(1, encoded[1] + len(inp[0])))
     cuda = args.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -224,10 +260,15 @@ def run(root: Path, args: argparse.Namespace, name: str) -> dict[str, float]:
         metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    plan = cli.datamodule.plan("test", True)  # the episodes and support-gap items the run showed
+    queries = len({e.query for e in [*plan.episodes, *plan.gap]})
     result = {"seconds": seconds, "passes": encoded[0], "precision": str(cli.trainer.precision),
+              "dinov2_passes": encoded[1] if dinov2 is not None else None, "distinct_queries": queries,
               "peak_host_gib": host.peak / 2**30, "host_rise_gib": host.rise / 2**30, **metrics}  # fmt: skip
     print(
-        f"- {name}: {seconds:.1f} s, {encoded[0]} encoder passes, precision {result['precision']}"
+        f"- {name}: {seconds:.1f} s, {encoded[0]} encoder passes"
+        + (f", {encoded[1]} DINOv2 passes" if dinov2 is not None else "")
+        + f", precision {result['precision']}"
         + (f", peak GPU memory {peak:.1f} GiB" if cuda else "")
         + f", peak host memory {host.peak / 2**30:.2f} GiB ({host.rise / 2**30:.2f} above its start, workers included)",
         flush=True,
@@ -281,9 +322,41 @@ def arithmetic_floor(args: argparse.Namespace, lean: dict) -> dict[str, float]:
     return {**out, "seconds": sum(out.values()), "images": images, "memories": memories, "decodes": decodes}
 
 
-def main() -> None:
+def gfsam_table(args: argparse.Namespace, device: str, per_class: dict[int, int], results: dict[str, dict]) -> None:
+    """GF-SAM's runs: each encoder's passes against the fold's distinct images, wall time, metrics."""
+    precision = ", ".join(sorted({r["precision"] for r in results.values()}))
+    lean = results[LEAN]
+    distinct, queries = int(lean["test/distinct_images"]), lean["distinct_queries"]
+    print(f"\nmachine: {device}; torch {torch.__version__}; precision {precision}")
+    print(
+        f"fold: {len(per_class)} classes, {args.queries} generated images ({per_class} per class), {args.episodes} "
+        f"episodes and the support-gap items, {args.shot}-shot, {distinct} distinct images in its batches ({queries} of "
+        f"them queries); GF-SAM on "
+        f"{args.sam2} at {args.image_size} px, semantic encoder {args.encoder}, batch {args.batch_size}, "
+        f"{args.num_workers} data-loading workers"
+    )
+    dinov2 = args.encoder != "sam2"
+    print(f"\n| GF-SAM evaluation ({device}, {precision}) | SAM2 image-encoder passes (x distinct queries) "
+          f"| {'DINOv2 passes (x distinct images) | ' if dinov2 else ''}wall time (s) | mIoU | FB-IoU |")  # fmt: skip
+    print("|---|---:|---:|" + ("---:|" if dinov2 else "") + "---:|---:|")
+    for name, r in results.items():
+        cells = [f"{r['passes']} ({r['passes'] / queries:.2f}x)"]
+        if dinov2:
+            cells.append(f"{r['dinov2_passes']} ({r['dinov2_passes'] / distinct:.2f}x)")
+        print(f"| {name} | {' | '.join(cells)} | {r['seconds']:.1f} | {r['test/miou']:.2f} | {r['test/fbiou']:.2f} |")
+    base = results.get("published loop (no cache)", lean)
+    diff = max(abs(r[m] - base[m]) for r in results.values() for m in ("test/miou", "test/fbiou"))
+    print(f"\nlargest metric difference to the uncached run: {diff:.1e}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sam2", default="fssam2_tiny", help="SAM2 config (random weights)")
+    parser.add_argument("--method", choices=["fssam2", "gfsam"], default="fssam2", help="FS-SAM2 or GF-SAM (see above)")
+    parser.add_argument("--sam2", default="fssam2_tiny", help="SAM2 config")
+    parser.add_argument("--sam2-checkpoint", help="SAM2 weights: a file or name, or random (default: see above)")
+    parser.add_argument(
+        "--encoder", default="dinov2_tiny", help="--method gfsam: its DINOv2, random weights, or sam2 (see above)"
+    )
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--queries", type=int, default=364, help="images in the fold's list (PASCAL-5i fold 0: 364)")
     parser.add_argument("--episodes", type=int, default=1000)
@@ -308,18 +381,22 @@ def main() -> None:
         "--only",
         nargs="+",
         choices=[*SHORT, "train"],
-        default=list(SHORT),
-        help="runs to make (lean is always made); train: the training measurement alone",
+        help="runs to make (lean is always made; default: all, for GF-SAM published and lean); train: the "
+        "training measurement alone",
     )
     parser.add_argument("--train-images", type=int, default=600, help="--only train: images of the training split")
     parser.add_argument("--train-steps", type=int, default=30, help="--only train: steps timed")
     parser.add_argument("--train-warmup", type=int, default=5, help="--only train: steps not timed")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.json:
         try:
             check_new(args.json, "--json")  # before the long run
         except InputError as err:
             parser.error(str(err))
+    if args.only is None:
+        args.only = list(SHORT) if args.method == "fssam2" else ["published", "lean"]
+    if args.method == "gfsam" and "train" in args.only:
+        parser.error("--only train measures FS-SAM2's training: GF-SAM trains nothing")
     sys.argv[1:] = []  # LightningCLI gets its arguments from run(): it would warn about these on every run
     if args.num_workers == "auto":
         args.num_workers, why = auto_workers(args)
@@ -360,6 +437,9 @@ def main() -> None:
             results[name] = run(root, args, name)
             record = {"device": device, "torch": torch.__version__, "settings": settings, "per_class": per_class}
             save({**record, "runs": results})
+        if args.method == "gfsam":
+            gfsam_table(args, device, per_class, results)
+            return
         floor = arithmetic_floor(args, results[LEAN])
         save({**record, "runs": results, "floor": floor})
     precision = ", ".join(sorted({r["precision"] for r in results.values()}))

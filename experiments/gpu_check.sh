@@ -29,6 +29,13 @@
 #      570, under the device tool's 10-minute limit), counted from the script's start; the part gets what is
 #      left less 20 s for the summary, and is skipped under 100 s. OUT must not hold a pretrained.pt already
 #      (the script writes over no file). Evaluate the file on a CPU with experiments/compare_tracker.py.
+#   7. gfsam (not in the default list; name it): bench_gfsam.py, GF-SAM against the official forward on
+#      SAM2.1 B+ at 1024 px with DINOv2 ViT-L/14 (random weights: the machine is offline), in float32, K = 1
+#      and 5, 16 episodes each after 4 warm-up: episodes/s and seconds a query image of the official code, of
+#      fssam2 one episode at a time and of fssam2 batched with its feature cache, beside the published ~2 s an
+#      image, and the final masks equal to the official's per episode; under 3 min on an H100. It imports the
+#      official code from GFSAM_OFFICIAL (default .gfsam, a git-ignored folder carried along; docs/performance.md,
+#      "When a GPU is lent", says how to make it) and is skipped, saying so, where that holds no matcher/GFSAM.py.
 # Everything lands in OUT (default runs/gpu_check): setup.log, status.tsv, each part's .log (and .json;
 # pretrain: pretrained.pt), summary.md; the last lines printed are one summary table and the
 # pretraining's plan, last evaluation and last save.
@@ -85,6 +92,7 @@ if [ -n "$SMOKE" ]; then
     FOLD_ARGS=(--sam2 fssam2_tiny --image-size 128 --queries 30 --batch-size 4 --image-side 96 --num-workers 1 --threads 1)
     MAX_EPISODES=16 FOLD_BUDGET_S=${FOLD_BUDGET_S:-60} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-120}
     PRETRAIN_ARGS=(--device cpu --image-size 64 --batch 2 --eval-every 4 --eval-clips 8 --save-every 2 --threads 1)
+    GFSAM_ARGS=(--shots 1 --episodes 4 --warmup 1 --batch-size 2 --threads 1)
     CALL_SECONDS=${GPU_CHECK_SECONDS:-}  # unset: the pretraining gets 150 s wherever it runs
 else
     DEVICE=cuda
@@ -93,6 +101,7 @@ else
     MAX_EPISODES=1000 FOLD_BUDGET_S=${FOLD_BUDGET_S:-220} EPISODE_TIMEOUT=${EPISODE_TIMEOUT:-120} FOLD_TIMEOUT=${FOLD_TIMEOUT:-260}
     CORES=$(nproc)
     PRETRAIN_ARGS=(--device cuda --threads 2 --workers $((CORES > 10 ? 8 : CORES > 2 ? CORES - 2 : 0)) --save-every 250)
+    GFSAM_ARGS=(--sam2 sam2.1_hiera_b+ --image-size 1024 --dinov2 vitl14 --shots 1 5 --episodes 16 --warmup 4)
     CALL_SECONDS=${GPU_CHECK_SECONDS:-570}
 fi
 
@@ -169,7 +178,8 @@ PARTS=" ${GPU_CHECK_PARTS:-episode fold fold1 train doctor} "
 wants() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # ---- 1. episode latency, training throughput, peak memory -------------------------------------
-rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json" "$OUT/bench_fold_1shot.json" "$OUT/bench_train.json"
+rm -f "$OUT/bench_episode.json" "$OUT/bench_fold_cache.json" "$OUT/bench_fold_1shot.json" "$OUT/bench_train.json" \
+    "$OUT/bench_gfsam.json"
 wants episode && part bench_episode "$EPISODE_TIMEOUT" "$PY" experiments/bench_episode.py --device "$DEVICE" --precision bf16 \
     --on-mismatch warn "${EPISODE_ARGS[@]}" --json "$OUT/bench_episode.json"
 
@@ -221,6 +231,19 @@ if wants pretrain; then
         MINUTES=$(awk -v s="$LEFT" 'BEGIN { printf "%.2f", (s - 40) / 60 }')
         part pretrain "$LEFT" "$PY" experiments/pretrain_tracking.py "${PRETRAIN_ARGS[@]}" --minutes "$MINUTES" \
             --out "$OUT/pretrained.pt"
+    fi
+fi
+
+# ---- 7. GF-SAM against the official forward, when its code came along ---------------------------
+GFSAM_OFFICIAL=${GFSAM_OFFICIAL:-.gfsam}
+if wants gfsam; then
+    if [ -f "$GFSAM_OFFICIAL/matcher/GFSAM.py" ]; then
+        part bench_gfsam "${GFSAM_TIMEOUT:-200}" "$PY" experiments/bench_gfsam.py --official "$GFSAM_OFFICIAL" \
+            --device "$DEVICE" "${GFSAM_ARGS[@]}" --json "$OUT/bench_gfsam.json"
+    else
+        echo
+        echo "===== gfsam: skipped, no $GFSAM_OFFICIAL/matcher/GFSAM.py (the official code: see docs/performance.md, When a GPU is lent)"
+        printf 'gfsam\tskipped\t0\n' >>"$STATUS"
     fi
 fi
 
@@ -332,6 +355,18 @@ if train:
     rows.append((f"training episodes/s: model-only step (part 1) / fssam2 fit with its data loader ({train['settings']['num_workers']} workers)",
                  f"{model_only:.2f}" if model_only else "", f"{t['episodes_per_s']:.2f}",
                  f"{t['episodes_per_s'] / model_only:.2f}x" if model_only else ""))
+
+gfsam = load("bench_gfsam.json")
+if gfsam:
+    m, st = gfsam["machine"], gfsam["settings"]
+    where = where if where != "?" else m["gpu"] or f"CPU {m['cpu']}"
+    tag = f"GF-SAM ({st['sam2']} {st['image_size']} px, DINOv2 {st['dinov2']}, float32)"
+    for k, r in gfsam["shots"].items():
+        official, alone, batched = (1 / rate for rate in r["episodes_per_s"].values())
+        rows.append((f"{tag}, {k}-shot: s a query image, official / fssam2 one at a time; batched (published: ~2 s)",
+                     f"{official:.3f}", f"{alone:.3f}; {batched:.3f}", f"{official / batched:.2f}x"))
+        same = " / ".join(f"{n}/{r['episodes']}" for n in r["equal_masks"].values())
+        rows.append((f"{tag}, {k}-shot: final masks equal to the official's (one at a time / batched)", "", same, ""))
 
 parts = ", ".join(f"{n} exit {e}{' (TIMED OUT)' if e == '124' else ''} in {s} s" for n, e, s in status)
 print(f"## gpu_check summary: {where}; total {total} s; {parts}")

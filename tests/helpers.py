@@ -1,6 +1,8 @@
 """Helpers the tests import (`from helpers import ...`); fixtures live in conftest.py, which no test imports."""
 
+import importlib.util
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,15 @@ import torch
 TESTS = Path(__file__).parent
 SHARED = TESTS.parent.parent / "shared"
 TINY = TESTS / "configs" / "tiny.yaml"
+
+
+def load_script(name: str, monkeypatch: pytest.MonkeyPatch):
+    """experiments/<name>.py as a module (registered while the test runs: its dataclasses need that)."""
+    spec = importlib.util.spec_from_file_location(name, TESTS.parent / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_episode(batch: int, shot: int, size: int = 128, seed: int = 0):

@@ -1,10 +1,8 @@
 """No fssam2 command writes over a file it did not create: `fssam2.files` and the commands and
 scripts that write through it (export, predict, segment, prepare splits, the experiment scripts)."""
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +14,12 @@ from safetensors import safe_open
 from fssam2 import InputError
 from fssam2.files import PARTIAL_GLOB, check_new, create, create_first_free, new_folder, replace_own, write_new
 from fssam2.segment import Segmenter
-from helpers import TINY, one_line_error
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import TINY, load_script, one_line_error
 
 
 def contents(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (hidden ones too) by relative path, with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def load_script(name: str, monkeypatch: pytest.MonkeyPatch):
-    """experiments/<name>.py as a module (registered while the test runs: its dataclasses need that)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 # The helper.

@@ -6,6 +6,7 @@ Equality with the official forward (github ANDYZAQ/GF-SAM) is checked outside th
 random weights and a disk stand-in (see docs/methods.md); these tests keep what that check established."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from fssam2.methods.gfsam import (
     classify_clusters,
     cosine_similarities,
     find_points,
+    mean_prior,
     point_consistency,
     prior,
     prompt_coords,
@@ -31,7 +33,7 @@ from fssam2.methods.gfsam import (
     weak_clusters,
 )
 from fssam2.plan_report import entry_bytes
-from helpers import TINY, make_episode, one_line_error
+from helpers import TINY, load_script, make_episode, one_line_error
 
 SIZE = 64
 
@@ -82,6 +84,16 @@ def test_the_priors_peak_where_the_query_matches_the_masked_support_tokens():
     assert peak.flatten().argmax() == 5 and peak.flatten()[5] == pytest.approx(1.0, abs=1e-6)
     # the mean prior divides the masked mean by the masked share (1 of 16 tokens): the similarity itself
     torch.testing.assert_close(mean.flatten(), sims[0, 3] / (1 + 16e-7), rtol=1e-5, atol=1e-6)
+
+
+def test_the_mean_prior_alone_is_the_priors_mean_bit_for_bit():  # point consistency reads it so, per cluster
+    g = torch.Generator().manual_seed(1)
+    side = 6
+    query, supports = torch.randn(side * side, 8, generator=g), torch.randn(3, side * side, 8, generator=g)
+    masks = (torch.rand(3, side * side, generator=g) > 0.5).float()
+    sims = cosine_similarities(query, supports)
+    for k in (slice(0, 1), slice(0, 3)):
+        assert torch.equal(mean_prior(sims[k], masks[k], side), prior(sims[k], masks[k], side)[1])
 
 
 def test_points_are_the_top_cells_in_the_official_order_and_prompts_their_truncated_corners():
@@ -374,3 +386,35 @@ def test_gfsam_over_two_processes_equals_one(tmp_path):
     assert two.world_size == 2
     for key in ("test/miou", "test/fbiou", "test/gap_miou_true", "test/gap_miou_swap"):
         assert two.callback_metrics[key].item() == one.callback_metrics[key].item(), key
+
+
+def test_the_bench_against_the_official_code_says_how_to_get_it_when_the_folder_is_not_it(
+    tmp_path, monkeypatch, capsys
+):
+    bench = load_script("bench_gfsam", monkeypatch)
+    monkeypatch.setattr(bench, "build_sam2", lambda *a, **k: pytest.fail("a model was built"))
+    (tmp_path / "matcher").mkdir()  # a folder, but without matcher/GFSAM.py
+    for folder in (tmp_path / "missing", tmp_path):
+        with pytest.raises(SystemExit) as exit_:
+            bench.main(["--official", str(folder)])
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_.value.code == 2
+        assert f"--official {folder} holds no matcher/GFSAM.py" in last
+        assert "git clone https://github.com/ANDYZAQ/GF-SAM" in last
+
+
+@pytest.mark.slow
+def test_the_fold_bench_counts_both_gfsam_encoders_against_the_folds_images(tmp_path, monkeypatch):
+    bench = load_script("bench_fold_cache", monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["bench_fold_cache.py"])  # main clears the arguments LightningCLI would see
+    out = tmp_path / "fold.json"
+    fold = ["--queries", "30", "--episodes", "16", "--batch-size", "4", "--image-side", "96", "--shot", "5"]
+    bench.main(["--method", "gfsam", *fold, "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    plain, cached = runs["published loop (no cache)"], runs["fssam2 (feature + decoded-image cache)"]
+    items = plain["passes"]  # uncached: SAM2 sees each item's query (the episodes and the support-gap items)
+    assert items >= 16 and plain["dinov2_passes"] == 6 * items  # DINOv2 its query and its 5 supports
+    # cached: SAM2 sees each query image once (a support needs only its tokens), DINOv2 each image at least once
+    assert cached["passes"] == cached["distinct_queries"] < items
+    assert cached["test/distinct_images"] <= cached["dinov2_passes"] < plain["dinov2_passes"]
+    assert cached["test/miou"] == plain["test/miou"] and cached["test/fbiou"] == plain["test/fbiou"]

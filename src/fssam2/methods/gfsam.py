@@ -104,25 +104,43 @@ def cosine_similarities(query: torch.Tensor, supports: torch.Tensor) -> torch.Te
     computed as the official code computes them (a batched product over norms, epsilon 1e-7)."""
     q = query[None].permute(0, 2, 1)  # [1, C, hw_q]
     q_norm = torch.norm(q, 2, 1, True)  # [1, 1, hw_q]
-    sims = []
-    for support in supports:
+    out: torch.Tensor | None = None
+    for i, support in enumerate(supports):
         s = support[None]  # [1, hw_s, C]
         s_norm = torch.norm(s, 2, 2, True)  # [1, hw_s, 1]
-        sims.append(torch.bmm(s, q) / (torch.bmm(s_norm, q_norm) + COSINE_EPS))
-    return torch.cat(sims)
+        products, norms = torch.bmm(s, q), torch.bmm(s_norm, q_norm) + COSINE_EPS
+        if out is None:  # each support's quotient written in place: no copy of K maps of hw_s x hw_q
+            dtype = torch.promote_types(products.dtype, norms.dtype)
+            out = products.new_empty((len(supports), *products.shape[1:]), dtype=dtype)
+        torch.div(products, norms, out=out[i : i + 1])
+    assert out is not None, "at least one support"
+    return out
+
+
+def _masked_mean(weighted: torch.Tensor, mask: torch.Tensor, side: int) -> torch.Tensor:
+    """One support's mean prior [1, 1, side, side] from its masked similarities [1, hw_s, hw_q]: their
+    mean over all support tokens over the masked share of its mask [hw_s]."""
+    return weighted.mean(1).view(1, 1, side, side) / (mask.sum() / (side * side) + COSINE_EPS)
 
 
 def prior(similarities: torch.Tensor, masks: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The official `generate_prior`: similarities [K, hw_s, hw_q] and support masks on the grid
     [K, hw_s] -> (maximum prior, mean prior), each [1, side, side], averaged over the K supports.
     The mean prior is the masked similarity's mean over all support tokens over the masked share."""
-    hw = side * side
     peaks, means = [], []
     for sim, mask in zip(similarities, masks, strict=True):
         weighted = sim[None] * mask[None, :, None]  # [1, hw_s, hw_q]
-        means.append(weighted.mean(1).view(1, 1, side, side) / (mask.sum() / hw + COSINE_EPS))
+        means.append(_masked_mean(weighted, mask, side))
         peaks.append(weighted.max(1)[0].view(1, 1, side, side))
     return torch.cat(peaks, 1).mean(1), torch.cat(means, 1).mean(1)
+
+
+def mean_prior(similarities: torch.Tensor, masks: torch.Tensor, side: int) -> torch.Tensor:
+    """`prior`'s mean prior alone, computed as it computes it (point consistency reads no maximum)."""
+    means = [
+        _masked_mean(sim[None] * mask[None, :, None], mask, side) for sim, mask in zip(similarities, masks, strict=True)
+    ]
+    return torch.cat(means, 1).mean(1)
 
 
 def scaled(x: torch.Tensor) -> torch.Tensor:
@@ -212,14 +230,12 @@ def point_consistency(
         members = torch.where(labels == cluster)[0]
         union = (masks[members].sum(dim=0) > 0).float()
         union = F.interpolate(union.unsqueeze(0), (side, side), mode="bilinear", align_corners=False).squeeze(0)
-        unions.append(prior(self_similarity, grid_masks(union.unsqueeze(0), side), side)[1])
+        unions.append(mean_prior(self_similarity, grid_masks(union.unsqueeze(0), side), side))
     similarity = torch.cat(unions, dim=0)[:, points[:, 1], points[:, 0]]  # [clusters, P]
     distance = torch.cdist(points.float(), points.float())  # [P, P]
-    nearest = torch.zeros_like(similarity)
-    for idx in range(points.shape[0]):
-        for cluster in range(count):
-            members = torch.where(labels == cluster)[0]
-            nearest[cluster, idx] = distance[idx, members].min()
+    # Each point's distance to the nearest point of each cluster (a minimum: exact, in any order).
+    members = labels[None, :] == torch.arange(count, device=labels.device)[:, None]  # [clusters, P]
+    nearest = distance[None].masked_fill(~members[:, None, :], float("inf")).amin(-1).to(similarity.dtype)
     nearest[nearest == 0] = 1
     best = (similarity / nearest).max(dim=0)[1]
     consistent = torch.where(best == labels, 1, 0)
@@ -244,10 +260,9 @@ def select_masks(
     pred = torch.zeros(size, device=masks.device).unsqueeze(0)
     prob = torch.zeros(size, device=masks.device).unsqueeze(0)
     sim = F.interpolate(mean_map.unsqueeze(0), size, mode="bilinear", align_corners=False).squeeze(0)
-    for idx, label in enumerate(selection):
-        if label == 1:
-            pred += masks[idx]
-            prob = torch.max(prob, (sim * masks[idx]).sum() / masks[idx].sum() * masks[idx])
+    for idx in (selection == 1).nonzero()[:, 0].tolist():  # the labels read once, not once a point
+        pred += masks[idx]
+        prob = torch.max(prob, (sim * masks[idx]).sum() / masks[idx].sum() * masks[idx])
     pred = (pred > 0).float()
     if pred.sum() == 0:
         scores = scores.clone()
