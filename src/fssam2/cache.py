@@ -232,6 +232,10 @@ class FeatureCache:
         """`(kind, key) in cache`: held in memory or on disk."""
         return key in self._memory or key in self._on_disk
 
+    def needed_later(self, kind: str, key: Hashable) -> bool:
+        """Whether the plan asks for `(kind, key)` at a step after the clock (False without a plan)."""
+        return self.residency.planned and self.residency.next_use((kind, key)) < math.inf
+
     def lookup(self, kind: str, keys: Sequence[Hashable]) -> list[Entry | None]:
         """The held entries of `keys`, None for each one not held."""
         stats = self.stats.setdefault(kind, CacheStats())

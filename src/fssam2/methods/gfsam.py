@@ -519,33 +519,54 @@ class GFSAM(SAM2Method):
             return self.segment(query_images, self.encode_support(support_images, support_masks))
         b, k = support_images.shape[:2]
         keys.check(b, k)
-        memory = self.cached_support(support_images.flatten(0, 1), support_masks.flatten(0, 1), keys)
-        return self.decode(self.encode_images(query_images, list(keys.queries)), memory)
+        query, memory = self.cached_support(
+            support_images.flatten(0, 1), support_masks.flatten(0, 1), query_images, keys
+        )
+        return self.decode(query, memory)
 
-    def cached_support(self, images: torch.Tensor, masks: torch.Tensor, keys: EpisodeKeys) -> SupportMemory:
-        """Through the feature cache: each support's entry (tokens, fg, bg, area) by its memory key.
-        A missing one's tokens are its image's: from its weak support's prompt decode this step, else
-        from the cache's image entry (then its pixels may not have been shipped: `FSSAM2Module._needed`),
-        else from the semantic encoder alone; its masks on the grid come from its mask."""
+    def cached_support(
+        self, images: torch.Tensor, masks: torch.Tensor, queries: torch.Tensor, keys: EpisodeKeys
+    ) -> tuple[SemanticFeatures, SupportMemory]:
+        """Through the feature cache: the queries' features and each support's memory entry (tokens,
+        fg, bg, area) by its memory key. A missing entry's tokens are its image's: from its weak
+        support's prompt decode this step; else, for an image this batch or (planned) a later step
+        shows as a query or another memory, from its image entry, encoded with the queries and kept;
+        else from a held image entry (then its pixels may not have been shipped:
+        `FSSAM2Module._needed`), else from the semantic encoder alone. Its masks on the grid come from
+        its mask. images [B*K, 3, S, S], masks [B*K, S, S], queries [B, 3, S, S]."""
         cache = self.feature_cache
         assert cache is not None, "forward calls this only with a feature cache"
+        encoded: list[SemanticFeatures] = []  # the queries' features, when encoded with supports' images
+        shown = set(keys.queries)
 
         def compute(new: list[int]) -> list[tuple[torch.Tensor, ...]]:
-            decoded = [self._decoded.get(keys.supports[i]) for i in new]
-            absent = [j for j, d in enumerate(decoded) if d is None]
-            images_held = cache.lookup("image", [keys.supports[new[j]] for j in absent])
-            for j, image_entry in zip(absent, images_held, strict=True):
-                decoded[j] = image_entry
-            todo = [j for j, d in enumerate(decoded) if d is None]
-            computed: Iterator[torch.Tensor] = iter(
-                self.semantic_tokens(images[[new[j] for j in todo]]) if todo else []
+            image_keys = [keys.supports[i] for i in new]
+            tokens: list[torch.Tensor | None] = [
+                None if (d := self._decoded.get(key)) is None else d[-1] for key in image_keys
+            ]
+            absent = [j for j, t in enumerate(tokens) if t is None]
+            whole = [j for j in absent if image_keys[j] in shown or cache.needed_later("image", image_keys[j])]
+            feats = self.encode_images(
+                torch.cat([images[[new[j] for j in whole]], queries]),
+                [image_keys[j] for j in whole] + list(keys.queries),
             )
-            tokens = torch.stack([next(computed) if d is None else d[-1] for d in decoded])
+            encoded.append(feats.select(slice(len(whole), None)))
+            for n, j in enumerate(whole):
+                tokens[j] = feats.tokens[n]
+            rest = [j for j in absent if tokens[j] is None]
+            for j, entry in zip(rest, cache.lookup("image", [image_keys[j] for j in rest]), strict=True):
+                tokens[j] = None if entry is None else entry[-1]
+            alone = [j for j in rest if tokens[j] is None]
+            computed: Iterator[torch.Tensor] = iter(
+                self.semantic_tokens(images[[new[j] for j in alone]]) if alone else []
+            )
+            stacked = torch.stack([next(computed) if t is None else t for t in tokens])
             fg, bg, area = self.support_entries(masks[new])
-            return list(zip(tokens, fg, bg, area, strict=True))
+            return list(zip(stacked, fg, bg, area, strict=True))
 
         entries = cache.fetch("memory", keys.memories, compute)
-        return self.memory_of(entries, len(keys.queries))
+        query = encoded[0] if encoded else self.encode_images(queries, list(keys.queries))
+        return query, self.memory_of(entries, len(keys.queries))
 
     @staticmethod
     def memory_of(entries: Sequence[tuple[torch.Tensor, ...]], batch: int) -> SupportMemory:
