@@ -133,23 +133,33 @@ def check_loads(name: str, path: Path) -> None:
     load_weights(dinov2_vit(name), path, name)
 
 
-def build_semantic_encoder(name: str, checkpoint: str | None = None) -> SemanticEncoder:
-    """The DINOv2 encoder `name` (`ENCODERS`) with weights: None, the released ones by name (from the
-    cache; fetched and verified when absent); "random", random initialisation; else a file."""
+def encoder_weights(name: str, checkpoint: str | None) -> str | None:
+    """Which weights the DINOv2 encoder `name` loads, without reading or fetching them: None for
+    "random"; `name` itself for its released weights (`checkpoint` unset); else `checkpoint`, a file.
+    InputError for an unknown encoder, or an unset checkpoint of one without released weights."""
     if name not in ENCODERS:
         raise InputError(
             f"model.method_args.encoder={name} is not a known encoder: use one of {', '.join(ENCODERS)}, "
             "or sam2 (SAM2's own image features)."
         )
-    vit = dinov2_vit(name)
     if checkpoint == RANDOM_INIT:
+        return None
+    if checkpoint is None and name not in hub.ENCODER_CHECKPOINTS:
+        raise InputError(
+            f"Encoder {name} has no released weights: set model.method_args.encoder_checkpoint to a file or "
+            f"{RANDOM_INIT}."
+        )
+    return name if checkpoint is None else checkpoint
+
+
+def build_semantic_encoder(name: str, checkpoint: str | None = None) -> SemanticEncoder:
+    """The DINOv2 encoder `name` (`ENCODERS`) with weights: None, the released ones by name (from the
+    cache; fetched and verified when absent); "random", random initialisation; else a file."""
+    weights = encoder_weights(name, checkpoint)
+    vit = dinov2_vit(name)
+    if weights is None:
         return SemanticEncoder(vit, name)
     if checkpoint is None:
-        if name not in hub.ENCODER_CHECKPOINTS:
-            raise InputError(
-                f"Encoder {name} has no released weights: set model.method_args.encoder_checkpoint to a file or "
-                f"{RANDOM_INIT}."
-            )
         path = hub.download(name, check=lambda p: check_loads(name, p))
     else:
         path = Path(checkpoint).expanduser()

@@ -377,8 +377,9 @@ class GFSAM(SAM2Method):
 
     @classmethod
     def sizing_options(cls, options: dict[str, Any]) -> dict[str, Any]:
-        """A DINOv2 encoder with random weights: its tokens' shape, nothing fetched."""
-        if options.get("encoder") == "sam2":
+        """A DINOv2 encoder with random weights: its tokens' shape, nothing fetched (a checkpoint
+        that is no path or name is kept, for `build` to refuse)."""
+        if options.get("encoder") == "sam2" or not isinstance(options.get("encoder_checkpoint"), str | None):
             return options
         return {**options, "encoder_checkpoint": RANDOM_INIT}
 
