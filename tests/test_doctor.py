@@ -260,3 +260,116 @@ def test_a_data_home_that_is_a_file_is_one_line_for_prepare_fit_and_doctor(homes
         assert code == 0 and message in line(lines, "data", "warn"), lines
     assert blocker.read_bytes() == b"not a folder"
     one_line_error(capsys, ["prepare", "splits", "--root", str(blocker)], f"--root {blocker} is a file, not a folder")
+
+
+# a training-free method (GF-SAM): checked as `fssam2 test` takes it, its semantic encoder's weights too
+DEMO_GFSAM = str(CONFIGS / "demo_gfsam.yaml")
+
+
+def gfsam(tmp_path, method_args):
+    """The GF-SAM demo's options with `method_args`, its run folder under tmp_path."""
+    return [
+        "--config",
+        DEMO_GFSAM,
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--model.method_args",
+        json.dumps(method_args),
+    ]
+
+
+def test_doctor_checks_a_training_free_config_as_fssam2_test_runs_it(homes, tmp_path, capsys):
+    run = ["--config", DEMO_GFSAM, "--trainer.default_root_dir", str(tmp_path / "run"), "--no-measure"]
+    code, lines = doctor(capsys, *run)
+    assert code == 0 and lines[-1] == f"fssam2 doctor: ready for {DEMO_GFSAM}", lines
+    config = line(lines, "config")
+    assert config.startswith("ok  ") and "fssam2.methods.GFSAM is training-free: `fssam2 test` runs it" in config
+    assert "fssam2 fit refuses it" in config
+    assert "fssam2_tiny_pointers: packaged with fssam2" in line(lines, "weights", "fssam2_tiny_pointers")
+    assert line(lines, "weights", "encoder=sam2").startswith("--")  # no semantic encoder to load
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("method_args", "message"),
+    [
+        ({"encoder": "sam2", "encoder_size": 3}, "GFSAM has no option encoder_size"),
+        ({"encoder": "dinov2_tiny", "encoder_checkpoint": 3}, "GFSAM option encoder_checkpoint=3"),
+    ],
+)
+def test_doctor_fails_on_what_fssam2_test_refuses_of_a_training_free_method(
+    homes, tmp_path, capsys, method_args, message
+):
+    run = gfsam(tmp_path, method_args)
+    refusal = one_line_error(capsys, ["test", *run], message).strip()
+    code, lines = doctor(capsys, *run, "--no-measure")
+    assert code == 1 and line(lines, "config").startswith("FAIL"), lines
+    assert line(lines, "config").endswith(
+        f"fssam2 test refuses these options: {refusal.removeprefix('fssam2: error: ')}"
+    )
+    misspelled = yaml.safe_load(Path(DEMO_GFSAM).read_text())
+    misspelled["model"]["method_arg"] = misspelled["model"].pop("method_args")
+    config = tmp_path / "gfsam.yaml"
+    config.write_text(yaml.safe_dump(misspelled))
+    code, lines = doctor(capsys, "--config", str(config), "--no-measure")
+    assert code == 1 and "model.method_arg.encoder (in a config file) is not an option" in line(lines, "config", "FAIL")
+    assert not (tmp_path / "run").exists()
+
+
+def test_doctor_checks_the_semantic_encoders_weights_without_fetching_them(homes, tmp_path, capsys):
+    _, cache = homes
+    missing = tmp_path / "weights" / "dinov2.safetensors"
+    code, lines = doctor(capsys, *gfsam(tmp_path, {"encoder": "dinov2_tiny", "encoder_checkpoint": str(missing)}))
+    assert code == 1 and line(lines, "config").startswith("ok"), lines
+    assert f"model.method_args.encoder_checkpoint {missing} does not exist" in line(lines, "weights", "FAIL")
+    assert lines[-1].startswith("fssam2 doctor: 1 problem(s) above")
+    code, lines = doctor(capsys, *gfsam(tmp_path, {"encoder": "dinov2_tiny", "encoder_checkpoint": "random"}))
+    assert code == 0 and "dinov2_tiny: random initialisation" in line(lines, "weights", "dinov2_tiny")
+    code, lines = doctor(capsys, *gfsam(tmp_path, {"encoder": "dinov2_vits14"}))
+    assert code == 0, lines
+    encoder = line(lines, "weights", "dinov2_vits14")
+    assert (
+        encoder.startswith("warn") and "dinov2_vits14: not cached; the run first downloads it, about 84 MB," in encoder
+    )
+    assert "84 MB, from the Hugging Face Hub (timm/vit_small_patch14_dinov2.lvd142m" in encoder
+    assert encoder.endswith("or run `fssam2 download dinov2_vits14` now")
+    assert not cache.exists()  # nothing fetched or written
+    from fssam2.cli.doctor import encoder_check
+
+    default = encoder_check({}).text  # GF-SAM's own default: DINOv2 ViT-L/14, a 1.2 GB file
+    assert "released semantic encoder dinov2_vitl14: not cached; the run first downloads it, about 1.1 GiB," in default
+    cache.mkdir()
+    (cache / "dinov2_vits14.safetensors").write_bytes(b"weights")
+    code, lines = doctor(capsys, *gfsam(tmp_path, {"encoder": "dinov2_vits14"}))
+    assert f"dinov2_vits14: cached at {cache / 'dinov2_vits14.safetensors'}" in line(lines, "weights", "ok", "dinov2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_doctor_measures_an_evaluation_step_for_a_training_free_method(homes, tmp_path, capsys, monkeypatch):
+    run = ["--config", DEMO_GFSAM, "--trainer.default_root_dir", str(tmp_path / "run"), "--measure"]
+    code, lines = doctor(capsys, *run, "--data.init_args.batch_size", "2")
+    assert code == 0, lines
+    memory = line(lines, "memory")
+    found = re.search(r"one evaluation step .*: peak (\d+\.\d+) GiB with data.batch_size=2", memory)
+    assert found and float(found.group(1)) > 0 and ": fits in " in memory, memory
+    assert "GFSAM on fssam2_tiny, inputs at 128 px, 1-shot" in memory and "as `fssam2 test` runs it" in memory
+    assert "feature cache" in memory  # its budget counted: a test run holds it
+    monkeypatch.setattr("fssam2.cli.doctor.available_memory", lambda device: 1 << 10)
+    code, lines = doctor(capsys, *run, "--data.init_args.batch_size", "2")
+    assert code == 1 and "does NOT fit in 0.00 GiB free" in line(lines, "memory", "FAIL")
+
+
+def test_a_training_free_run_needs_only_the_data_its_test_reads(generated, homes, tmp_path, capsys):  # noqa: F811
+    root, splits = generated
+    data, _ = homes
+    link_home(data, root, "VOC2012")
+    (data / "splits" / "pascal" / "fss_list").mkdir(parents=True)
+    (data / "splits" / "pascal" / "fss_list" / "val").symlink_to(splits / "pascal" / "fss_list" / "val")
+    tiny = ["--model.sam2_config", "fssam2_tiny", "--model.sam2_checkpoint", "random", "--model.image_size", "64"]
+    run = ["--config", str(CONFIGS / "gfsam" / "pascal_fold0.yaml"), *tiny, "--trainer.default_root_dir"]
+    code, lines = doctor(
+        capsys, *run, str(tmp_path / "run"), "--model.method_args", '{"encoder": "sam2"}', "--no-measure"
+    )
+    assert code == 0, lines  # no training lists: a test reads the val lists only
+    assert "(2 files in" in line(lines, "splits", "ok", "PASCAL-5i")
+    assert line(lines, "config").startswith("ok") and "`fssam2 test` runs it" in line(lines, "config")

@@ -1,10 +1,12 @@
 """`fssam2 doctor`: a preflight, one line per check, so that a run is known to be able to finish
 before it starts: versions, devices, the data at the data home (or the config's --data.root),
-the SAM2 weights the config loads, free disk, and, with `--config`, every check `fssam2 fit` makes
-of the options (through fit's own code, see `fit_checks`) and the memory of the configured run,
-measured with one training step of 1 and of 2 episodes and extrapolated to data.batch_size.
+the SAM2 weights the config loads (and GF-SAM's semantic encoder's), free disk, and, with
+`--config`, every check `fssam2 fit` makes of the options (through fit's own code, see
+`fit_checks`) and the memory of the configured run, measured with one training step of 1 and of 2
+episodes and extrapolated to data.batch_size. A training-free method's config is a test config:
+it is checked as `fssam2 test` takes it, and its memory measured with one evaluation step.
 
-Nothing is downloaded or written. The exit status is 1 when fit would refuse the options, or
+Nothing is downloaded or written. The exit status is 1 when the run would refuse the options, or
 something the config needs is missing or does not fit, 0 otherwise. Without a config, the
 benchmarks' data is reported for information: only an unusable data home fails.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import logging
 import os
 import platform
@@ -39,10 +42,11 @@ from fssam2.benchmarks import (
 )
 from fssam2.cli.app import CLI_SETTINGS, DEFAULT_RUN_DIR, FSSAM2CLI, OneLineErrorParser, datamodule_of, parse_error_line
 from fssam2.data import FewShotDataModule, cpu_cores
-from fssam2.episodes import PASCAL_DOMAIN_SHIFT
 from fssam2.errors import InputError, cause_of
 from fssam2.meters import PeakMemory, parse_precision
-from fssam2.methods import DEFAULT_METHOD, FewShotSAM2, method_class
+from fssam2.methods import DEFAULT_METHOD, GFSAM, FewShotMethod, FewShotSAM2, method_class
+from fssam2.methods.dinov2 import dinov2_vit, encoder_weights
+from fssam2.module import STAGE_SPLITS
 from fssam2.registry import RANDOM_INIT
 
 if TYPE_CHECKING:
@@ -130,10 +134,10 @@ def _marker(folder: Path) -> str:
     )
 
 
-def dataset_check(key: str, place: DataPlace, needed: bool) -> Check:
+def dataset_check(key: str, place: DataPlace, needed: bool, folders: list[str] | None = None) -> Check:
     spec = BENCHMARKS[key]
     try:
-        place.check(key)  # the one layout check the DataModules use, with their message
+        place.check(key, folders)  # the one layout check the DataModules use, with their message
     except InputError as err:
         return Check("FAIL" if needed else "--", "data", str(err))
     return Check("ok", "data", f"{spec.name}: {_marker(place.root / spec.folder)} ({place.root / spec.folder})")
@@ -174,11 +178,14 @@ def data_home() -> tuple[Path | None, str]:
     return home, "$FSSAM2_DATA" if os.environ.get("FSSAM2_DATA") else "default; set $FSSAM2_DATA to move it"
 
 
-def data_checks(datamodule: FewShotDataModule | None, configured: bool) -> list[Check]:
+def data_checks(
+    datamodule: FewShotDataModule | None, configured: bool, splits: tuple[str, ...] = STAGE_SPLITS["fit"]
+) -> list[Check]:
     """The data home, then each benchmark's dataset and lists: at the config's root and lists for
-    its benchmark, at the data home for the others. Only the configured benchmark's data is needed;
-    the others' (without a config: every benchmark's) is information. An unusable data home fails
-    without a config (`fssam2 prepare` writes there); with one, fit's own check says whether it is needed."""
+    its benchmark (the folders and lists its run's `splits` read), at the data home for the others.
+    Only the configured benchmark's data is needed; the others' (without a config: every
+    benchmark's) is information. An unusable data home fails without a config (`fssam2 prepare`
+    writes there); with one, the run's own check says whether it is needed."""
     on_disk = datamodule if isinstance(datamodule, OnDiskDataModule) else None
     used = on_disk.benchmark if on_disk is not None else None
     home, source = data_home()
@@ -193,11 +200,13 @@ def data_checks(datamodule: FewShotDataModule | None, configured: bool) -> list[
             place = DataPlace.locate(None, None)
         else:
             continue  # no data home to look in: said above
-        files = split_list_files(key)
-        if on_disk is not None and key == used and key != "fss":
-            fold = on_disk.fold
-            files = split_list_files(key, [fold], ("val",) if fold in PASCAL_DOMAIN_SHIFT else ("train", "val"))
-        checks += [dataset_check(key, place, key == used), lists_check(key, place, key == used, files)]
+        files, folders = split_list_files(key), None
+        if on_disk is not None and key == used:  # as check_prepared reads them
+            lists = sorted({"train" if split == "train" else "val" for split in splits})
+            files = split_list_files(key, None if key == "fss" else [on_disk.fold], lists)
+            read = [on_disk.folders(split) for split in splits]
+            folders = None if None in read else list(dict.fromkeys(f for names in read for f in names or []))
+        checks += [dataset_check(key, place, key == used, folders), lists_check(key, place, key == used, files)]
     if datamodule is not None and used is None:
         checks.append(own_data_check(datamodule))
     return checks
@@ -233,24 +242,73 @@ def weights_check(sam2_config: str, sam2_checkpoint: str | None) -> Check:
             )
         return Check("ok", "weights", f"{name}: packaged with fssam2 ({packaged}; SHA-256 pinned, checked on load)")
     if name in hub.CHECKPOINT_URLS and not path.exists():
-        cached = hub.cached_path(name)
-        released = "released " if sam2_checkpoint is None else ""
-        if cached.is_file():
-            digest = cached.with_name(cached.name + ".sha256").is_file()
-            recorded = "SHA-256 recorded" if digest else "no SHA-256 recorded yet: recorded at the first load"
-            return Check("ok", "weights", f"{released}{name}: cached at {cached} ({recorded})")
-        part = cached.with_name(cached.name + ".part")
-        partial = f", {part.stat().st_size / 2**20:.0f} MB of it in {part.name}" if part.is_file() else ""
-        sources = ", else from ".join(hub.download_sources(name))  # in the order download() tries them
-        return Check(
-            "warn",
-            "weights",
-            f"{released}{name}: not cached{partial}; the run first downloads it from {sources} "
-            f"(needs the network), or run `fssam2 download {name}` now",
-        )
+        return cache_check(name, f"{'released ' if sam2_checkpoint is None else ''}{name}")
     if not path.is_file():
         return Check("FAIL", "weights", f"model.sam2_checkpoint {path} does not exist: give a SAM2 .pt file or a name.")
     return Check("ok", "weights", f"{path} ({path.stat().st_size / 2**20:.0f} MB)")
+
+
+def cache_check(name: str, label: str, size: str = "") -> Check:
+    """A released file by name in the download cache, or what the run first downloads (nothing is
+    fetched); `label` names it, `size` is its download size when known."""
+    cached = hub.cached_path(name)
+    if cached.is_file():
+        digest = cached.with_name(cached.name + ".sha256").is_file()
+        recorded = "SHA-256 recorded" if digest else "no SHA-256 recorded yet: recorded at the first load"
+        return Check("ok", "weights", f"{label}: cached at {cached} ({recorded})")
+    part = cached.with_name(cached.name + ".part")
+    partial = f", {part.stat().st_size / 2**20:.0f} MB of it in {part.name}" if part.is_file() else ""
+    sources = ", else from ".join(hub.download_sources(name))  # in the order download() tries them
+    return Check(
+        "warn",
+        "weights",
+        f"{label}: not cached{partial}; the run first downloads it{size} from {sources} "
+        f"(needs the network), or run `fssam2 download {name}` now",
+    )
+
+
+def encoder_check(method_args: dict[str, Any] | None) -> Check:
+    """What GF-SAM's semantic encoder loads (`encoder_weights`), without downloading or hashing."""
+    args = method_args or {}
+    name = args.get("encoder", inspect.signature(GFSAM.build).parameters["encoder"].default)
+    checkpoint = args.get("encoder_checkpoint")
+    if name == "sam2":
+        return Check("--", "weights", "no semantic encoder: model.method_args.encoder=sam2 (SAM2's features stand in)")
+    if not isinstance(name, str) or not isinstance(checkpoint, str | None):
+        return Check("--", "weights", "semantic encoder not checked: GFSAM refuses its options (see the config line)")
+    try:
+        weights = encoder_weights(name, checkpoint)
+    except InputError as err:
+        return Check("FAIL", "weights", str(err))
+    label = f"semantic encoder {name}"
+    if weights is None:
+        return Check(
+            "ok", "weights", f"{label}: random initialisation (model.method_args.encoder_checkpoint={RANDOM_INIT})"
+        )
+    if checkpoint is None:
+        return cache_check(name, f"released {label}", f", about {_size(encoder_bytes(name))},")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        unset = ", unset it for the released weights" if name in hub.ENCODER_CHECKPOINTS else ""
+        return Check(
+            "FAIL",
+            "weights",
+            f"model.method_args.encoder_checkpoint {path} does not exist: give a {name} weights file{unset}, "
+            f"or {RANDOM_INIT}.",
+        )
+    return Check("ok", "weights", f"{label}: {path} ({_size(path.stat().st_size)})")
+
+
+def encoder_bytes(name: str) -> int:
+    """The size of encoder `name`'s released file: its float32 parameters (timm's safetensors),
+    counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        vit = dinov2_vit(name)
+    return sum(t.numel() * 4 for t in vit.state_dict().values())
+
+
+def _size(size: int) -> str:
+    return f"{size / GiB:.1f} GiB" if size >= GiB else f"{size / 2**20:.0f} MB"
 
 
 # disk
@@ -288,17 +346,12 @@ def measure_step_memory(
     optimizer.zero_grad(set_to_none=True)
     peaks: list[int | None] = [None, None]
     for batch in (1, 2):
-        generator = torch.Generator().manual_seed(batch)
-        kind = dtype or torch.float32
-        support = torch.randn(batch, shot, 3, size, size, generator=generator)
-        masks = torch.rand(batch, shot, size, size, generator=generator) > 0.5
-        query = torch.randn(batch, 3, size, size, generator=generator)
-        target = (torch.rand(batch, size, size, generator=generator) > 0.5).long()
+        support, masks, query, target = random_episodes(batch, shot, size, device, dtype)
         meter.start()
         try:
             with setting.autocast(device.type):
-                logits = module(support.to(device, kind), masks.to(device, kind), query.to(device, kind))
-            bce_dice_loss(logits[:, 0].float(), target.to(device)).backward()
+                logits = module(support, masks, query)
+            bce_dice_loss(logits[:, 0].float(), target).backward()
             optimizer.step()
         except torch.OutOfMemoryError:
             break
@@ -311,6 +364,51 @@ def measure_step_memory(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return peaks[0], peaks[1], size
+
+
+def random_episodes(
+    batch: int, shot: int, size: int, device: torch.device, dtype: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`batch` episodes of random images at `size` px, seeded by `batch`: support images, support
+    masks, query images (in `dtype`, else float32) and the query's target, on `device`."""
+    generator = torch.Generator().manual_seed(batch)
+    kind = dtype or torch.float32
+    support = torch.randn(batch, shot, 3, size, size, generator=generator)
+    masks = torch.rand(batch, shot, size, size, generator=generator) > 0.5
+    query = torch.randn(batch, 3, size, size, generator=generator)
+    target = (torch.rand(batch, size, size, generator=generator) > 0.5).long()
+    return support.to(device, kind), masks.to(device, kind), query.to(device, kind), target.to(device)
+
+
+def measure_eval_memory(
+    build: Callable[[], FSSAM2Module], device: torch.device, precision: Any, shot: int, batch: int
+) -> tuple[int | None, int]:
+    """Peak memory (bytes) of one evaluation step as `fssam2 test` runs it (eval mode, weights fixed
+    for evaluation, forward under inference mode, no loss or gradients) with `batch` episodes of
+    random images at the model's input size, counting the model; returns (the peak, None where the
+    GPU ran out of memory; input size)."""
+    setting = parse_precision(precision)
+    meter = PeakMemory(device)
+    module = build().to(device)
+    size = module.model.image_size
+    if setting.weights is not None:
+        module = module.to(setting.weights)
+    module.eval()
+    module.model.start_evaluation()
+    support, masks, query, _ = random_episodes(batch, shot, size, device, setting.weights)
+    meter.start()
+    peak: int | None = None
+    try:
+        with torch.inference_mode(), setting.autocast(device.type):
+            module(support, masks, query)
+        peak = meter.peak() - meter.baseline
+    except torch.OutOfMemoryError:
+        pass
+    del module, support, masks, query
+    meter.settle()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return peak, size
 
 
 def memory_verdict(one: int | None, two: int | None, batch_size: int, available: int, setting: str) -> Check:
@@ -333,6 +431,27 @@ def memory_verdict(one: int | None, two: int | None, batch_size: int, available:
         fix = "not even 1 episode fits: a smaller model.image_size or sam2_config, or a larger device"
     else:
         fix = f"at most data.batch_size={1 + (available - one) // per_episode} fits"
+    return Check("FAIL", "memory", f"{measured}: does NOT fit in {available / GiB:.2f} GiB free; {fix}")
+
+
+def eval_memory_verdict(peak: int | None, batch_size: int, cache: int, available: int, setting: str) -> Check:
+    """One evaluation step's peak at batch_size (None: it ran out of memory), plus the feature cache's
+    budget `cache` a test run fills beside it, against `available`."""
+    step = f"one evaluation step as `fssam2 test` runs it ({setting})"
+    if peak is None:
+        return Check(
+            "FAIL", "memory", f"{step} with data.batch_size={batch_size} ran out of memory: lower data.batch_size"
+        )
+    need = peak + cache
+    held = f" + the feature cache's budget {cache / GiB:.2f} GiB (model.feature_cache.max_megabytes)" if cache else ""
+    measured = (
+        f"measured {step}: peak {peak / GiB:.2f} GiB with data.batch_size={batch_size}{held} -> needs about "
+        f"{need / GiB:.2f} GiB"
+    )
+    if need <= available:
+        return Check("ok", "memory", f"{measured}: fits in {available / GiB:.2f} GiB free")
+    lower = "data.batch_size or model.feature_cache.max_megabytes" if cache else "data.batch_size"
+    fix = f"lower {lower}, or use a larger device"
     return Check("FAIL", "memory", f"{measured}: does NOT fit in {available / GiB:.2f} GiB free; {fix}")
 
 
@@ -378,12 +497,14 @@ def run_devices(trainer: Any) -> tuple[torch.device, list[torch.device], Check |
 # the command
 @dataclass
 class FitChecks:
-    """What `fit_checks` found: the fit config (None when fit cannot parse the options), fit's
-    one-line refusal (None: accepted), the DataModule when fit got to make it."""
+    """What `fit_checks` found: the config (None when fit cannot parse the options), the run's
+    one-line refusal (None: accepted), the DataModule when the run got to make it, and the run's
+    subcommand (fit; test for a training-free method)."""
 
     config: Any
     refusal: str | None
     datamodule: FewShotDataModule | None
+    subcommand: str = "fit"
 
 
 class ParseRefusal(Exception):
@@ -401,14 +522,16 @@ class RefusingParser(OneLineErrorParser):
         raise ParseRefusal(parse_error_line(message) or f"{lines[0]} (fssam2 fit with these options shows the details)")
 
 
-def fit_checks(args: list[str]) -> FitChecks:
+def fit_checks(args: list[str], subcommand: str = "fit") -> FitChecks:
     """Every check `fssam2 fit ARGS` makes before it trains, through fit's own code (FSSAM2CLI):
     parsing and --ckpt_path, before_instantiate_classes (the data is prepared, the run folder can be
     made), the DataModule, model and Trainer made as fit makes them, before_fit, and the DataModule's
-    setup("fit") as Trainer.fit runs it; the first refusal is kept as fit words it. So that nothing is
-    downloaded or written, the model is made with random weights (`weights_check` checks what fit
-    would load), W&B's folder is not made and no seed is set. A parse error (an unknown option, a
-    value of the wrong type) is the refusal too, in fit's one line; the config is then None."""
+    setup("fit") as Trainer.fit runs it; the first refusal is kept as fit words it. With `subcommand`
+    "test", the same of `fssam2 test ARGS` (a training-free method's run). So that nothing is
+    downloaded or written, the model is made with random weights and the method's sizing options
+    (`FewShotMethod.sizing_options`: GF-SAM's encoder random too; `weights_check` and `encoder_check`
+    check what the run would load), W&B's folder is not made and no seed is set. A parse error (an
+    unknown option, a value of the wrong type) is the refusal too, in fit's one line; the config is then None."""
     from fssam2.module import FSSAM2Module
 
     class FitUntilTraining(FSSAM2CLI):
@@ -432,13 +555,14 @@ def fit_checks(args: list[str]) -> FitChecks:
 
         def instantiate_classes(self) -> None:
             model = self.config[self.subcommand].model
-            given, model.sam2_checkpoint = model.sam2_checkpoint, RANDOM_INIT
+            given = model.sam2_checkpoint, model.method_args
+            model.sam2_checkpoint, model.method_args = RANDOM_INIT, unfetched_method_args(model)
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*starts from random initialisation")
                     super().instantiate_classes()
             finally:
-                model.sam2_checkpoint = given
+                model.sam2_checkpoint, model.method_args = given
 
         def _run_subcommand(self, subcommand: str) -> None:
             getattr(self, f"before_{subcommand}")()
@@ -456,22 +580,38 @@ def fit_checks(args: list[str]) -> FitChecks:
                 FewShotDataModule,
                 **{**CLI_SETTINGS, "parser_class": RefusingParser},
                 parser_kwargs={"prog": "fssam2"},
-                args=["fit", *args],
+                args=[subcommand, *args],
             )
     except ParseRefusal as refusal:
-        return FitChecks(None, str(refusal), None)
+        return FitChecks(None, str(refusal), None, subcommand)
     finally:
         lightning_log.setLevel(level)
         for key in os.environ.keys() - environment.keys():  # fit points W&B at its run folder: doctor does not
             del os.environ[key]
         os.environ.update(environment)
-    return FitChecks(cli.config["fit"], cli.refusal, getattr(cli, "datamodule", None))
+    return FitChecks(cli.config[subcommand], cli.refusal, getattr(cli, "datamodule", None), subcommand)
+
+
+def model_method(model: Any) -> type[FewShotMethod] | None:
+    """The class of the config's `model.method`; None for an unknown one (the run's refusal names it)."""
+    with contextlib.suppress(InputError):
+        return method_class(model.get("method") or DEFAULT_METHOD)
+    return None
+
+
+def unfetched_method_args(model: Any) -> dict[str, Any] | None:
+    """model.method_args as the method builds a model for which nothing is fetched (`sizing_options`)."""
+    kind, args = model_method(model), model.get("method_args")
+    return kind.sizing_options(dict(args)) if kind is not None and isinstance(args, dict) else args
 
 
 def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Check]:
     """Every check, in report order (the memory measurement last: it takes longest); `args` are
     fit's options (`--config` and overrides), None without a config."""
     fit = fit_checks(args) if args is not None else None  # first: a parse error ends doctor as it ends fit
+    kind = model_method(fit.config.model) if fit is not None and fit.config is not None else None
+    if fit is not None and kind is not None and not kind.TRAINS:  # training-free: its configs are test configs
+        fit = fit_checks(args or [], "test")
     yield versions()
     yield from device_checks()
     config = fit.config if fit is not None else None
@@ -483,18 +623,20 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
     if device_problem is not None:
         yield device_problem
     failed: list[str] = [] if device_problem is None else [device_problem.text]
-    checks = data_checks(datamodule, configured=fit is not None)
+    checks = data_checks(datamodule, fit is not None, STAGE_SPLITS[fit.subcommand if fit is not None else "fit"])
     model = config.model if config is not None else None
     sam2_config = model.sam2_config if model is not None else "sam2.1_hiera_b+"
     if fit is not None and config is None:
         checks.append(Check("--", "weights", "not checked: fit cannot read the options (see the config line)"))
     else:
         checks.append(weights_check(sam2_config, model.sam2_checkpoint if model is not None else None))
+    if model is not None and kind is not None and issubclass(kind, GFSAM):
+        checks.append(encoder_check(model.method_args))
     for check in checks:
         yield check
         failed += [check.text] if check.status == "FAIL" else []
     if fit is not None:
-        yield fit_verdict(fit.refusal, failed)
+        yield fit_verdict(fit.refusal, failed, fit.subcommand, model.method if model is not None else "")
     given = datamodule.place if isinstance(datamodule, OnDiskDataModule) and datamodule.place.root_given else None
     home, _ = data_home()
     if given is not None:
@@ -519,26 +661,41 @@ def doctor_checks(args: list[str] | None, measure: bool | None) -> Iterator[Chec
         yield Check("--", "memory", "not measured: the configured devices are not here")
         return
     if fit.refusal is not None or datamodule is None:
-        yield Check("--", "memory", "not measured: fit refuses the options (see the config line)")
+        yield Check("--", "memory", f"not measured: fssam2 {fit.subcommand} refuses the options (see the config line)")
         return
     yield measure_check(fit.config, datamodule, device, used)
 
 
-def fit_verdict(refusal: str | None, failed: list[str]) -> Check:
-    """The config line: whether `fssam2 fit` accepts the options; a refusal already reported as a
-    FAIL above is not counted twice (fit stops there, so the checks after it wait for its fix)."""
+def fit_verdict(refusal: str | None, failed: list[str], subcommand: str = "fit", method: str = "") -> Check:
+    """The config line: whether `fssam2 fit` (a training-free `method`'s run: `fssam2 test`) accepts
+    the options; a refusal already reported as a FAIL above is not counted twice (the run stops
+    there, so the checks after it wait for its fix)."""
+    run = f"fssam2 {subcommand}"
+    if refusal is None and subcommand == "test":
+        return Check(
+            "ok",
+            "config",
+            f"{method} is training-free: `fssam2 test` runs it and accepts these options (its own checks, up to "
+            "the first step; fssam2 fit refuses it)",
+        )
     if refusal is None:
-        return Check("ok", "config", "fssam2 fit accepts these options (its own checks, up to the first step)")
+        return Check("ok", "config", f"{run} accepts these options (its own checks, up to the first step)")
     if refusal in failed:
-        return Check("--", "config", "fssam2 fit stops at the problem above; its later checks run once it is fixed")
-    return Check("FAIL", "config", f"fssam2 fit refuses these options: {refusal}")
+        return Check("--", "config", f"{run} stops at the problem above; its later checks run once it is fixed")
+    return Check("FAIL", "config", f"{run} refuses these options: {refusal}")
 
 
 def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.device, used: list[torch.device]) -> Check:
     """The measured memory of the configured run against the free memory of its devices (the least)."""
     from fssam2.module import FSSAM2Module
 
-    kwargs = {**config.model.as_dict(), "sam2_checkpoint": RANDOM_INIT, "compile": False}
+    model = config.model
+    kwargs = {
+        **model.as_dict(),
+        "sam2_checkpoint": RANDOM_INIT,
+        "method_args": unfetched_method_args(model),
+        "compile": False,
+    }
 
     def build() -> FSSAM2Module:
         with warnings.catch_warnings():
@@ -547,9 +704,18 @@ def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.devi
 
     available = min(available_memory(d) for d in used)
     precision = config.trainer.precision
-    one, two, image_size = measure_step_memory(build, device, precision, datamodule.shot)
     counted = "allocated tensors" if device.type == "cuda" else "the process's peak RSS increase"
-    kind = method_class(config.model.get("method") or DEFAULT_METHOD)
+    kind = method_class(model.get("method") or DEFAULT_METHOD)
+    if not kind.TRAINS:  # its run is a test: one evaluation step, and the feature cache it fills
+        peak, image_size = measure_eval_memory(build, device, precision, datamodule.shot, datamodule.batch_size)
+        cache = model.get("feature_cache")
+        budget = 0 if cache is None or cache.get("plan_only") else int(cache.get("max_megabytes") * 2**20)
+        setting = (
+            f"{device}, {precision}, {kind.__name__} on {model.sam2_config}, inputs at {image_size} px, "
+            f"{datamodule.shot}-shot, random weights and images; {counted}"
+        )
+        return eval_memory_verdict(peak, datamodule.batch_size, budget, available, setting)
+    one, two, image_size = measure_step_memory(build, device, precision, datamodule.shot)
     trained = f"trainable {config.model.trainable}" if issubclass(kind, FewShotSAM2) else f"{kind.__name__}'s adapters"
     setting = (
         f"{device}, {precision}, {kind.__name__} on {config.model.sam2_config}, inputs at {image_size} px, "
@@ -565,12 +731,16 @@ def doctor_command(args: list[str]) -> None:
         description=doctor_command.__doc__,
         epilog="Other options (--data.root DIR, --model.image_size N, ...) override the config, as for fit.",
     )
-    parser.add_argument("--config", help="a fit config (configs/pascal_fold0.yaml): check what it needs")
+    parser.add_argument(
+        "--config",
+        help="a fit config (configs/pascal_fold0.yaml), or a training-free method's test config: check what it needs",
+    )
     parser.add_argument(
         "--measure",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="measure one training step's memory at the config's batch size (default: on a GPU, yes; on CPU, no)",
+        help="measure one training step's memory at the config's batch size (a training-free method's: one "
+        "evaluation step's; default: on a GPU, yes; on CPU, no)",
     )
     opts, rest = parser.parse_known_args(args)
     if opts.measure and not opts.config:
