@@ -208,6 +208,15 @@ def test_memory_verdict_extrapolates_linearly():
     assert memory_verdict(None, None, 1, 6 * GiB, "cuda:0").text.endswith("not even 1 episode fits")
 
 
+def test_memory_verdict_counts_the_feature_cache_each_validation_fills():
+    from fssam2.cli.doctor import memory_verdict
+
+    roomy = memory_verdict(2 * GiB, 3 * GiB, 8, 14 * GiB, "cpu", cache=4 * GiB)
+    assert roomy.status == "ok" and "validation's feature cache up to 4.00 GiB" in roomy.text
+    tight = memory_verdict(2 * GiB, 3 * GiB, 8, 10 * GiB, "cpu", cache=4 * GiB)  # the step fits, step + cache not
+    assert tight.status == "warn" and tight.text.endswith("set model.feature_cache.max_megabytes 1024 or lower")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer of a machine without a GPU")
 def test_a_config_asking_for_a_gpu_fails_without_one(homes, capsys):
     code, lines = doctor(capsys, "--config", TINY, "--trainer.accelerator", "gpu", "--measure")

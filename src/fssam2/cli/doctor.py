@@ -411,9 +411,13 @@ def measure_eval_memory(
     return peak, size
 
 
-def memory_verdict(one: int | None, two: int | None, batch_size: int, available: int, setting: str) -> Check:
+def memory_verdict(
+    one: int | None, two: int | None, batch_size: int, available: int, setting: str, cache: int = 0
+) -> Check:
     """The linear extrapolation of the 1- and 2-episode peaks to batch_size, against `available`
-    (a peak None: that step ran out of memory)."""
+    (a peak None: that step ran out of memory). `cache`: the feature cache's budget, which each
+    validation fills beside the model's weights and optimizer state (a warning when only that
+    does not fit: the step's own activations are freed by then, so the sum is an upper bound)."""
     if one is None or two is None:
         episodes = "1 episode" if one is None else "2 episodes"
         fits = "not even 1 episode fits" if one is None else "at most data.batch_size=1 fits"
@@ -425,8 +429,18 @@ def memory_verdict(one: int | None, two: int | None, batch_size: int, available:
         f"measured one training step ({setting}): peak {one / GiB:.2f} GiB with 1 episode, {two / GiB:.2f} GiB "
         f"with 2 -> data.batch_size={batch_size} needs about {need / GiB:.2f} GiB"
     )
+    if need + cache <= available:
+        held = f", and validation's feature cache up to {cache / GiB:.2f} GiB beside it" if cache else ""
+        return Check("ok", "memory", f"{measured}{held}: fits in {available / GiB:.2f} GiB free")
     if need <= available:
-        return Check("ok", "memory", f"{measured}: fits in {available / GiB:.2f} GiB free")
+        return Check(
+            "warn",
+            "memory",
+            f"{measured}: fits in {available / GiB:.2f} GiB free, but each validation also keeps up to "
+            f"{cache / GiB:.2f} GiB of features (model.feature_cache.max_megabytes), {(need + cache) / GiB:.2f} GiB "
+            f"at most: if validation runs out of memory, set model.feature_cache.max_megabytes "
+            f"{max((available - need) // 2**20, 1)} or lower",
+        )
     if one > available:
         fix = "not even 1 episode fits: a smaller model.image_size or sam2_config, or a larger device"
     else:
@@ -706,10 +720,11 @@ def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.devi
     precision = config.trainer.precision
     counted = "allocated tensors" if device.type == "cuda" else "the process's peak RSS increase"
     kind = method_class(model.get("method") or DEFAULT_METHOD)
+    cache = model.get("feature_cache")
+    budget = 0 if cache is None or cache.get("plan_only") else int(cache.get("max_megabytes") * 2**20)
     if not kind.TRAINS:  # its run is a test: one evaluation step, and the feature cache it fills
         peak, image_size = measure_eval_memory(build, device, precision, datamodule.shot, datamodule.batch_size)
         cache = model.get("feature_cache")
-        budget = 0 if cache is None or cache.get("plan_only") else int(cache.get("max_megabytes") * 2**20)
         setting = (
             f"{device}, {precision}, {kind.__name__} on {model.sam2_config}, inputs at {image_size} px, "
             f"{datamodule.shot}-shot, random weights and images; {counted}"
@@ -721,7 +736,7 @@ def measure_check(config: Any, datamodule: FewShotDataModule, device: torch.devi
         f"{device}, {precision}, {kind.__name__} on {config.model.sam2_config}, inputs at {image_size} px, "
         f"{datamodule.shot}-shot, {trained}; {counted}"
     )
-    return memory_verdict(one, two, datamodule.batch_size, available, setting)
+    return memory_verdict(one, two, datamodule.batch_size, available, setting, budget)
 
 
 def doctor_command(args: list[str]) -> None:
