@@ -17,7 +17,7 @@ import loralib
 import torch
 from torch import nn
 
-from fssam2.errors import InputError
+from fssam2.errors import InputError, state_mismatch
 
 # Module paths (inside SAM2Base) of the adapted layers, one pattern per group.
 IMAGE_ENCODER_TARGETS = (
@@ -195,12 +195,10 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load adapter state saved by `lora_state_dict`, refusing any key or shape mismatch."""
     own = lora_state_dict(model)
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or reshaped:
+    differs = state_mismatch(own, state)
+    if differs:
         raise InputError(
-            "Adapter state does not fit this model (different LoRA config or base model): "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, reshaped {reshaped[:3]}. "
+            f"Adapter state does not fit this model (different LoRA config or base model): {differs}. "
             "Build the model with the LoRAConfig the adapter was trained with."
         )
     model.load_state_dict(state, strict=False)

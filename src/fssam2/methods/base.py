@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fssam2.cache import FeatureCache
-from fssam2.errors import InputError
+from fssam2.errors import InputError, state_mismatch
 from fssam2.metric import IGNORE, score_at_original_size
 
 # Weak supports' prompts: coords [B, K, P, 2] (x, y in input pixels), labels [B, K, P] (1 a
@@ -204,11 +204,10 @@ class FewShotMethod(nn.Module, ABC):
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load `adapter_state()`'s weights, refusing any missing, unexpected or reshaped entry."""
         own = self.adapter_state()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or reshaped:
+        differs = state_mismatch(own, state)
+        if differs:
             raise InputError(
                 f"Adapter state does not fit this {type(self).__name__} (built with other options or another base): "
-                f"missing {missing[:3]}, unexpected {unexpected[:3]}, reshaped {reshaped[:3]}."
+                f"{differs}."
             )
         self.load_state_dict(state, strict=False)

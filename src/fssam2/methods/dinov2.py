@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # timm is imported where a ViT is built: fssam2 imports witho
     from timm.models.vision_transformer import VisionTransformer
 
 from fssam2 import hub
-from fssam2.errors import InputError
+from fssam2.errors import InputError, state_mismatch
 from fssam2.registry import RANDOM_INIT
 
 
@@ -118,12 +118,10 @@ def load_weights(vit: VisionTransformer, path: Path, name: str) -> None:
 
     state = checkpoint_filter_fn(read_weights(path), vit)
     own = vit.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or reshaped:
+    differs = state_mismatch(own, state)
+    if differs:
         raise InputError(
-            f"DINOv2 weights {path} do not fit encoder {name}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"reshaped {reshaped[:3]}; give the encoder the file was released for (model.method_args.encoder)."
+            f"DINOv2 weights {path} do not fit encoder {name}: {differs}; give the encoder the file was released for (model.method_args.encoder)."
         )
     vit.load_state_dict(state, strict=True)
 
