@@ -1,5 +1,7 @@
-"""The one exception type for bad user input (files, options, tensors handed to the API)."""
+"""The one exception type for bad user input (files, options, tensors handed to the API), and the
+checks of input that several modules make."""
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,3 +34,8 @@ def state_mismatch(own: Mapping[str, Any], given: Mapping[str, Any]) -> str:
     if not (missing or unexpected or reshaped):
         return ""
     return f"missing {missing[:3]}, unexpected {unexpected[:3]}, reshaped {reshaped[:3]}"
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float (not a bool), as options and prompts in JSON or yaml give numbers."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

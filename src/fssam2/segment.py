@@ -17,7 +17,6 @@ The supports are encoded once (the method's `encode_support`); each query then c
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from fssam2.benchmarks import (
 )
 from fssam2.build import build_sam2
 from fssam2.data import to_input
-from fssam2.errors import InputError
+from fssam2.errors import InputError, is_number
 from fssam2.files import check_new
 from fssam2.methods import FewShotMethod, FewShotSAM2, method_class
 
@@ -130,10 +129,6 @@ def _plain(value: object) -> object:
     return value
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt") -> tuple[np.ndarray, np.ndarray]:
     """SAM's points (x, y) [P, 2] and labels [P] of a support shown by points and / or a box in
     its image's pixels (width x height): "points" [[x, y, label], ...] (label 1 the object, 0 not
@@ -150,7 +145,7 @@ def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt"
     labels: list[int] = []
     box = _plain(prompt.get("box"))
     if box is not None:
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
             raise InputError(f"{what}: box {box!r} is not [x0, y0, x1, y1] of four finite numbers.")
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (x0 < x1 and y0 < y1):
@@ -163,7 +158,7 @@ def support_prompt(prompt: Prompt, width: int, height: int, what: str = "Prompt"
     if not isinstance(points, list | None):
         raise InputError(f"{what}: points {points!r} are not a list [[x, y, label], ...], one row a point.")
     for point in points or []:
-        ok = isinstance(point, list) and len(point) in (2, 3) and all(_is_number(v) for v in point)
+        ok = isinstance(point, list) and len(point) in (2, 3) and all(is_number(v) for v in point)
         if not ok or (len(point) == 3 and point[2] not in (0, 1)):
             raise InputError(
                 f"{what}: point {point!r} is not [x, y] or [x, y, label] with label 1 or 0, of finite numbers "

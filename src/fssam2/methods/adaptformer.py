@@ -18,7 +18,7 @@ import torch
 from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock
 from torch import nn
 
-from fssam2.errors import InputError
+from fssam2.errors import InputError, is_number
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,15 @@ class AdapterConfig:
     scale: float = 0.1  # the adapter's output is multiplied by this
 
     def __post_init__(self) -> None:
-        def number(v: object) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
         wrong = [
             f"{name}={value!r} (give {kind})"
             for name, value, ok, kind in (
                 ("stages", self.stages, isinstance(self.stages, tuple)
                  and all(isinstance(s, int) and not isinstance(s, bool) for s in self.stages),
                  "Hiera stage numbers, e.g. [2, 3]"),
-                ("channel_factor", self.channel_factor, number(self.channel_factor) and self.channel_factor > 0,
+                ("channel_factor", self.channel_factor, is_number(self.channel_factor) and self.channel_factor > 0,
                  "a number > 0"),
-                ("scale", self.scale, number(self.scale), "a finite number"),
+                ("scale", self.scale, is_number(self.scale), "a finite number"),
             )
             if not ok
         ]  # fmt: skip

@@ -31,7 +31,6 @@ returns the binary mask as logits (+-10).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -44,7 +43,7 @@ from scipy.sparse import csgraph
 from torch import nn
 
 from fssam2.build import build_sam2
-from fssam2.errors import InputError
+from fssam2.errors import InputError, is_number
 from fssam2.methods.base import Prompts
 from fssam2.methods.dinov2 import SemanticEncoder, build_semantic_encoder
 from fssam2.methods.features import EpisodeKeys, ImageFeatures, SAM2Method, image_features
@@ -273,10 +272,6 @@ def select_masks(
     return pred[0], prob[0]
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def disk_masks(coords: torch.Tensor, size: int, radius: float) -> torch.Tensor:
     """The stand-in predictor: for each prompt (x, y) [P, 2] in input pixels, the pixels within
     `radius` of it, [P, 1, size, size] bool."""
@@ -353,7 +348,7 @@ class GFSAM(SAM2Method):
                 (
                     "disk_radius",
                     disk_radius,
-                    disk_radius is None or _is_number(disk_radius),
+                    disk_radius is None or is_number(disk_radius),
                     "a number of pixels or null",
                 ),
             )
